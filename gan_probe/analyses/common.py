@@ -1,0 +1,116 @@
+"""What every analysis shares: latents in, progress out, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from gan_probe.errors import DataError, GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator
+
+Advance = Callable[[int], None]
+
+
+class Progress(Protocol):
+    """Reports progress; the CLI gives a Rich bar on a TTY, the library a no-op."""
+
+    def task(self, description: str, total: int) -> Advance: ...
+
+
+class NoProgress:
+    def task(self, description: str, total: int) -> Advance:
+        return lambda n: None
+
+
+@contextmanager
+def progress_task(progress: Progress | None, description: str, total: int) -> Iterator[Advance]:
+    yield (progress or NoProgress()).task(description, total)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator: the same seed gives the same numbers on every device."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def batches(num: int, size: int) -> Iterator[slice]:
+    for start in range(0, num, size):
+        yield slice(start, min(num, start + size))
+
+
+def check_positive(name: str, value: float, flag: str, *, allow_zero: bool = False) -> None:
+    if not (value >= 0 if allow_zero else value > 0):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise GanProbeError(f"{name} must be {bound}, got {value} ({flag})")
+
+
+def load_latents(path: str | Path, nz: int) -> torch.Tensor:
+    """Latents (N, nz) as float64 from .npy, .npz or .safetensors.
+
+    In an .npz or .safetensors file the array is the one named ``z`` or
+    ``latents``, or the only array in the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"latents file not found: {path} (--latents)")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                arr = _pick_array({k: data[k] for k in data.files}, path)
+        elif path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            arr = _pick_array(load_file(str(path)), path)
+        else:
+            raise DataError(f"latents file {path} must be .npy, .npz or .safetensors (--latents)")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise DataError(f"cannot read latents from {path}: {exc}") from None
+    if arr.ndim != 2:
+        raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz}) (--latents)")
+    if arr.shape[1] != nz:
+        raise DataError(f"latents in {path} have width {arr.shape[1]} but the generator has nz = {nz} (--latents)")
+    if arr.shape[0] < 1:
+        raise DataError(f"latents file {path} holds no latents")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"latents in {path} are not numbers ({arr.dtype})")
+    z = torch.from_numpy(np.asarray(arr, dtype=np.float64))
+    if not torch.isfinite(z).all():
+        raise DataError(f"latents in {path} contain NaN or infinite values")
+    return z
+
+
+def _pick_array(arrays: dict, path: Path) -> np.ndarray:
+    for key in ("z", "latents"):
+        if key in arrays:
+            return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise DataError(f"{path} holds arrays {sorted(arrays)}; name the latents 'z' or 'latents'")
+
+
+def draw_or_load_latents(
+    gen: LoadedGenerator, *, num: int, latents: str | Path | None, seed: int
+) -> torch.Tensor:
+    """(N, nz) float64 latents: from ``latents`` if given, else ``num`` draws from the prior."""
+    if latents is not None:
+        return load_latents(latents, gen.nz)
+    if num < 1:
+        raise GanProbeError(f"the number of latents must be at least 1, got {num} (--n)")
+    return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
+
+
+def generate(gen: LoadedGenerator, z: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """G(z) in batches, returned on the CPU as float32 images (for rendering)."""
+    out = []
+    with torch.no_grad():
+        for sl in batches(z.shape[0], batch_size):
+            out.append(gen(z[sl].to(gen.device, gen.dtype)).float().cpu())
+    return torch.cat(out)

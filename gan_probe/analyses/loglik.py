@@ -1,0 +1,316 @@
+"""``gan-probe loglik``: the generator's implicit log-likelihood.
+
+Ramesh & LeCun (2018), eq. 1-2 (smooth coarea formula, non-injectivity ignored):
+
+    ln Q(G(z)) = ln P_Z(z) - 1/2 ln det M(z),    M = J^T J,  J = dG/dz,
+
+in nats, with pixels in the generator's own output units. ``--grid`` evaluates
+it over a 2-D plane of latent space (the paper's Figure 3).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+
+from gan_probe.analyses.common import (
+    Progress,
+    batches,
+    check_positive,
+    draw_or_load_latents,
+    generate,
+    load_latents,
+    progress_task,
+    seeded_generator,
+)
+from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.report.files import OutputDir
+from gan_probe.spectral.exact import exact_spectrum
+
+METHODS = ("exact",)
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """A plane z = c + a u_1 + b u_2, a and b on ``size`` points in [-extent, extent].
+
+    ``dims``: the latent axes spanning the plane (None: a seeded random
+    orthonormal pair; for nz = 2, axes 0 and 1). ``extent``: None gives the
+    whole box for a uniform prior and 3 sigma for a normal one. ``center``:
+    ``prior`` (its centre), ``random`` (one seeded prior draw) or a latents file
+    (its first row).
+    """
+
+    dims: tuple[int, int] | None = None
+    extent: float | None = None
+    size: int = 15
+    center: str = "prior"
+
+
+@dataclass(frozen=True)
+class LoglikParams:
+    num: int = 16
+    latents: str | None = None
+    method: str = "exact"
+    batch_size: int = 16
+    chunk_size: int | None = None
+    seed: int = 0
+    grid: GridParams | None = None
+
+
+@dataclass
+class LoglikValues:
+    """Per-latent results, all (n,) float64 tensors (bools for the flags)."""
+
+    z: torch.Tensor
+    log_prior: torch.Tensor
+    half_logdet: torch.Tensor
+    lambda_max: torch.Tensor
+    lambda_min: torch.Tensor
+    condition: torch.Tensor
+    singular: torch.Tensor
+    precision_warning: torch.Tensor
+
+    @property
+    def loglik(self) -> torch.Tensor:
+        return self.log_prior - self.half_logdet
+
+    def per_sample(self) -> list[dict]:
+        rows = []
+        for i in range(self.z.shape[0]):
+            rows.append(
+                {
+                    "index": i,
+                    "log_prior": float(self.log_prior[i]),
+                    "half_logdet": float(self.half_logdet[i]),
+                    "loglik": float(self.loglik[i]),
+                    "lambda_max": float(self.lambda_max[i]),
+                    "lambda_min": float(self.lambda_min[i]),
+                    "condition": float(self.condition[i]),
+                    "singular": bool(self.singular[i]),
+                    "precision_warning": bool(self.precision_warning[i]),
+                }
+            )
+        return rows
+
+    def summary(self) -> dict:
+        ll = self.loglik
+        finite = ll[torch.isfinite(ll)]
+        stats = (
+            {
+                "mean": float(finite.mean()),
+                "median": float(finite.median()),
+                "min": float(finite.min()),
+                "max": float(finite.max()),
+            }
+            if finite.numel()
+            else {"mean": None, "median": None, "min": None, "max": None}
+        )
+        return {
+            "loglik": stats,
+            "num_samples": int(ll.numel()),
+            "num_finite": int(finite.numel()),
+            "num_singular": int(self.singular.sum()),
+            "num_precision_warning": int(self.precision_warning.sum()),
+            "condition_median": _finite_median(self.condition),
+        }
+
+
+@dataclass
+class GridResult:
+    center: torch.Tensor  # (nz,)
+    basis: torch.Tensor  # (2, nz) orthonormal rows
+    dims: tuple[int, int] | None
+    coords: torch.Tensor  # (size,) offsets along each basis vector
+    values: LoglikValues  # size*size points, row-major: row = b (second axis), column = a
+    images: torch.Tensor  # (size*size, C, H, W) on the CPU
+
+
+@dataclass
+class LoglikResult:
+    params: LoglikParams
+    values: LoglikValues
+    images: torch.Tensor
+    grid: GridResult | None = None
+    timings: dict = field(default_factory=dict)
+
+    def results(self) -> dict:
+        out = {"method": self.params.method, "summary": self.values.summary(), "samples": self.values.per_sample()}
+        if self.grid is not None:
+            g = self.grid
+            size = g.coords.numel()
+            out["grid"] = {
+                "dims": list(g.dims) if g.dims is not None else None,
+                "center": g.center,
+                "basis": g.basis,
+                "coords": g.coords,
+                "size": size,
+                "loglik": g.values.loglik.reshape(size, size),
+                "summary": g.values.summary(),
+            }
+        return out
+
+
+def _finite_median(x: torch.Tensor) -> float | None:
+    finite = x[torch.isfinite(x)]
+    return float(finite.median()) if finite.numel() else None
+
+
+def evaluate_loglik(
+    gen: LoadedGenerator,
+    z: torch.Tensor,
+    *,
+    method: str = "exact",
+    batch_size: int = 16,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
+    description: str = "log-likelihood",
+) -> LoglikValues:
+    """ln Q(G(z)) and the spectrum statistics for latents z (n, nz), batch by batch."""
+    if method not in METHODS:
+        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
+    z = z.to(torch.float64)
+    parts = []
+    with progress_task(progress, description, z.shape[0]) as advance:
+        for sl in batches(z.shape[0], batch_size):
+            zb = z[sl].to(gen.device, gen.dtype)
+            spec = exact_spectrum(gen.flat, zb, chunk_size=chunk_size)
+            parts.append(
+                [
+                    spec.half_logdet.cpu(),
+                    spec.lambda_max.cpu(),
+                    spec.lambda_min.cpu(),
+                    spec.condition.cpu(),
+                    spec.singular.cpu(),
+                    spec.precision_warning.cpu(),
+                ]
+            )
+            advance(zb.shape[0])
+    cols = [torch.cat(c) for c in zip(*parts)]
+    return LoglikValues(z, gen.prior.log_prob(z), *cols)
+
+
+def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(center (nz,), basis (2, nz), coords (size,)) of the plane described by ``grid``."""
+    nz = gen.nz
+    if grid.size < 2:
+        raise GanProbeError(f"the grid needs at least 2 points per side, got {grid.size} (--grid-size)")
+    if grid.extent is not None:
+        check_positive("the grid extent", grid.extent, "--grid-extent")
+    rng = seeded_generator(seed)
+    if grid.center == "prior":
+        center = torch.full((nz,), gen.prior.center, dtype=torch.float64)
+    elif grid.center == "random":
+        center = gen.prior.sample(1, nz, generator=seeded_generator(seed + 1))[0]
+    else:
+        center = load_latents(grid.center, nz)[0]
+    dims = grid.dims if grid.dims is not None else ((0, 1) if nz == 2 else None)
+    if dims is not None:
+        i, j = dims
+        if not (0 <= i < nz and 0 <= j < nz) or i == j:
+            raise GanProbeError(f"--grid-dims {i},{j}: need two different axes in 0..{nz - 1}")
+        basis = torch.zeros(2, nz, dtype=torch.float64)
+        basis[0, i] = basis[1, j] = 1.0
+    else:
+        if nz < 2:
+            raise GanProbeError("a latent plane needs nz >= 2")
+        q, _ = torch.linalg.qr(torch.randn(nz, 2, generator=rng, dtype=torch.float64))
+        basis = q.T.contiguous()
+    if grid.extent is not None:
+        extent = grid.extent
+    elif gen.prior.kind == "uniform":
+        extent = 0.5 * (gen.prior.high - gen.prior.low)
+    else:
+        extent = 3.0 * gen.prior.sigma
+    coords = torch.linspace(-extent, extent, grid.size, dtype=torch.float64)
+    return center, basis, coords
+
+
+def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress | None = None) -> LoglikResult:
+    """Evaluate ln Q at prior draws (or given latents) and, with a grid, over a latent plane."""
+    check_positive("--batch-size", params.batch_size, "--batch-size")
+    z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
+    grid_spec = latent_plane(gen, params.grid, params.seed) if params.grid is not None else None
+    timings = {}
+    t0 = _now()
+    values = evaluate_loglik(
+        gen, z, method=params.method, batch_size=params.batch_size, chunk_size=params.chunk_size, progress=progress
+    )
+    timings["samples_s"] = _now() - t0
+    images = generate(gen, z, params.batch_size)
+    grid = None
+    if grid_spec is not None:
+        center, basis, coords = grid_spec
+        a, b = torch.meshgrid(coords, coords, indexing="xy")  # row = b, column = a
+        zg = center + a.reshape(-1, 1) * basis[0] + b.reshape(-1, 1) * basis[1]
+        t0 = _now()
+        gvalues = evaluate_loglik(
+            gen,
+            zg,
+            method=params.method,
+            batch_size=params.batch_size,
+            chunk_size=params.chunk_size,
+            progress=progress,
+            description="grid",
+        )
+        timings["grid_s"] = _now() - t0
+        dims = params.grid.dims if params.grid.dims is not None else ((0, 1) if gen.nz == 2 else None)
+        grid = GridResult(center, basis, dims, coords, gvalues, generate(gen, zg, params.batch_size))
+    return LoglikResult(params, values, images, grid, timings)
+
+
+def write_loglik_outputs(result: LoglikResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """samples.png, and with a grid: grid_samples.png, grid_loglik.png, grid.npz."""
+    from gan_probe.report.images import save_grid
+    from gan_probe.report.plots import plot_loglik_contour
+
+    save_grid(out.path("samples.png"), result.images, value_range=gen.output_range, scale=2)
+    if result.grid is None:
+        return
+    g = result.grid
+    size = g.coords.numel()
+    # images row-major with b increasing downwards; flip so b grows upwards as in the contour plot
+    imgs = result.grid.images.reshape(size, size, *result.grid.images.shape[1:]).flip(0).reshape(
+        size * size, *result.grid.images.shape[1:]
+    )
+    save_grid(out.path("grid_samples.png"), imgs, value_range=gen.output_range, ncol=size, scale=2)
+    labels = (
+        (f"z[{g.dims[0]}]", f"z[{g.dims[1]}]") if g.dims is not None else ("u1 (random direction)", "u2 (random direction)")
+    )
+    plot_loglik_contour(
+        out.path("grid_loglik.png"),
+        g.coords.numpy() + (float(g.center @ g.basis[0]) if g.dims is not None else 0.0),
+        g.coords.numpy() + (float(g.center @ g.basis[1]) if g.dims is not None else 0.0),
+        g.values.loglik.reshape(size, size).numpy(),
+        labels=labels,
+        title=f"ln Q(G(z)) over a latent plane [nats], {gen.arch} nz={gen.nz}",
+    )
+    np.savez_compressed(
+        out.path("grid.npz"),
+        z=g.values.z.numpy(),
+        coords=g.coords.numpy(),
+        center=g.center.numpy(),
+        basis=g.basis.numpy(),
+        loglik=g.values.loglik.reshape(size, size).numpy(),
+        half_logdet=g.values.half_logdet.reshape(size, size).numpy(),
+    )
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+__all__ = [
+    "METHODS",
+    "GridParams",
+    "LoglikParams",
+    "LoglikResult",
+    "LoglikValues",
+    "evaluate_loglik",
+    "latent_plane",
+    "run_loglik",
+    "write_loglik_outputs",
+]

@@ -1,0 +1,45 @@
+"""``gan-probe info`` and ``gan-probe sample``: describe a checkpoint, render samples."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from gan_probe.analyses.common import draw_or_load_latents, generate
+from gan_probe.cli.app import app
+from gan_probe.cli.common import Outcome, RunContext, probe_command
+from gan_probe.report.images import save_grid
+
+
+@probe_command(app, "info", writes_files=False)
+def info(ctx: RunContext) -> Outcome:
+    """Describe a checkpoint: arch, config, nz, prior, output, parameters, sha256, provenance."""
+    d = ctx.gen.describe()
+    table = Table(title="checkpoint", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key in ("path", "sha256", "source", "arch", "config", "nz", "prior", "output", "num_params", "provenance"):
+        table.add_row(key, str(d[key]))
+    return Outcome(parameters={}, results=d, table=table)
+
+
+@probe_command(app, "sample")
+def sample(
+    ctx: RunContext,
+    n: Annotated[int, typer.Option("--n", help="Number of samples (a square-ish grid).")] = 64,
+) -> Outcome:
+    """Render a PNG grid of G(z) for latents drawn from the prior (samples.png, latents in samples.npz)."""
+    z = draw_or_load_latents(ctx.gen, num=n, latents=None, seed=ctx.common.seed)
+    images = generate(ctx.gen, z, ctx.common.batch_size)
+    save_grid(ctx.out.path("samples.png"), images, value_range=ctx.gen.output_range, scale=2)
+    np.savez_compressed(ctx.out.path("samples.npz"), z=z.numpy())
+    results = {
+        "num_samples": n,
+        "output_min": float(images.min()),
+        "output_max": float(images.max()),
+        "output_mean": float(images.mean()),
+    }
+    return Outcome(parameters={"n": n}, results=results)

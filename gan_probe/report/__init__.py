@@ -1,0 +1,1 @@
+"""Output: strict JSON reports, atomic file writes, image grids and plots."""
