@@ -277,7 +277,7 @@ def _resolve_prior(meta: dict | None, options: LoadOptions) -> Prior:
 
 def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
     """Run the generator once on the prior's centre to learn (and check) its output shape."""
-    z = torch.full((2, loaded.nz), loaded.prior.center)
+    z = torch.full((2, loaded.nz), loaded.prior.center, dtype=loaded.dtype, device=loaded.device)
     try:
         with torch.no_grad():
             x = loaded.module.eval()(z)
