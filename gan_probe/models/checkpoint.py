@@ -30,6 +30,7 @@ from gan_probe.errors import CheckpointError
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.bundled import default_checkpoint
 from gan_probe.models.priors import Prior
+from gan_probe.report.files import write_atomic
 
 FORMAT_VERSION = 1
 METADATA_KEY = "gan_probe"
@@ -364,7 +365,7 @@ def save_checkpoint(
     provenance: str,
 ) -> None:
     """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -375,7 +376,5 @@ def save_checkpoint(
         "provenance": provenance,
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    blob = safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(meta)})
+    write_atomic(Path(path), lambda fh: fh.write(blob))
