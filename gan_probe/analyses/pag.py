@@ -1,0 +1,317 @@
+"""``gan-probe pag``: generator reversal on real data and the Prior Agreement score.
+
+Kilcher, Lucchi & Hofmann (2017), section 2.2, eq. 2. With Z_hat (n x nz) the
+latents recovered from n data points by :func:`~gan_probe.analyses.reversal.invert_generator`
+and nu_i^2 the eigenvalues of Z_hat^T Z_hat / n (the second moments of the
+recovered latents along their principal axes),
+
+.. math::
+
+    \\mathrm{PAG} = \\tfrac12 \\sum_{i=1}^{nz}
+        \\Big[ \\frac{\\nu_i^2}{\\sigma^2} - \\ln \\frac{\\nu_i^2}{\\sigma^2} - 1 \\Big]
+      = \\mathrm{KL}\\big(N(0, \\mathrm{diag}\\,\\nu^2) \\,\\|\\, N(0, \\sigma^2 I)\\big)
+
+in nats: 0 when the recovered latents have the prior's second moments, larger
+the more they disagree. The paper's text takes nu_i as the raw singular values
+of Z_hat (no 1/n), which inflates every term by about n; that reading is
+reported as ``pag_paper_literal`` (it explains the size of the published
+scores, 1.5e3-4e4). A uniform prior U([a, b]^nz) is compared with its
+moment-matched normal N((a+b)/2, (b-a)^2/12 I): the latents are centred on
+(a+b)/2 and sigma^2 = (b-a)^2 / 12.
+
+Prior-data-disagreement samples (section 4.2): draw latents from the prior,
+rank them by mean squared distance to the recovered latents (largest first)
+and render the top ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gan_probe.analyses.common import Progress, check_positive, generate, seeded_generator
+from gan_probe.analyses.reversal import ReversalParams, ReversalResult, invert_generator, psnr
+from gan_probe.data import ImageData, load_images
+from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.models.priors import Prior
+from gan_probe.report.files import OutputDir
+
+#: Images shown in reconstructions.png (originals and reconstructions, row pairs of 8).
+NUM_SHOWN = 32
+SHOWN_PER_ROW = 8
+
+
+@dataclass(frozen=True)
+class PagParams:
+    data: str | None = None
+    limit: int | None = None
+    resize: bool = False
+    reversal: ReversalParams = ReversalParams()
+    num_prior_samples: int = 1000
+    num_top: int = 20
+    seed: int = 0
+
+
+@dataclass
+class PagScore:
+    """PAG of latents z (n, nz) against N(center, sigma^2 I); ``nu`` (nz,) descending.
+
+    ``pag`` and ``pag_paper_literal`` are +inf when some nu_i is 0 (fewer latents
+    than nz, or latents confined to a subspace).
+    """
+
+    pag: float
+    pag_paper_literal: float
+    nu: torch.Tensor
+    singular_values: torch.Tensor
+    sigma: float
+    center: float
+    num_latents: int
+
+    @property
+    def rank_deficient(self) -> bool:
+        return bool((self.nu == 0).any())
+
+    def to_json(self) -> dict:
+        nz = self.nu.numel()
+        return {
+            "pag": self.pag,
+            "pag_per_dim": self.pag / nz,
+            "pag_paper_literal": self.pag_paper_literal,
+            "sigma": self.sigma,
+            "center": self.center,
+            "nu": self.nu,
+            "nu_over_sigma": self.nu / self.sigma,
+            "singular_values": self.singular_values,
+            "num_latents": self.num_latents,
+            "rank_deficient": self.rank_deficient,
+        }
+
+
+def kl_terms(nu2_over_sigma2: torch.Tensor) -> torch.Tensor:
+    """1/2 [r - ln r - 1] per axis for r = nu_i^2 / sigma^2 (+inf at r = 0)."""
+    r = nu2_over_sigma2.to(torch.float64)
+    return 0.5 * (r - torch.log(r) - 1.0)
+
+
+def pag_score(z: torch.Tensor, sigma: float, *, center: float = 0.0) -> PagScore:
+    """PAG (Kilcher et al. 2017, eq. 2) of latents z (n, nz) against N(center, sigma^2 I).
+
+    nu_i^2 = s_i^2 / n with s_i the singular values of Z_hat = z - center (the
+    eigenvalues of Z_hat^T Z_hat / n, through an SVD in float64 so that tiny
+    nu_i keep their accuracy); axes beyond rank n get s_i = 0.
+    """
+    check_positive("the prior sigma", sigma, "--sigma")
+    if z.ndim != 2 or z.shape[0] < 1:
+        raise GanProbeError(f"PAG needs latents of shape (n, nz) with n >= 1, got {tuple(z.shape)}")
+    n, nz = z.shape
+    zc = z.to(torch.float64) - center
+    s = torch.linalg.svdvals(zc)
+    if s.numel() < nz:
+        s = torch.cat([s, torch.zeros(nz - s.numel(), dtype=s.dtype)])
+    s2 = s.square()
+    pag = float(kl_terms(s2 / n / sigma**2).sum())
+    literal = float(kl_terms(s2 / sigma**2).sum())
+    return PagScore(pag, literal, (s / math.sqrt(n)), s, float(sigma), float(center), n)
+
+
+def prior_reference(prior: Prior) -> tuple[float, float, str]:
+    """(center, sigma, description) of the normal the recovered latents are compared with."""
+    if prior.kind == "normal":
+        return 0.0, prior.sigma, f"the prior itself, N(0, {prior.sigma:g}^2 I)"
+    return (
+        prior.center,
+        prior.scale,
+        f"N({prior.center:g}, {prior.scale:.6g}^2 I), moment-matched to the uniform prior "
+        f"U([{prior.low:g}, {prior.high:g}]^nz): sigma^2 = (high - low)^2 / 12",
+    )
+
+
+@dataclass
+class Disagreement:
+    """Prior draws ranked by mean squared distance to the recovered latents (largest first)."""
+
+    z: torch.Tensor  # (num_top, nz) the top prior draws
+    index: torch.Tensor  # (num_top,) their index among the draws
+    distance: torch.Tensor  # (num_top,) mean squared distance
+    all_distances: torch.Tensor  # (num_prior_samples,)
+    images: torch.Tensor  # (num_top, *output_shape) G(z)
+    agree_images: torch.Tensor  # (num_top, *output_shape): the draws closest to the recovered latents
+
+
+def disagreement_samples(
+    gen: LoadedGenerator, z_hat: torch.Tensor, *, num_prior_samples: int, num_top: int, seed: int, batch_size: int
+) -> Disagreement:
+    """Kilcher et al. section 4.2: ``num_prior_samples`` prior draws, the ``num_top`` farthest from Z_hat.
+
+    d_j = (1/n) sum_i |z_j - z_hat_i|^2 = |z_j - mean(z_hat)|^2 + (1/n) sum_i |z_hat_i - mean(z_hat)|^2.
+    """
+    if num_prior_samples < 1:
+        raise GanProbeError(f"--prior-samples must be at least 1, got {num_prior_samples}")
+    if not 1 <= num_top <= num_prior_samples:
+        raise GanProbeError(f"--top must be in 1..--prior-samples ({num_prior_samples}), got {num_top}")
+    zp = gen.prior.sample(num_prior_samples, gen.nz, generator=seeded_generator(seed))
+    zh = z_hat.to(torch.float64)
+    mean = zh.mean(0)
+    spread = (zh - mean).square().sum(1).mean()
+    d = (zp - mean).square().sum(1) + spread
+    order = torch.argsort(d, descending=True, stable=True)
+    top, low = order[:num_top], order.flip(0)[:num_top]
+    return Disagreement(
+        z=zp[top],
+        index=top,
+        distance=d[top],
+        all_distances=d,
+        images=generate(gen, zp[top], batch_size),
+        agree_images=generate(gen, zp[low], batch_size),
+    )
+
+
+@dataclass
+class PagResult:
+    params: PagParams
+    data: ImageData
+    reversal: ReversalResult
+    score: PagScore | None
+    reference: str
+    disagreement: Disagreement | None
+    psnr_peak: float | None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.reversal.interrupted
+
+    def psnr(self) -> torch.Tensor | None:
+        return None if self.psnr_peak is None else psnr(self.reversal.mse, self.psnr_peak)
+
+    def per_image(self) -> list[dict]:
+        p = self.psnr()
+        labels = self.data.labels
+        rows = []
+        for i in range(self.reversal.num_done):
+            row = {"index": i, "mse": float(self.reversal.mse[i]), "psnr": None if p is None else float(p[i])}
+            if labels is not None:
+                row["label"] = int(labels[i])
+            rows.append(row)
+        return rows
+
+    def results(self) -> dict:
+        rev = self.reversal
+        p = self.psnr()
+        hist = rev.loss_history
+        return {
+            **(self.score.to_json() if self.score is not None else {"pag": None, "pag_paper_literal": None}),
+            "reference": self.reference,
+            "num_images": rev.num_images,
+            "num_recovered": rev.num_done,
+            "interrupted": rev.interrupted,
+            "data": self.data.describe(),
+            "reconstruction": {
+                "mse": _stats(rev.mse),
+                "psnr": _stats(p) if p is not None else None,
+                "psnr_peak": self.psnr_peak,
+                "loss_first": float(hist[0]) if rev.num_done else None,
+                "loss_last": float(hist[-1]) if rev.num_done else None,
+                "units": "generator output units; loss = 1/2 |G(z) - x|^2 per image, mse = mean over pixels",
+            },
+            "disagreement": None
+            if self.disagreement is None
+            else {
+                "num_prior_samples": self.params.num_prior_samples,
+                "top_index": self.disagreement.index,
+                "top_mean_sq_distance": self.disagreement.distance,
+                "median_mean_sq_distance": float(self.disagreement.all_distances.median()),
+            },
+            "per_image": self.per_image(),
+        }
+
+
+def _stats(x: torch.Tensor) -> dict:
+    finite = x[torch.isfinite(x)]
+    if not finite.numel():
+        return {"mean": None, "median": None, "min": None, "max": None}
+    return {
+        "mean": float(finite.mean()),
+        "median": float(finite.median()),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+    }
+
+
+def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | None = None) -> PagResult:
+    """Load the data, reverse the generator on it, score the recovered latents, rank prior draws."""
+    data = load_images(
+        params.data,
+        output_shape=gen.output_shape,
+        output_range=gen.output_range,
+        limit=params.limit,
+        resize=params.resize,
+    )
+    timings = {}
+    t0 = time.perf_counter()
+    rev = invert_generator(gen, data.images, params.reversal, progress=progress)
+    timings["reversal_s"] = time.perf_counter() - t0
+    center, sigma, reference = prior_reference(gen.prior)
+    score = pag_score(rev.z, sigma, center=center) if rev.num_done else None
+    dis = None
+    if rev.num_done:
+        dis = disagreement_samples(
+            gen,
+            rev.z,
+            num_prior_samples=params.num_prior_samples,
+            num_top=params.num_top,
+            seed=params.seed + 1,
+            batch_size=params.reversal.batch_size,
+        )
+    peak = None if gen.output_range is None else float(gen.output_range[1] - gen.output_range[0])
+    return PagResult(params, data, rev, score, reference, dis, peak, timings)
+
+
+def write_pag_outputs(result: PagResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """latents.npz (key ``z``, for ``loglik --latents``), reconstructions.png, disagreement.png, pag.png."""
+    from gan_probe.report.images import save_grid
+    from gan_probe.report.plots import plot_pag_diagnostics
+
+    rev = result.reversal
+    if not rev.num_done:
+        return
+    with open(out.path("latents.npz"), "wb") as fh:
+        np.savez(
+            fh,
+            z=rev.z.numpy(),
+            mse=rev.mse.numpy(),
+            loss_history=rev.loss_history.numpy(),
+            index=np.arange(rev.num_done),
+        )
+    ncol = min(SHOWN_PER_ROW, rev.num_done)
+    k = min(NUM_SHOWN, rev.num_done // ncol * ncol)
+    originals, recs = result.data.images[:k].float(), rev.reconstructions[:k]
+    # row pairs: ncol originals, then their reconstructions underneath
+    rows = [block[start : start + ncol] for start in range(0, k, ncol) for block in (originals, recs)]
+    save_grid(
+        out.path("reconstructions.png"),
+        torch.cat(rows),
+        value_range=gen.output_range,
+        ncol=ncol,
+        scale=2,
+    )
+    if result.disagreement is not None:
+        top = result.disagreement.images
+        save_grid(out.path("disagreement.png"), top, value_range=gen.output_range, ncol=10, scale=2)
+        save_grid(
+            out.path("agreement.png"), result.disagreement.agree_images, value_range=gen.output_range, ncol=10, scale=2
+        )
+    if result.score is not None:
+        plot_pag_diagnostics(
+            out.path("pag.png"),
+            loss_history=rev.loss_history.numpy(),
+            nu_over_sigma=(result.score.nu / result.score.sigma).numpy(),
+            title=f"PAG = {result.score.pag:.4g} nats (paper-literal {result.score.pag_paper_literal:.4g}), "
+            f"{rev.num_done} images",
+        )

@@ -1,0 +1,118 @@
+"""``gan-probe pag``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from gan_probe.analyses.pag import PagParams, PagResult, run_pag, write_pag_outputs
+from gan_probe.analyses.reversal import OPTIMIZERS, ReversalParams
+from gan_probe.cli.app import app
+from gan_probe.cli.common import Gate, Outcome, RunContext, fmt, probe_command
+
+
+@probe_command(app, "pag")
+def pag(
+    ctx: RunContext,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Images: a folder of PNG/JPEG files or a .npy/.npz array (N x C x H x W, N x H x W [x C]). "
+            "[default: the bundled held-out MNIST images]",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    resize: Annotated[bool, typer.Option("--resize", help="Resize images of another size (bilinear).")] = False,
+    steps: Annotated[int, typer.Option(help="Gradient steps of the reversal per image.")] = ReversalParams.steps,
+    lr: Annotated[float, typer.Option(help="Learning rate of the reversal (paper: 0.05).")] = ReversalParams.lr,
+    optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)} (Algorithm 1 is plain SGD).")] = "sgd",
+    init_std: Annotated[float, typer.Option(help="Std. dev. of the initial latents (paper: 1e-4).")] = 1e-4,
+    prior_samples: Annotated[int, typer.Option(help="Prior draws ranked for the disagreement samples.")] = 1000,
+    top: Annotated[int, typer.Option(help="Disagreement samples rendered.")] = 20,
+    minimum: Annotated[Optional[float], typer.Option("--min", help="Fail (exit 3) if PAG is below this.")] = None,
+    maximum: Annotated[Optional[float], typer.Option("--max", help="Fail (exit 3) if PAG is above this.")] = None,
+) -> Outcome:
+    """Reverse the generator on real images (Kilcher et al. 2017, Alg. 1) and score the prior fit (PAG)."""
+    params = PagParams(
+        data=str(data) if data is not None else None,
+        limit=limit,
+        resize=resize,
+        reversal=ReversalParams(
+            steps=steps,
+            lr=lr,
+            optimizer=optimizer,
+            init_std=init_std,
+            batch_size=ctx.common.batch_size,
+            seed=ctx.common.seed,
+        ),
+        num_prior_samples=prior_samples,
+        num_top=top,
+        seed=ctx.common.seed,
+    )
+    result = run_pag(ctx.gen, params, progress=ctx.progress)
+    write_pag_outputs(result, ctx.gen, ctx.out)
+    value = result.score.pag if result.score is not None else None
+    return Outcome(
+        parameters={
+            "data": params.data,
+            "limit": limit,
+            "resize": resize,
+            "steps": steps,
+            "lr": lr,
+            "optimizer": optimizer,
+            "init_std": init_std,
+            "prior_samples": prior_samples,
+            "top": top,
+            "min": minimum,
+            "max": maximum,
+        },
+        results=result.results(),
+        table=_table(result),
+        gate=Gate("PAG", value, minimum, maximum),
+        notes=_notes(result),
+        interrupted=result.interrupted,
+    )
+
+
+def _table(result: PagResult) -> Table:
+    res = result.results()
+    rec = res["reconstruction"]
+    table = Table(title="Prior agreement (Kilcher et al. 2017)", show_header=False)
+    table.add_column("quantity", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("PAG \\[nats]", fmt(res["pag"], ".5g"))
+    table.add_row("PAG per latent dim", fmt(res.get("pag_per_dim"), ".4g"))
+    table.add_row("PAG, paper-literal nu_i = s_i(Z)", fmt(res["pag_paper_literal"], ".5g"))
+    if result.score is not None:
+        ratio = result.score.nu / result.score.sigma
+        table.add_row("nu_i / sigma (max, median, min)", f"{ratio.max():.3g}, {ratio.median():.3g}, {ratio.min():.3g}")
+    table.add_row("images recovered", f"{res['num_recovered']} of {res['num_images']}")
+    table.add_row("MSE (mean, median, max)", ", ".join(fmt(rec["mse"][k], ".4g") for k in ("mean", "median", "max")))
+    if rec["psnr"] is not None:
+        table.add_row(
+            f"PSNR \\[dB] (peak {rec['psnr_peak']:g}; mean, median, min)",
+            ", ".join(fmt(rec["psnr"][k], ".2f") for k in ("mean", "median", "min")),
+        )
+    table.caption = f"reference: {result.reference}; data: {result.data.source}"
+    return table
+
+
+def _notes(result: PagResult) -> list[str]:
+    notes = [f"data conversion: {step}" for step in result.data.conversion if not step.startswith("none")]
+    if result.reversal.interrupted:
+        done, n = result.reversal.num_done, result.reversal.num_images
+        notes.append(f"interrupted: {done} of {n} images reversed (the chunk in progress was dropped)")
+    score = result.score
+    if score is not None and score.rank_deficient:
+        nz = score.nu.numel()
+        notes.append(
+            f"PAG is infinite (null in JSON): the {score.num_latents} recovered latents span fewer than nz = {nz} "
+            f"axes; use at least {nz} images (--limit)"
+        )
+    if result.score is None:
+        notes.append("no image was reversed, so PAG is undefined")
+    return notes
