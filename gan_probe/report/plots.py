@@ -84,3 +84,67 @@ def plot_pag_diagnostics(
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def plot_log_spectra(path: Path, eigenvalues: np.ndarray, *, title: str) -> None:
+    """Eigenvalues lambda_i of M (T, nz), descending, one line per trial latent, on a log axis.
+
+    Ramesh & LeCun (2018), Figure 5a/b. Zero eigenvalues (rank-deficient J)
+    cannot be drawn on a log axis and are left out of their line.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    num, nz = eigenvalues.shape
+    idx = np.arange(1, nz + 1)
+    cmap = plt.get_cmap("viridis")
+    for t in range(num):
+        lam = np.where(eigenvalues[t] > 0, eigenvalues[t], np.nan)
+        ax.plot(idx, lam, marker="o", markersize=2.5, linewidth=1, color=cmap(t / max(1, num - 1)), label=f"trial {t}")
+    ax.set_yscale("log")
+    ax.set_xlabel("index i")
+    ax.set_ylabel("eigenvalue lambda_i of M = J^T J")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    if num <= 12:
+        ax.legend(fontsize=6, ncol=2, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def plot_veff_curve(
+    path: Path,
+    taus: np.ndarray,
+    counts: np.ndarray,
+    *,
+    marks: list[tuple[float, float]],
+    title: str,
+) -> None:
+    """v_eff(tau), the mean over latents of #{i : delta(j, i) > tau}, with the 10-90% band of the per-latent counts.
+
+    ``counts`` is (M, len(taus)); ``marks`` are (tau, v_eff) points to label
+    (the requested thresholds). Ramesh & LeCun (2018), Figure 6a-d.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ax.fill_between(
+        taus,
+        np.percentile(counts, 10, axis=0),
+        np.percentile(counts, 90, axis=0),
+        alpha=0.25,
+        label="10-90% of latents",
+    )
+    ax.plot(taus, counts.mean(axis=0), linewidth=1.5, label="v_eff(tau)")
+    for tau, value in marks:
+        ax.plot([tau], [value], "o", color="C3")
+        ax.annotate(f"{value:.3g}", (tau, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("threshold tau")
+    ax.set_ylabel("v_eff(tau)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(taus[0], taus[-1])
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -1,0 +1,288 @@
+"""``gan-probe eigvecs``: eigenvectors of M = J^T J as local explanatory factors.
+
+Ramesh & LeCun (2018), section 5 and Figure 5: at T trial latents (12 in the
+paper) take the exact eigen-decomposition M(z) = sum_i lambda_i v_i v_i^T
+(:mod:`gan_probe.spectral.eigen`, float64, signs fixed) and compare
+G(z + alpha v_i) with G(z + alpha r) for random unit directions r at the same
+step alpha. Since |G(z + t v) - G(z)| ~ |t| sqrt(v^T M v) for small t, the top
+eigenvectors are the directions of fastest change; a random unit direction
+changes G by about sqrt(tr M / nz).
+
+Step size: the paper used alpha = 0.4-0.8 for a uniform prior on [-1, 1]. The
+default here is 0.8 times the half-width of a uniform box, and 0.8 sigma for
+a normal prior. Perturbed latents of a uniform prior may leave the box; they
+are counted and reported, and ``project=True`` clamps them back into it
+(which bends the direction: off by default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gan_probe.analyses.common import (
+    Progress,
+    batches,
+    check_positive,
+    draw_or_load_latents,
+    generate,
+    progress_task,
+    seeded_generator,
+)
+from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.models.priors import Prior
+from gan_probe.report.files import OutputDir
+from gan_probe.spectral.eigen import exact_eigen, spectrum_concentration
+
+#: alpha = STEP_FRACTION x (half-width of a uniform box | sigma of a normal prior); the paper's upper value.
+STEP_FRACTION = 0.8
+
+
+def default_step(prior: Prior) -> float:
+    """The default perturbation step alpha for ``prior`` (paper: 0.4-0.8 on U[-1, 1])."""
+    if prior.kind == "uniform":
+        return STEP_FRACTION * 0.5 * (prior.high - prior.low)
+    return STEP_FRACTION * prior.sigma
+
+
+def resolve_step(prior: Prior, step: float | None) -> float:
+    if step is None:
+        return default_step(prior)
+    if not math.isfinite(step):
+        raise GanProbeError(f"the step alpha must be a finite number, got {step} (--step)")
+    check_positive("the step alpha", step, "--step")
+    return float(step)
+
+
+def random_unit_directions(num: int, count: int, nz: int, *, seed: int) -> torch.Tensor:
+    """(num, count, nz) float64 directions uniform on the unit sphere (normalised Gaussians), seeded."""
+    eps = torch.randn(num, count, nz, generator=seeded_generator(seed), dtype=torch.float64)
+    return eps / eps.norm(dim=-1, keepdim=True)
+
+
+def perturb(prior: Prior, z: torch.Tensor, *, project: bool) -> tuple[torch.Tensor, int]:
+    """(perturbed latents, how many of them lie outside a uniform prior's box before any projection)."""
+    outside = 0
+    if prior.kind == "uniform":
+        outside = int(((z < prior.low) | (z > prior.high)).any(-1).sum())
+        if project:
+            z = prior.project(z)
+    return z, outside
+
+
+@dataclass(frozen=True)
+class EigvecsParams:
+    """``num`` trial latents (or ``latents``); ``top`` eigenvectors shown (None: min(8, nz));
+    ``step`` alpha (None: :func:`default_step`); ``traversal_steps`` values of t in [-alpha, alpha]."""
+
+    num: int = 12
+    latents: str | None = None
+    top: int | None = None
+    step: float | None = None
+    traversal_steps: int = 9
+    project: bool = False
+    batch_size: int = 16
+    chunk_size: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class EigvecsResult:
+    params: EigvecsParams
+    top: int
+    step: float
+    z: torch.Tensor  # (T, nz) float64
+    eigenvalues: torch.Tensor  # (T, nz) float64, descending
+    eigenvectors: torch.Tensor  # (T, nz, nz) float64, eigenvectors[t, :, i] = v_i(z_t)
+    condition: torch.Tensor  # (T,)
+    singular: torch.Tensor  # (T,) bool
+    precision_warning: torch.Tensor  # (T,) bool
+    concentration: dict[str, torch.Tensor]  # each (T,)
+    random_directions: torch.Tensor  # (T, top, nz) unit vectors
+    traversal_t: torch.Tensor  # (traversal_steps,)
+    originals: torch.Tensor  # (T, C, H, W)
+    random_images: torch.Tensor  # (T, top, C, H, W): G(z + alpha r_i)
+    eigen_images: torch.Tensor  # (T, top, C, H, W): G(z + alpha v_i)
+    traversal_images: torch.Tensor  # (T, top, steps, C, H, W): G(z + t v_i)
+    change_eigen: torch.Tensor  # (T, top): |G(z + alpha v_i) - G(z)|
+    change_random: torch.Tensor  # (T, top): |G(z + alpha r_i) - G(z)|
+    outside_box: int | None
+    num_perturbed: int
+    timings: dict = field(default_factory=dict)
+
+    def per_trial(self) -> list[dict]:
+        rows = []
+        for t in range(self.z.shape[0]):
+            rows.append(
+                {
+                    "index": t,
+                    "eigenvalues": self.eigenvalues[t],
+                    "lambda_max": float(self.eigenvalues[t, 0]),
+                    "lambda_min": float(self.eigenvalues[t, -1]),
+                    "condition": float(self.condition[t]),
+                    "singular": bool(self.singular[t]),
+                    "precision_warning": bool(self.precision_warning[t]),
+                    **{k: float(v[t]) for k, v in self.concentration.items()},
+                    "change_eigen": self.change_eigen[t],
+                    "change_random": self.change_random[t],
+                }
+            )
+        return rows
+
+    def summary(self) -> dict:
+        def median(x: torch.Tensor) -> float | None:
+            finite = x[torch.isfinite(x)]
+            return float(finite.median()) if finite.numel() else None
+
+        return {
+            "lambda_max_median": median(self.eigenvalues[:, 0]),
+            "condition_median": median(self.condition),
+            **{f"{k}_median": median(v) for k, v in self.concentration.items()},
+            "change_ratio_top1_median": median(self.change_eigen[:, 0] / self.change_random.mean(1)),
+            "num_singular": int(self.singular.sum()),
+            "num_precision_warning": int(self.precision_warning.sum()),
+        }
+
+    def results(self) -> dict:
+        return {
+            "num_trials": int(self.z.shape[0]),
+            "nz": int(self.z.shape[1]),
+            "top": self.top,
+            "step": self.step,
+            "traversal_t": self.traversal_t,
+            "project": self.params.project,
+            "outside_box": None
+            if self.outside_box is None
+            else {"num_outside": self.outside_box, "num_perturbed": self.num_perturbed},
+            "summary": self.summary(),
+            "trials": self.per_trial(),
+        }
+
+
+def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progress | None = None) -> EigvecsResult:
+    """Eigen-decompose M at the trial latents and render the perturbations along eigenvectors and at random."""
+    check_positive("--batch-size", params.batch_size, "--batch-size")
+    nz = gen.nz
+    top = min(8, nz) if params.top is None else params.top
+    if top < 1:
+        raise GanProbeError(f"--top must be at least 1, got {top}")
+    if top > nz:
+        raise GanProbeError(f"--top {top} exceeds the latent size nz = {nz}; use --top {nz} or less")
+    if params.traversal_steps < 2:
+        raise GanProbeError(f"a traversal needs at least 2 steps, got {params.traversal_steps} (--traversal-steps)")
+    step = resolve_step(gen.prior, params.step)
+    z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
+    num = z.shape[0]
+
+    t0 = time.perf_counter()
+    parts = []
+    with progress_task(progress, "eigenvectors", num) as advance:
+        for sl in batches(num, params.batch_size):
+            eig = exact_eigen(gen.flat, z[sl].to(gen.device, gen.dtype), chunk_size=params.chunk_size)
+            spec = eig.spectrum
+            parts.append([eig.eigenvalues, eig.eigenvectors, spec.condition, spec.singular, spec.precision_warning])
+            advance(z[sl].shape[0])
+    lam, vec, cond, singular, pwarn = (torch.cat(c).cpu() for c in zip(*parts, strict=True))
+    eigen_s = time.perf_counter() - t0
+
+    rand = random_unit_directions(num, top, nz, seed=params.seed + 1)
+    v_top = vec[:, :, :top].transpose(1, 2)  # (T, top, nz) rows v_1..v_top
+    ts = torch.linspace(-step, step, params.traversal_steps, dtype=torch.float64)
+    pert_random = z[:, None] + step * rand
+    pert_eigen = z[:, None] + step * v_top
+    pert_trav = z[:, None, None] + ts[None, None, :, None] * v_top[:, :, None]  # (T, top, steps, nz)
+    flat = torch.cat([pert_random.reshape(-1, nz), pert_eigen.reshape(-1, nz), pert_trav.reshape(-1, nz)])
+    flat, outside = perturb(gen.prior, flat, project=params.project)
+
+    t0 = time.perf_counter()
+    originals = generate(gen, z, params.batch_size)
+    images = generate(gen, flat, max(params.batch_size, 64))
+    render_s = time.perf_counter() - t0
+    shape = originals.shape[1:]
+    n_r = num * top
+    random_images = images[:n_r].reshape(num, top, *shape)
+    eigen_images = images[n_r : 2 * n_r].reshape(num, top, *shape)
+    traversal_images = images[2 * n_r :].reshape(num, top, params.traversal_steps, *shape)
+
+    def change(imgs: torch.Tensor) -> torch.Tensor:
+        return (imgs.double() - originals.double()[:, None]).flatten(2).norm(dim=-1)
+
+    return EigvecsResult(
+        params=params,
+        top=top,
+        step=step,
+        z=z,
+        eigenvalues=lam,
+        eigenvectors=vec,
+        condition=cond,
+        singular=singular,
+        precision_warning=pwarn,
+        concentration=spectrum_concentration(lam, top),
+        random_directions=rand,
+        traversal_t=ts,
+        originals=originals,
+        random_images=random_images,
+        eigen_images=eigen_images,
+        traversal_images=traversal_images,
+        change_eigen=change(eigen_images),
+        change_random=change(random_images),
+        outside_box=outside if gen.prior.kind == "uniform" else None,
+        num_perturbed=int(flat.shape[0]),
+        timings={"eigen_s": eigen_s, "render_s": render_s},
+    )
+
+
+def write_eigvecs_outputs(result: EigvecsResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """spectra.png, perturbations.png (all trials), trial_TT.png, traversal_TT.png and eigvecs.npz."""
+    from gan_probe.report.images import save_grid
+    from gan_probe.report.plots import plot_log_spectra
+
+    num, top = result.z.shape[0], result.top
+    plot_log_spectra(
+        out.path("spectra.png"),
+        result.eigenvalues.numpy(),
+        title=f"Spectrum of M = J^T J at {num} trial latents ({gen.arch}, nz={gen.nz})",
+    )
+    rows = []
+    for t in range(num):
+        orig = result.originals[t : t + 1]
+        grid = torch.cat([orig, result.random_images[t], orig, result.eigen_images[t]])
+        save_grid(out.path(f"trial_{t:02d}.png"), grid, value_range=gen.output_range, ncol=top + 1, scale=2)
+        trav = result.traversal_images[t].reshape(-1, *result.originals.shape[1:])
+        save_grid(
+            out.path(f"traversal_{t:02d}.png"),
+            trav,
+            value_range=gen.output_range,
+            ncol=result.params.traversal_steps,
+            scale=2,
+        )
+        rows.append(grid)
+    save_grid(out.path("perturbations.png"), torch.cat(rows), value_range=gen.output_range, ncol=top + 1, scale=2)
+    np.savez_compressed(
+        out.path("eigvecs.npz"),
+        z=result.z.numpy(),
+        eigenvalues=result.eigenvalues.numpy(),
+        eigenvectors=result.eigenvectors.numpy(),
+        condition=result.condition.numpy(),
+        random_directions=result.random_directions.numpy(),
+        step=np.float64(result.step),
+        traversal_t=result.traversal_t.numpy(),
+    )
+
+
+__all__ = [
+    "STEP_FRACTION",
+    "EigvecsParams",
+    "EigvecsResult",
+    "default_step",
+    "perturb",
+    "random_unit_directions",
+    "resolve_step",
+    "run_eigvecs",
+    "write_eigvecs_outputs",
+]

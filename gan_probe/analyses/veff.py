@@ -1,0 +1,243 @@
+"""``gan-probe veff``: the effective dimensionality of latent space.
+
+Ramesh & LeCun (2018), section 5. For latents z_1..z_M, K random directions
+eps_k and step alpha:
+
+    delta(j, 0) = mean_k |G(z_j + alpha eps_k) - G(z_j)|_2
+    delta(j, i) = |G(z_j + alpha v_i(z_j)) - G(z_j)|_2 / delta(j, 0)
+    v_eff(tau)  = (1/M) sum_j #{i : delta(j, i) > tau}
+
+with v_i(z_j) the unit eigenvectors of M(z_j) = J^T J (exact, float64). The
+paper writes eps ~ N(0, I); its norm is about sqrt(nz) while |v_i| = 1, so with
+that reading a linear generator has v_eff(1) = 0 whatever its spectrum.
+``directions="unit"`` (the default) draws eps uniformly on the unit sphere, so
+that eigen- and random perturbations have the same length; ``"normal"`` is the
+literal reading. For a linear G(z) = A z and unit directions,
+alpha * delta(j, 0) * delta(j, i) = alpha sqrt(lambda_i) exactly.
+
+All M (nz + K) perturbed latents are generated in chunks of at most
+``forward_budget`` rows; the only Python loop is over batches of latents.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gan_probe.analyses.common import (
+    Progress,
+    batches,
+    check_positive,
+    draw_or_load_latents,
+    progress_task,
+    seeded_generator,
+)
+from gan_probe.analyses.eigvecs import perturb, random_unit_directions, resolve_step
+from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.report.files import OutputDir
+from gan_probe.spectral.eigen import exact_eigen
+from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
+
+DIRECTIONS = ("unit", "normal")
+
+
+@dataclass(frozen=True)
+class VeffParams:
+    """``num`` latents M (or ``latents``), ``num_directions`` K, ``step`` alpha (None: the prior's default,
+    as for eigvecs), thresholds ``taus`` (the first is the headline and the gated figure)."""
+
+    num: int = 64
+    latents: str | None = None
+    num_directions: int = 32
+    step: float | None = None
+    taus: tuple[float, ...] = (1.0,)
+    directions: str = "unit"
+    project: bool = False
+    curve_points: int = 201
+    batch_size: int = 16
+    chunk_size: int | None = None
+    forward_budget: int = DEFAULT_FORWARD_BUDGET
+    seed: int = 0
+
+
+def check_taus(taus: Sequence[float]) -> tuple[float, ...]:
+    if not taus:
+        raise GanProbeError("give at least one threshold (--tau)")
+    for tau in taus:
+        if not math.isfinite(tau) or tau < 0:
+            raise GanProbeError(f"tau must be a finite number >= 0, got {tau} (--tau)")
+    return tuple(float(t) for t in taus)
+
+
+def count_above(delta: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+    """(M, nz) ratios, (P,) thresholds -> (M, P) counts #{i : delta(j, i) > tau_p}."""
+    return (delta[:, :, None] > taus[None, None, :]).sum(1)
+
+
+@dataclass
+class VeffResult:
+    params: VeffParams
+    step: float
+    taus: tuple[float, ...]
+    z: torch.Tensor  # (M, nz)
+    eigenvalues: torch.Tensor  # (M, nz)
+    delta0: torch.Tensor  # (M,) mean random-direction change
+    delta: torch.Tensor  # (M, nz) relative eigen-direction change delta(j, i)
+    counts: torch.Tensor  # (M, len(taus))
+    curve_tau: torch.Tensor  # (P,)
+    curve_counts: torch.Tensor  # (M, P)
+    outside_box: int | None
+    num_perturbed: int
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def veff(self) -> torch.Tensor:
+        """(len(taus),) v_eff at each requested tau."""
+        return self.counts.double().mean(0)
+
+    @property
+    def num_flat(self) -> int:
+        """Latents where no random perturbation changed G at all (delta(j, 0) = 0; their counts are 0)."""
+        return int((self.delta0 == 0).sum())
+
+    def results(self) -> dict:
+        c = self.counts.double()
+        return {
+            "veff": float(self.veff[0]),
+            "tau": self.taus[0],
+            "by_tau": [
+                {
+                    "tau": tau,
+                    "veff": float(self.veff[p]),
+                    "std": float(c[:, p].std(unbiased=False)),
+                    "min": int(self.counts[:, p].min()),
+                    "max": int(self.counts[:, p].max()),
+                }
+                for p, tau in enumerate(self.taus)
+            ],
+            "nz": int(self.z.shape[1]),
+            "num_latents": int(self.z.shape[0]),
+            "num_directions": self.params.num_directions,
+            "directions": self.params.directions,
+            "step": self.step,
+            "curve": {"tau": self.curve_tau, "veff": self.curve_counts.double().mean(0)},
+            "delta0": {
+                "mean": float(self.delta0.mean()),
+                "median": float(self.delta0.median()),
+                "min": float(self.delta0.min()),
+                "max": float(self.delta0.max()),
+            },
+            "delta1_median": float(self.delta[:, 0].median()),
+            "num_flat": self.num_flat,
+            "outside_box": None
+            if self.outside_box is None
+            else {"num_outside": self.outside_box, "num_perturbed": self.num_perturbed},
+            "per_latent": [
+                {"index": j, "delta0": float(self.delta0[j]), "counts": self.counts[j]} for j in range(self.z.shape[0])
+            ],
+        }
+
+
+def _outputs(gen: LoadedGenerator, z: torch.Tensor, chunk: int) -> torch.Tensor:
+    """G(z) flattened, (B, N) float64 on the CPU, in chunks of ``chunk`` rows (kept in the generator's dtype)."""
+    with torch.no_grad():
+        return torch.cat(
+            [gen.flat(z[sl].to(gen.device, gen.dtype)).cpu().double() for sl in batches(z.shape[0], chunk)]
+        )
+
+
+def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | None = None) -> VeffResult:
+    """v_eff(tau) of ``gen`` at prior draws (or the given latents)."""
+    check_positive("--batch-size", params.batch_size, "--batch-size")
+    taus = check_taus(params.taus)
+    if params.num_directions < 1:
+        raise GanProbeError(f"the number of random directions must be at least 1, got {params.num_directions} (--k)")
+    if params.directions not in DIRECTIONS:
+        raise GanProbeError(f"unknown directions {params.directions!r}: use --directions {'|'.join(DIRECTIONS)}")
+    if params.curve_points < 2:
+        raise GanProbeError(f"the v_eff curve needs at least 2 points, got {params.curve_points}")
+    step = resolve_step(gen.prior, params.step)
+    z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
+    num, nz, k = z.shape[0], gen.nz, params.num_directions
+
+    # every random direction is drawn up front from one seeded stream, so the batch size changes nothing
+    if params.directions == "unit":
+        eps = random_unit_directions(num, k, nz, seed=params.seed + 1)
+    else:
+        eps = torch.randn(num, k, nz, generator=seeded_generator(params.seed + 1), dtype=torch.float64)
+
+    lam_parts, delta0_parts, delta_parts = [], [], []
+    outside = 0
+    t0 = time.perf_counter()
+    with progress_task(progress, "v_eff", num) as advance:
+        for sl in batches(num, params.batch_size):
+            zb = z[sl]
+            eig = exact_eigen(gen.flat, zb.to(gen.device, gen.dtype), chunk_size=params.chunk_size)
+            dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
+            zp, out_b = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
+            outside += out_b
+            base = _outputs(gen, zb, params.forward_budget)  # (b, N)
+            moved = _outputs(gen, zp, params.forward_budget).reshape(zb.shape[0], nz + k, -1)
+            dist = (moved - base[:, None]).norm(dim=-1)  # (b, nz + K)
+            d0 = dist[:, nz:].mean(1)
+            lam_parts.append(eig.eigenvalues.cpu())
+            delta0_parts.append(d0)
+            delta_parts.append(torch.where(d0[:, None] > 0, dist[:, :nz] / d0.clamp_min(1e-300)[:, None], 0.0))
+            advance(zb.shape[0])
+    delta = torch.cat(delta_parts)
+    run_s = time.perf_counter() - t0
+
+    top = max(max(taus), float(delta.max()) if delta.numel() else 0.0)
+    curve_tau = torch.linspace(0.0, 1.05 * top if top > 0 else 1.0, params.curve_points, dtype=torch.float64)
+    return VeffResult(
+        params=params,
+        step=step,
+        taus=taus,
+        z=z,
+        eigenvalues=torch.cat(lam_parts),
+        delta0=torch.cat(delta0_parts),
+        delta=delta,
+        counts=count_above(delta, torch.tensor(taus, dtype=torch.float64)),
+        curve_tau=curve_tau,
+        curve_counts=count_above(delta, curve_tau),
+        outside_box=outside if gen.prior.kind == "uniform" else None,
+        num_perturbed=num * (nz + k),
+        timings={"veff_s": run_s},
+    )
+
+
+def write_veff_outputs(result: VeffResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """veff_curve.png and veff.npz (latents, eigenvalues, delta(j, 0), delta(j, i), counts, curve)."""
+    from gan_probe.report.plots import plot_veff_curve
+
+    plot_veff_curve(
+        out.path("veff_curve.png"),
+        result.curve_tau.numpy(),
+        result.curve_counts.numpy().astype(np.float64),
+        marks=[(tau, float(v)) for tau, v in zip(result.taus, result.veff, strict=True)],
+        title=(
+            f"v_eff(tau), {gen.arch} nz={gen.nz}: M={result.z.shape[0]} latents, "
+            f"K={result.params.num_directions} {result.params.directions} directions, alpha={result.step:g}"
+        ),
+    )
+    np.savez_compressed(
+        out.path("veff.npz"),
+        z=result.z.numpy(),
+        eigenvalues=result.eigenvalues.numpy(),
+        delta0=result.delta0.numpy(),
+        delta=result.delta.numpy(),
+        taus=np.asarray(result.taus, dtype=np.float64),
+        counts=result.counts.numpy(),
+        curve_tau=result.curve_tau.numpy(),
+        curve_veff=result.curve_counts.double().mean(0).numpy(),
+        step=np.float64(result.step),
+    )
+
+
+__all__ = ["DIRECTIONS", "VeffParams", "VeffResult", "check_taus", "count_above", "run_veff", "write_veff_outputs"]

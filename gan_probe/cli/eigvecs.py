@@ -1,0 +1,121 @@
+"""``gan-probe eigvecs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs, write_eigvecs_outputs
+from gan_probe.cli.app import app
+from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
+from gan_probe.errors import GanProbeError
+
+
+@probe_command(app, "eigvecs")
+def eigvecs(
+    ctx: RunContext,
+    n: Annotated[int, typer.Option("--n", help="Trial latents drawn from the prior (seeded); the paper used 12.")] = 12,
+    latents: Annotated[
+        Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, T x nz) instead.")
+    ] = None,
+    top: Annotated[
+        Optional[int], typer.Option("--top", help="Eigenvectors shown per trial [default: min(8, nz)].")
+    ] = None,
+    step: Annotated[
+        Optional[float],
+        typer.Option("--step", help="Step alpha along each direction [default: 0.8 x box half-width, or 0.8 sigma]."),
+    ] = None,
+    traversal_steps: Annotated[int, typer.Option(help="Images per traversal z + t v_i, t in [-alpha, alpha].")] = 9,
+    project: Annotated[
+        bool, typer.Option("--project", help="Uniform prior: clamp perturbed latents into the box (bends directions).")
+    ] = False,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+) -> Outcome:
+    """Eigenvectors of M = J^T J at trial latents: log spectra, perturbations vs random directions, traversals."""
+    if chunk_size is not None and chunk_size < 1:
+        raise GanProbeError(f"--chunk-size must be at least 1, got {chunk_size}")
+    params = EigvecsParams(
+        num=n,
+        latents=str(latents) if latents is not None else None,
+        top=top,
+        step=step,
+        traversal_steps=traversal_steps,
+        project=project,
+        batch_size=ctx.common.batch_size,
+        chunk_size=chunk_size,
+        seed=ctx.common.seed,
+    )
+    result = run_eigvecs(ctx.gen, params, progress=ctx.progress)
+    write_eigvecs_outputs(result, ctx.gen, ctx.out)
+    return Outcome(
+        parameters={
+            "n": n,
+            "latents": params.latents,
+            "top": result.top,
+            "step": result.step,
+            "step_default": step is None,
+            "traversal_steps": traversal_steps,
+            "project": project,
+            "chunk_size": chunk_size,
+        },
+        results={**result.results(), "timings": result.timings},
+        table=_table(result),
+        notes=_notes(result),
+    )
+
+
+def _table(result: EigvecsResult) -> Table:
+    table = Table(title=f"eigenvalues of M = J^T J at {result.z.shape[0]} trial latents")
+    for col in (
+        "#",
+        "lambda_1",
+        "lambda_2",
+        "lambda_nz",
+        "cond(M)",
+        f"top-{result.top} share",
+        "part. ratio",
+        "eff. rank",
+    ):
+        table.add_column(col, justify="right")
+    for row in result.per_trial()[:12]:
+        lam = row["eigenvalues"]
+        table.add_row(
+            str(row["index"]),
+            fmt(float(lam[0]), ".3g"),
+            fmt(float(lam[1]) if lam.numel() > 1 else None, ".3g"),
+            fmt(row["lambda_min"], ".3g"),
+            fmt(row["condition"], ".3g"),
+            fmt(row["top_share"], ".1%"),
+            fmt(row["participation_ratio"], ".2f"),
+            fmt(row["effective_rank"], ".2f"),
+        )
+    s = result.summary()
+    table.caption = (
+        f"step alpha = {result.step:g}; |G(z + alpha v_1) - G(z)| / mean |G(z + alpha r) - G(z)| median "
+        f"{fmt(s['change_ratio_top1_median'], '.3g')}; medians: cond {fmt(s['condition_median'], '.3g')}, "
+        f"participation ratio {fmt(s['participation_ratio_median'], '.2f')} of nz = {result.z.shape[1]}"
+    )
+    return table
+
+
+def _notes(result: EigvecsResult) -> list[str]:
+    notes = []
+    s = result.summary()
+    if s["num_singular"]:
+        notes.append(
+            f"{s['num_singular']} trial latents have a singular J (lambda_min = 0, condition reported as null)"
+        )
+    if s["num_precision_warning"]:
+        notes.append(
+            f"{s['num_precision_warning']} trial latents have lambda_min below float32 rounding of J; "
+            "rerun with --dtype float64 for their small eigenvalues and eigenvectors"
+        )
+    if result.outside_box:
+        action = "clamped into it (--project)" if result.params.project else "kept as they are (--project clamps them)"
+        notes.append(
+            f"{result.outside_box} of {result.num_perturbed} perturbed latents leave the uniform prior's box; {action}"
+        )
+    return notes
