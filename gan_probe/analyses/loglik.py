@@ -28,9 +28,13 @@ from gan_probe.analyses.common import (
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.report.files import OutputDir
+from gan_probe.spectral.estimators import ESTIMATORS, EstimatorParams, estimate_half_logdet
 from gan_probe.spectral.exact import exact_spectrum
 
-METHODS = ("exact",)
+METHODS = ("exact", *ESTIMATORS, "auto")
+
+#: ``auto`` uses the exact method up to this nz (J fits in memory and costs nz JVPs).
+AUTO_EXACT_MAX_NZ = 1024
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class LoglikParams:
     chunk_size: int | None = None
     seed: int = 0
     grid: GridParams | None = None
+    estimator: EstimatorParams = EstimatorParams()
+    check: bool = False
 
 
 @dataclass
@@ -73,27 +79,59 @@ class LoglikValues:
     condition: torch.Tensor
     singular: torch.Tensor
     precision_warning: torch.Tensor
+    method: str = "exact"
+    # stochastic estimators only (None for exact): probe standard error and interval of 1/2 ln det M,
+    # products with M per latent, spectrum known to leave the polynomial's interval
+    stderr: torch.Tensor | None = None
+    interval: torch.Tensor | None = None
+    num_matvecs: int | None = None
+    bounds_violated: torch.Tensor | None = None
+    # --check: the exact 1/2 ln det M next to the estimate
+    exact_half_logdet: torch.Tensor | None = None
 
     @property
     def loglik(self) -> torch.Tensor:
         return self.log_prior - self.half_logdet
 
+    @property
+    def error(self) -> torch.Tensor | None:
+        """(n,) error of ln Q against exact [nats] (estimate - exact), with --check."""
+        if self.exact_half_logdet is None:
+            return None
+        return self.exact_half_logdet - self.half_logdet
+
     def per_sample(self) -> list[dict]:
         rows = []
+        nz = self.z.shape[1]
+        error = self.error
         for i in range(self.z.shape[0]):
-            rows.append(
-                {
-                    "index": i,
-                    "log_prior": float(self.log_prior[i]),
-                    "half_logdet": float(self.half_logdet[i]),
-                    "loglik": float(self.loglik[i]),
-                    "lambda_max": float(self.lambda_max[i]),
-                    "lambda_min": float(self.lambda_min[i]),
-                    "condition": float(self.condition[i]),
-                    "singular": bool(self.singular[i]),
-                    "precision_warning": bool(self.precision_warning[i]),
-                }
-            )
+            row = {
+                "index": i,
+                "log_prior": float(self.log_prior[i]),
+                "half_logdet": float(self.half_logdet[i]),
+                "loglik": float(self.loglik[i]),
+                "lambda_max": float(self.lambda_max[i]),
+                "lambda_min": float(self.lambda_min[i]),
+                "condition": float(self.condition[i]),
+                "singular": bool(self.singular[i]),
+                "precision_warning": bool(self.precision_warning[i]),
+            }
+            if self.stderr is not None:
+                row["half_logdet_stderr"] = float(self.stderr[i])
+            if self.interval is not None:
+                row["half_logdet_interval"] = [float(self.interval[i, 0]), float(self.interval[i, 1])]
+            if self.bounds_violated is not None:
+                row["bounds_violated"] = bool(self.bounds_violated[i])
+            if error is not None:
+                row["exact_half_logdet"] = float(self.exact_half_logdet[i])
+                row["exact_loglik"] = float(self.log_prior[i] - self.exact_half_logdet[i])
+                row["error_nats"] = float(error[i])
+                row["error_nats_per_dim"] = float(error[i]) / nz
+                if self.interval is not None:
+                    row["interval_covers_exact"] = bool(
+                        self.interval[i, 0] <= self.exact_half_logdet[i] <= self.interval[i, 1]
+                    )
+            rows.append(row)
         return rows
 
     def summary(self) -> dict:
@@ -116,7 +154,30 @@ class LoglikValues:
             "num_singular": int(self.singular.sum()),
             "num_precision_warning": int(self.precision_warning.sum()),
             "condition_median": _finite_median(self.condition),
+            **self._estimator_summary(),
         }
+
+    def _estimator_summary(self) -> dict:
+        out: dict = {"method": self.method}
+        if self.num_matvecs is not None:
+            out["num_matvecs_per_latent"] = self.num_matvecs
+        if self.bounds_violated is not None:
+            out["num_bounds_violated"] = int(self.bounds_violated.sum())
+        error = self.error
+        if error is not None:
+            finite = error[torch.isfinite(error)].abs()
+            nz = self.z.shape[1]
+            out["check"] = {
+                "median_abs_error_nats": float(finite.median()) if finite.numel() else None,
+                "max_abs_error_nats": float(finite.max()) if finite.numel() else None,
+                "median_abs_error_nats_per_dim": float(finite.median()) / nz if finite.numel() else None,
+                "max_abs_error_nats_per_dim": float(finite.max()) / nz if finite.numel() else None,
+            }
+            if self.interval is not None:
+                ok = torch.isfinite(self.exact_half_logdet)
+                covered = (self.interval[:, 0] <= self.exact_half_logdet) & (self.exact_half_logdet <= self.interval[:, 1])
+                out["check"]["interval_coverage"] = float(covered[ok].double().mean()) if ok.any() else None
+        return out
 
 
 @dataclass
@@ -138,7 +199,7 @@ class LoglikResult:
     timings: dict = field(default_factory=dict)
 
     def results(self) -> dict:
-        out = {"method": self.params.method, "summary": self.values.summary(), "samples": self.values.per_sample()}
+        out = {"method": self.values.method, "requested_method": self.params.method, "summary": self.values.summary(), "samples": self.values.per_sample()}
         if self.grid is not None:
             g = self.grid
             size = g.coords.numel()
@@ -159,6 +220,22 @@ def _finite_median(x: torch.Tensor) -> float | None:
     return float(finite.median()) if finite.numel() else None
 
 
+def resolve_method(method: str, nz: int, estimator: EstimatorParams) -> str:
+    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq."""
+    if method not in METHODS:
+        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
+    if method != "auto":
+        return method
+    if nz <= AUTO_EXACT_MAX_NZ or estimator.steps * estimator.probes >= nz:
+        return "exact"
+    return "slq"
+
+
+def latent_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
+    """One probe stream per latent index, so estimates do not depend on --batch-size."""
+    return [seeded_generator(seed * 1_000_003 + 7919 + i) for i in range(start, stop)]
+
+
 def evaluate_loglik(
     gen: LoadedGenerator,
     z: torch.Tensor,
@@ -168,29 +245,65 @@ def evaluate_loglik(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     description: str = "log-likelihood",
+    estimator: EstimatorParams = EstimatorParams(),
+    seed: int = 0,
+    check: bool = False,
 ) -> LoglikValues:
-    """ln Q(G(z)) and the spectrum statistics for latents z (n, nz), batch by batch."""
-    if method not in METHODS:
-        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
+    """ln Q(G(z)) and the spectrum statistics for latents z (n, nz), batch by batch.
+
+    ``method``: exact, chebyshev, taylor, slq or auto (see :func:`resolve_method`).
+    For an estimator, lambda_max is its own estimate (power method or Ritz
+    value), lambda_min and the condition number are unknown (NaN, null in
+    JSON) unless ``check`` also computes the exact spectrum, which then fills
+    them and ``exact_half_logdet``.
+    """
+    method = resolve_method(method, gen.nz, estimator)
+    if method != "exact":
+        estimator.validate()
     z = z.to(torch.float64)
     parts = []
+    stderr, interval, violated, exact_parts = [], [], [], []
+    num_matvecs = None
     with progress_task(progress, description, z.shape[0]) as advance:
         for sl in batches(z.shape[0], batch_size):
             zb = z[sl].to(gen.device, gen.dtype)
-            spec = exact_spectrum(gen.flat, zb, chunk_size=chunk_size)
-            parts.append(
-                [
-                    spec.half_logdet.cpu(),
-                    spec.lambda_max.cpu(),
-                    spec.lambda_min.cpu(),
-                    spec.condition.cpu(),
-                    spec.singular.cpu(),
-                    spec.precision_warning.cpu(),
-                ]
-            )
+            spec = exact_spectrum(gen.flat, zb, chunk_size=chunk_size) if method == "exact" or check else None
+            if method == "exact":
+                half = spec.half_logdet
+            else:
+                with torch.no_grad():
+                    est = estimate_half_logdet(
+                        gen.flat, zb, method, estimator, latent_generators(seed, sl.start, sl.stop)
+                    )
+                half = est.half_logdet.detach()
+                num_matvecs = est.num_matvecs
+                stderr.append(est.stderr.cpu() if est.stderr is not None else torch.full_like(half.cpu(), float("nan")))
+                if est.interval is not None:
+                    interval.append(est.interval.cpu())
+                if est.bounds_violated is not None:
+                    violated.append(est.bounds_violated.cpu())
+                if spec is not None:
+                    exact_parts.append(spec.half_logdet.cpu())
+            if spec is not None:
+                stats = [spec.lambda_max, spec.lambda_min, spec.condition, spec.singular, spec.precision_warning]
+            else:
+                nan = torch.full_like(half, float("nan"))
+                lam_max = est.lambda_max if est.lambda_max is not None else nan
+                no = torch.zeros_like(half, dtype=torch.bool)
+                stats = [lam_max, nan, nan, no, no]
+            parts.append([half.cpu(), *(x.cpu() for x in stats)])
             advance(zb.shape[0])
     cols = [torch.cat(c) for c in zip(*parts)]
-    return LoglikValues(z, gen.prior.log_prob(z), *cols)
+    values = LoglikValues(z, gen.prior.log_prob(z), *cols, method=method)
+    if method != "exact":
+        values.stderr = torch.cat(stderr)
+        values.interval = torch.cat(interval) if interval else None
+        values.bounds_violated = torch.cat(violated) if violated else None
+        values.num_matvecs = num_matvecs
+        values.exact_half_logdet = torch.cat(exact_parts) if exact_parts else None
+    elif check:
+        values.exact_half_logdet = values.half_logdet.clone()
+    return values
 
 
 def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -237,7 +350,15 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     timings = {}
     t0 = _now()
     values = evaluate_loglik(
-        gen, z, method=params.method, batch_size=params.batch_size, chunk_size=params.chunk_size, progress=progress
+        gen,
+        z,
+        method=params.method,
+        batch_size=params.batch_size,
+        chunk_size=params.chunk_size,
+        progress=progress,
+        estimator=params.estimator,
+        seed=params.seed,
+        check=params.check,
     )
     timings["samples_s"] = _now() - t0
     images = generate(gen, z, params.batch_size)
@@ -255,6 +376,8 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
             chunk_size=params.chunk_size,
             progress=progress,
             description="grid",
+            estimator=params.estimator,
+            seed=params.seed + 1,
         )
         timings["grid_s"] = _now() - t0
         dims = params.grid.dims if params.grid.dims is not None else ((0, 1) if gen.nz == 2 else None)
@@ -310,6 +433,7 @@ __all__ = [
     "LoglikResult",
     "LoglikValues",
     "evaluate_loglik",
+    "resolve_method",
     "latent_plane",
     "run_loglik",
     "write_loglik_outputs",

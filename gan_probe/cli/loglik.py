@@ -12,6 +12,27 @@ from gan_probe.analyses.loglik import METHODS, GridParams, LoglikParams, run_log
 from gan_probe.cli.app import app
 from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
+from gan_probe.spectral.estimators import EstimatorParams
+
+EST_PANEL = "Estimators (--method chebyshev|taylor|slq)"
+
+
+def parse_eps(text: str) -> float | str:
+    """--eps: a positive number or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise GanProbeError(f"--eps must be a positive number or auto, got {text!r}") from None
+
+
+def estimator_params(m: int, p: int, t: int, g: float, eps: str, steps: int, probes: int) -> EstimatorParams:
+    return EstimatorParams(m=m, p=p, t=t, g=g, eps=parse_eps(eps), steps=steps, probes=probes).validate()
+
+
+def estimator_parameters_json(est: EstimatorParams) -> dict:
+    return {"m": est.m, "p": est.p, "t": est.t, "g": est.g, "eps": est.eps, "steps": est.steps, "probes": est.probes}
 
 
 def parse_dims(text: str | None) -> tuple[int, int] | None:
@@ -36,10 +57,27 @@ def loglik(
     grid_size: Annotated[int, typer.Option(help="Grid points per side.")] = 15,
     grid_center: Annotated[str, typer.Option(help="Centre: prior, random, or a latents file (first row).")] = "prior",
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")] = False,
+    m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
+    p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probe vectors.", rich_help_panel=EST_PANEL)] = 20,
+    t: Annotated[int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)] = 20,
+    g: Annotated[float, typer.Option("--g", help="Multiplier (>= 1) on the estimated lambda_max.", rich_help_panel=EST_PANEL)] = 1.2,
+    eps: Annotated[str, typer.Option("--eps", help="Chebyshev lower spectral bound, or auto.", rich_help_panel=EST_PANEL)] = "0.1",
+    steps: Annotated[int, typer.Option("--steps", help="SLQ Golub-Kahan steps per probe.", rich_help_panel=EST_PANEL)] = 50,
+    probes: Annotated[int, typer.Option("--probes", help="SLQ probe vectors.", rich_help_panel=EST_PANEL)] = 4,
 ) -> Outcome:
-    """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane."""
+    """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane.
+
+    --method exact (default) builds J from nz batched JVPs; chebyshev (Ramesh & LeCun Algorithm 1,
+    scale term corrected), taylor and slq (Golub-Kahan quadrature with a 95% interval) use only
+    matrix-vector products; auto picks exact up to nz = 1024. --check adds the exact value and the
+    error of every estimate in nats and nats per latent dimension.
+    """
     if chunk_size is not None and chunk_size < 1:
         raise GanProbeError(f"--chunk-size must be at least 1, got {chunk_size}")
+    if method not in METHODS:
+        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
+    est = estimator_params(m, p, t, g, eps, steps, probes)
     params = LoglikParams(
         num=n,
         latents=str(latents) if latents is not None else None,
@@ -48,6 +86,8 @@ def loglik(
         chunk_size=chunk_size,
         seed=ctx.common.seed,
         grid=GridParams(parse_dims(grid_dims), grid_extent, grid_size, grid_center) if grid else None,
+        estimator=est,
+        check=check,
     )
     result = run_loglik(ctx.gen, params, progress=ctx.progress)
     write_loglik_outputs(result, ctx.gen, ctx.out)
@@ -57,6 +97,8 @@ def loglik(
             "latents": params.latents,
             "method": method,
             "chunk_size": chunk_size,
+            "check": check,
+            "estimator": estimator_parameters_json(est),
             "grid": None if not grid else {"dims": grid_dims, "extent": grid_extent, "size": grid_size, "center": grid_center},
         },
         results=result.results(),
@@ -67,11 +109,17 @@ def loglik(
 
 def _table(result) -> Table:
     summary = result.values.summary()
-    table = Table(title=f"ln Q(G(z)) \\[nats], method {result.params.method}")
-    for col in ("#", "ln P_Z(z)", "1/2 ln det M", "ln Q", "lambda_max", "lambda_min", "cond(M)"):
+    table = Table(title=f"ln Q(G(z)) \\[nats], method {result.values.method}")
+    checked = result.values.exact_half_logdet is not None and result.values.method != "exact"
+    cols = ["#", "ln P_Z(z)", "1/2 ln det M", "ln Q", "lambda_max", "lambda_min", "cond(M)"]
+    if result.values.stderr is not None:
+        cols.append("+- s.e.")
+    if checked:
+        cols += ["exact ln Q", "error", "error/dim"]
+    for col in cols:
         table.add_column(col, justify="right")
     for row in result.values.per_sample()[:12]:
-        table.add_row(
+        cells = [
             str(row["index"]),
             fmt(row["log_prior"], ".2f"),
             fmt(row["half_logdet"], ".2f"),
@@ -79,7 +127,12 @@ def _table(result) -> Table:
             fmt(row["lambda_max"], ".3g"),
             fmt(row["lambda_min"], ".3g"),
             fmt(row["condition"], ".3g"),
-        )
+        ]
+        if result.values.stderr is not None:
+            cells.append(fmt(row.get("half_logdet_stderr"), ".2f"))
+        if checked:
+            cells += [fmt(row["exact_loglik"], ".2f"), fmt(row["error_nats"], "+.3f"), fmt(row["error_nats_per_dim"], "+.4f")]
+        table.add_row(*cells)
     stats = summary["loglik"]
     table.caption = (
         f"{summary['num_samples']} latents; ln Q mean {fmt(stats['mean'], '.2f')}, median {fmt(stats['median'], '.2f')}, "
@@ -93,6 +146,20 @@ def _table(result) -> Table:
 
 def _notes(result) -> list[str]:
     notes = []
+    v = result.values
+    if v.bounds_violated is not None and int(v.bounds_violated.sum()):
+        notes.append(
+            f"{int(v.bounds_violated.sum())} latents have a spectrum known to leave the estimator's interval "
+            "[mu, nu]: the polynomial was extrapolated and the estimate is unreliable (try --eps auto or --method slq)"
+        )
+    est = result.params.estimator
+    if v.method == "slq" and est.steps * est.probes >= result.values.z.shape[1]:
+        notes.append(
+            f"slq budget steps x probes = {est.steps * est.probes} reaches nz = {v.z.shape[1]}: "
+            "--method exact is cheaper and exact"
+        )
+    if v.method in ("chebyshev", "taylor") and v.num_matvecs is not None and v.num_matvecs >= v.z.shape[1]:
+        notes.append(f"{v.method} used {v.num_matvecs} products per latent, more than nz = {v.z.shape[1]}: exact is cheaper")
     for label, values in (("latents", result.values), ("grid points", result.grid.values if result.grid else None)):
         if values is None:
             continue
