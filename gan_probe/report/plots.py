@@ -148,3 +148,27 @@ def plot_veff_curve(
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def plot_ascent(path: Path, loglik: np.ndarray, condition: np.ndarray, *, title: str) -> None:
+    """ln Q and cond(M) (log scale) against step, one line per latent; arrays (steps + 1, K)."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.6), dpi=110)
+    steps = np.arange(loglik.shape[0])
+    for k in range(loglik.shape[1]):
+        ax1.plot(steps, np.where(np.isfinite(loglik[:, k]), loglik[:, k], np.nan), lw=1, label=f"z{k}" if k < 8 else None)
+        cond = condition[:, k]
+        ax2.plot(steps, np.where(np.isfinite(cond) & (cond > 0), cond, np.nan), lw=1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("ln Q(G(z)) [nats]")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("cond(M) = lambda_max / lambda_min")
+    if np.isfinite(condition).any() and (condition[np.isfinite(condition)] > 0).any():
+        ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+    ax1.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
