@@ -24,7 +24,9 @@ def test_ascend_raises_loglik_and_writes_files(runner, tiny_ckpt, tmp_path):
     assert np.allclose(traj["loglik"][[0, -1]].T, [[r["loglik_start"], r["loglik_end"]] for r in res["latents"]])
     # the final latents feed straight into loglik
     ll = invoke_json(runner, ["loglik", tiny_ckpt, "--latents", out / "latents.npz", "--out", tmp_path / "ll"])
-    assert [s["loglik"] for s in ll["results"]["samples"]] == pytest.approx([r["loglik_end"] for r in res["latents"]], abs=1e-3)
+    assert [s["loglik"] for s in ll["results"]["samples"]] == pytest.approx(
+        [r["loglik_end"] for r in res["latents"]], abs=1e-3
+    )
 
 
 def test_ascend_uniform_prior_stays_in_the_box(runner, tiny_ckpt, tmp_path):
@@ -40,8 +42,26 @@ def test_ascend_uniform_prior_stays_in_the_box(runner, tiny_ckpt, tmp_path):
 def test_ascend_with_an_estimator_gradient(runner, tiny_ckpt, tmp_path):
     report = invoke_json(
         runner,
-        ["ascend", tiny_ckpt, "--n", "2", "--steps", "4", "--lr", "0.1", "--method", "slq", "--slq-steps", "8",
-         "--probes", "4", "--dtype", "float64", "--out", tmp_path / "slq"],
+        [
+            "ascend",
+            tiny_ckpt,
+            "--n",
+            "2",
+            "--steps",
+            "4",
+            "--lr",
+            "0.1",
+            "--method",
+            "slq",
+            "--slq-steps",
+            "8",
+            "--probes",
+            "4",
+            "--dtype",
+            "float64",
+            "--out",
+            tmp_path / "slq",
+        ],
     )
     res = report["results"]
     assert res["method"] == "slq" and res["loglik_recorded_exactly"]
@@ -50,8 +70,13 @@ def test_ascend_with_an_estimator_gradient(runner, tiny_ckpt, tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "flag"),
-    [(["--steps", "0"], "--steps"), (["--lr", "0"], "--lr"), (["--optimizer", "lbfgs"], "--optimizer"),
-     (["--method", "magic"], "--method"), (["--method", "chebyshev", "--g", "0.5"], "--g")],
+    [
+        (["--steps", "0"], "--steps"),
+        (["--lr", "0"], "--lr"),
+        (["--optimizer", "lbfgs"], "--optimizer"),
+        (["--method", "magic"], "--method"),
+        (["--method", "chebyshev", "--g", "0.5"], "--g"),
+    ],
 )
 def test_ascend_bad_input(runner, tiny_ckpt, tmp_path, args, flag):
     result = invoke(runner, ["ascend", tiny_ckpt, *args, "--out", tmp_path / "bad"])

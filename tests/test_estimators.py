@@ -124,8 +124,10 @@ def test_same_seed_same_estimate_and_batching_invariance(mlp_gen):
     whole = estimate_half_logdet(mlp_gen.flat, z, "slq", params, streams(6)).half_logdet
     again = estimate_half_logdet(mlp_gen.flat, z, "slq", params, streams(6)).half_logdet
     split = torch.cat(
-        [estimate_half_logdet(mlp_gen.flat, z[:2], "slq", params, streams(2)).half_logdet,
-         estimate_half_logdet(mlp_gen.flat, z[2:], "slq", params, streams(4, offset=2)).half_logdet]
+        [
+            estimate_half_logdet(mlp_gen.flat, z[:2], "slq", params, streams(2)).half_logdet,
+            estimate_half_logdet(mlp_gen.flat, z[2:], "slq", params, streams(4, offset=2)).half_logdet,
+        ]
     )
     assert torch.equal(whole, again)
     assert torch.allclose(whole, split, rtol=1e-10, atol=1e-10)
@@ -154,9 +156,29 @@ def test_loglik_cli_check_reports_errors(runner, tiny_ckpt, tmp_path, method):
     report = invoke_json(
         runner,
         [
-            "loglik", tiny_ckpt, "--n", "3", "--method", method, "--check", "--dtype", "float64",
-            "--steps", "8", "--probes", "3", "--m", "12", "--p", "6", "--t", "10", "--eps", "auto",
-            "--out", tmp_path / method,
+            "loglik",
+            tiny_ckpt,
+            "--n",
+            "3",
+            "--method",
+            method,
+            "--check",
+            "--dtype",
+            "float64",
+            "--steps",
+            "8",
+            "--probes",
+            "3",
+            "--m",
+            "12",
+            "--p",
+            "6",
+            "--t",
+            "10",
+            "--eps",
+            "auto",
+            "--out",
+            tmp_path / method,
         ],
     )
     res = report["results"]

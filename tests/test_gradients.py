@@ -87,7 +87,9 @@ def test_kl_fit_of_a_2d_residual_network_with_estimator_gradients():
     target_std = torch.tensor([0.5, 1.5], dtype=torch.float64)
 
     def log_target(x: torch.Tensor) -> torch.Tensor:
-        return (-0.5 * ((x - target_mean) / target_std) ** 2 - torch.log(target_std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return (-0.5 * ((x - target_mean) / target_std) ** 2 - torch.log(target_std) - 0.5 * math.log(2 * math.pi)).sum(
+            -1
+        )
 
     def exact_half(z: torch.Tensor) -> torch.Tensor:
         return 0.5 * logdet_from_jacobian(jacobian(net, z))
@@ -108,6 +110,8 @@ def test_kl_fit_of_a_2d_residual_network_with_estimator_gradients():
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 1.0, losses[::10]
     z = torch.randn(256, 2, generator=data, dtype=torch.float64)
     with torch.no_grad():
-        est = estimate_half_logdet(net, z, "chebyshev", EstimatorParams(m=20, p=20, t=10, eps="auto"), torch.Generator())
+        est = estimate_half_logdet(
+            net, z, "chebyshev", EstimatorParams(m=20, p=20, t=10, eps="auto"), torch.Generator()
+        )
         err = (est.half_logdet - exact_half(z)).abs()
     assert float(err.median()) < 0.05, float(err.median())

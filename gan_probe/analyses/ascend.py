@@ -81,8 +81,12 @@ class AscendResult:
             finite = row[torch.isfinite(row)]
             if not finite.numel():
                 return {"mean": None, "median": None, "min": None, "max": None}
-            return {"mean": float(finite.mean()), "median": float(finite.median()),
-                    "min": float(finite.min()), "max": float(finite.max())}
+            return {
+                "mean": float(finite.mean()),
+                "median": float(finite.median()),
+                "min": float(finite.min()),
+                "max": float(finite.max()),
+            }
 
         start, end = 0, self.steps_done
         per_latent = [
@@ -141,7 +145,10 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
                     rec = _record(gen, zb, jac)
                 else:
                     est = estimate_half_logdet(
-                        gen.flat, zb, method, params.estimator,
+                        gen.flat,
+                        zb,
+                        method,
+                        params.estimator,
                         latent_generators(params.seed + 7 * step, 0, zb.shape[0]),
                     )
                     half = est.half_logdet
@@ -193,11 +200,16 @@ def write_ascend_outputs(result: AscendResult, gen: LoadedGenerator, out: Output
     save_grid(out.path("strips.png"), result.frames, value_range=gen.output_range, ncol=ncol, scale=2)
     for k in range(result.z.shape[1]):
         save_grid(
-            out.path(f"strip_{k:03d}.png"), result.frames[k * ncol : (k + 1) * ncol],
-            value_range=gen.output_range, ncol=ncol, scale=2,
+            out.path(f"strip_{k:03d}.png"),
+            result.frames[k * ncol : (k + 1) * ncol],
+            value_range=gen.output_range,
+            ncol=ncol,
+            scale=2,
         )
     plot_ascent(
-        out.path("ascent.png"), result.loglik.numpy(), result.condition.numpy(),
+        out.path("ascent.png"),
+        result.loglik.numpy(),
+        result.condition.numpy(),
         title=f"likelihood ascent ({result.method} gradient, {result.params.optimizer}, lr {result.params.lr:g})",
     )
     np.savez_compressed(out.path("latents.npz"), z=result.z[-1].numpy())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
@@ -175,7 +176,9 @@ class LoglikValues:
             }
             if self.interval is not None:
                 ok = torch.isfinite(self.exact_half_logdet)
-                covered = (self.interval[:, 0] <= self.exact_half_logdet) & (self.exact_half_logdet <= self.interval[:, 1])
+                covered = (self.interval[:, 0] <= self.exact_half_logdet) & (
+                    self.exact_half_logdet <= self.interval[:, 1]
+                )
                 out["check"]["interval_coverage"] = float(covered[ok].double().mean()) if ok.any() else None
         return out
 
@@ -199,7 +202,12 @@ class LoglikResult:
     timings: dict = field(default_factory=dict)
 
     def results(self) -> dict:
-        out = {"method": self.values.method, "requested_method": self.params.method, "summary": self.values.summary(), "samples": self.values.per_sample()}
+        out = {
+            "method": self.values.method,
+            "requested_method": self.params.method,
+            "summary": self.values.summary(),
+            "samples": self.values.per_sample(),
+        }
         if self.grid is not None:
             g = self.grid
             size = g.coords.numel()
@@ -396,12 +404,16 @@ def write_loglik_outputs(result: LoglikResult, gen: LoadedGenerator, out: Output
     g = result.grid
     size = g.coords.numel()
     # images row-major with b increasing downwards; flip so b grows upwards as in the contour plot
-    imgs = result.grid.images.reshape(size, size, *result.grid.images.shape[1:]).flip(0).reshape(
-        size * size, *result.grid.images.shape[1:]
+    imgs = (
+        result.grid.images.reshape(size, size, *result.grid.images.shape[1:])
+        .flip(0)
+        .reshape(size * size, *result.grid.images.shape[1:])
     )
     save_grid(out.path("grid_samples.png"), imgs, value_range=gen.output_range, ncol=size, scale=2)
     labels = (
-        (f"z[{g.dims[0]}]", f"z[{g.dims[1]}]") if g.dims is not None else ("u1 (random direction)", "u2 (random direction)")
+        (f"z[{g.dims[0]}]", f"z[{g.dims[1]}]")
+        if g.dims is not None
+        else ("u1 (random direction)", "u2 (random direction)")
     )
     plot_loglik_contour(
         out.path("grid_loglik.png"),

@@ -20,7 +20,9 @@ from gan_probe.errors import GanProbeError
 def ascend(
     ctx: RunContext,
     n: Annotated[int, typer.Option("--n", help="Starting latents drawn from the prior (seeded).")] = 4,
-    latents: Annotated[Optional[Path], typer.Option(help="Starting latents file (.npy/.npz/.safetensors) instead.")] = None,
+    latents: Annotated[
+        Optional[Path], typer.Option(help="Starting latents file (.npy/.npz/.safetensors) instead.")
+    ] = None,
     method: Annotated[str, typer.Option(help=f"Gradient of ln det M: {'|'.join(METHODS)}.")] = "exact",
     steps: Annotated[int, typer.Option("--steps", help="Ascent steps.")] = 50,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.05,
@@ -28,10 +30,16 @@ def ascend(
     frames: Annotated[int, typer.Option(help="Images per latent in the strips.")] = 8,
     m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
     p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probes.", rich_help_panel=EST_PANEL)] = 20,
-    t: Annotated[int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)] = 20,
+    t: Annotated[
+        int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)
+    ] = 20,
     g: Annotated[float, typer.Option("--g", help="Multiplier on lambda_max.", rich_help_panel=EST_PANEL)] = 1.2,
-    eps: Annotated[str, typer.Option("--eps", help="Chebyshev lower bound, or auto.", rich_help_panel=EST_PANEL)] = "0.1",
-    slq_steps: Annotated[int, typer.Option("--slq-steps", help="SLQ Golub-Kahan steps.", rich_help_panel=EST_PANEL)] = 50,
+    eps: Annotated[
+        str, typer.Option("--eps", help="Chebyshev lower bound, or auto.", rich_help_panel=EST_PANEL)
+    ] = "0.1",
+    slq_steps: Annotated[
+        int, typer.Option("--slq-steps", help="SLQ Golub-Kahan steps.", rich_help_panel=EST_PANEL)
+    ] = 50,
     probes: Annotated[int, typer.Option("--probes", help="SLQ probes.", rich_help_panel=EST_PANEL)] = 4,
 ) -> Outcome:
     """Gradient ascent on ln Q(G(z)) in latent space (Ramesh & LeCun 2018, Fig. 4).
@@ -47,8 +55,15 @@ def ascend(
         raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
     est = estimator_params(m, p, t, g, eps, slq_steps, probes)
     params = AscendParams(
-        num=n, latents=str(latents) if latents is not None else None, method=method, steps=steps, lr=lr,
-        optimizer=optimizer, frames=frames, seed=ctx.common.seed, estimator=est,
+        num=n,
+        latents=str(latents) if latents is not None else None,
+        method=method,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        frames=frames,
+        seed=ctx.common.seed,
+        estimator=est,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
     write_ascend_outputs(result, ctx.gen, ctx.out)
@@ -57,12 +72,25 @@ def ascend(
     for col in ("#", "ln Q start", "ln Q end", "cond start", "cond end"):
         table.add_column(col, justify="right")
     for row in res["latents"][:12]:
-        table.add_row(str(row["index"]), fmt(row["loglik_start"], ".2f"), fmt(row["loglik_end"], ".2f"),
-                      fmt(row["condition_start"], ".3g"), fmt(row["condition_end"], ".3g"))
+        table.add_row(
+            str(row["index"]),
+            fmt(row["loglik_start"], ".2f"),
+            fmt(row["loglik_end"], ".2f"),
+            fmt(row["condition_start"], ".3g"),
+            fmt(row["condition_end"], ".3g"),
+        )
     notes = [] if result.exact_recorded else ["nz > 1024: ln Q recorded from the estimator, not exactly"]
     return Outcome(
-        parameters={"n": n, "latents": params.latents, "method": method, "steps": steps, "lr": lr,
-                    "optimizer": optimizer, "frames": frames, "estimator": estimator_parameters_json(est)},
+        parameters={
+            "n": n,
+            "latents": params.latents,
+            "method": method,
+            "steps": steps,
+            "lr": lr,
+            "optimizer": optimizer,
+            "frames": frames,
+            "estimator": estimator_parameters_json(est),
+        },
         results=res,
         table=table,
         notes=notes,

@@ -49,21 +49,39 @@ def parse_dims(text: str | None) -> tuple[int, int] | None:
 def loglik(
     ctx: RunContext,
     n: Annotated[int, typer.Option("--n", help="Latents drawn from the prior (seeded).")] = 16,
-    latents: Annotated[Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, N x nz) instead.")] = None,
+    latents: Annotated[
+        Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, N x nz) instead.")
+    ] = None,
     method: Annotated[str, typer.Option(help=f"How ln det M is computed: {'|'.join(METHODS)}.")] = "exact",
-    grid: Annotated[bool, typer.Option("--grid", help="Also evaluate ln Q over a 2-D latent plane (images + contour plot).")] = False,
-    grid_dims: Annotated[Optional[str], typer.Option(help="Plane spanned by latent axes i,j [default: random orthonormal pair].")] = None,
-    grid_extent: Annotated[Optional[float], typer.Option(help="Half-width of the plane [default: the box / 3 sigma].")] = None,
+    grid: Annotated[
+        bool, typer.Option("--grid", help="Also evaluate ln Q over a 2-D latent plane (images + contour plot).")
+    ] = False,
+    grid_dims: Annotated[
+        Optional[str], typer.Option(help="Plane spanned by latent axes i,j [default: random orthonormal pair].")
+    ] = None,
+    grid_extent: Annotated[
+        Optional[float], typer.Option(help="Half-width of the plane [default: the box / 3 sigma].")
+    ] = None,
     grid_size: Annotated[int, typer.Option(help="Grid points per side.")] = 15,
     grid_center: Annotated[str, typer.Option(help="Centre: prior, random, or a latents file (first row).")] = "prior",
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")
+    ] = False,
     m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
     p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probe vectors.", rich_help_panel=EST_PANEL)] = 20,
-    t: Annotated[int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)] = 20,
-    g: Annotated[float, typer.Option("--g", help="Multiplier (>= 1) on the estimated lambda_max.", rich_help_panel=EST_PANEL)] = 1.2,
-    eps: Annotated[str, typer.Option("--eps", help="Chebyshev lower spectral bound, or auto.", rich_help_panel=EST_PANEL)] = "0.1",
-    steps: Annotated[int, typer.Option("--steps", help="SLQ Golub-Kahan steps per probe.", rich_help_panel=EST_PANEL)] = 50,
+    t: Annotated[
+        int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)
+    ] = 20,
+    g: Annotated[
+        float, typer.Option("--g", help="Multiplier (>= 1) on the estimated lambda_max.", rich_help_panel=EST_PANEL)
+    ] = 1.2,
+    eps: Annotated[
+        str, typer.Option("--eps", help="Chebyshev lower spectral bound, or auto.", rich_help_panel=EST_PANEL)
+    ] = "0.1",
+    steps: Annotated[
+        int, typer.Option("--steps", help="SLQ Golub-Kahan steps per probe.", rich_help_panel=EST_PANEL)
+    ] = 50,
     probes: Annotated[int, typer.Option("--probes", help="SLQ probe vectors.", rich_help_panel=EST_PANEL)] = 4,
 ) -> Outcome:
     """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane.
@@ -99,7 +117,9 @@ def loglik(
             "chunk_size": chunk_size,
             "check": check,
             "estimator": estimator_parameters_json(est),
-            "grid": None if not grid else {"dims": grid_dims, "extent": grid_extent, "size": grid_size, "center": grid_center},
+            "grid": None
+            if not grid
+            else {"dims": grid_dims, "extent": grid_extent, "size": grid_size, "center": grid_center},
         },
         results=result.results(),
         table=_table(result),
@@ -131,7 +151,11 @@ def _table(result) -> Table:
         if result.values.stderr is not None:
             cells.append(fmt(row.get("half_logdet_stderr"), ".2f"))
         if checked:
-            cells += [fmt(row["exact_loglik"], ".2f"), fmt(row["error_nats"], "+.3f"), fmt(row["error_nats_per_dim"], "+.4f")]
+            cells += [
+                fmt(row["exact_loglik"], ".2f"),
+                fmt(row["error_nats"], "+.3f"),
+                fmt(row["error_nats_per_dim"], "+.4f"),
+            ]
         table.add_row(*cells)
     stats = summary["loglik"]
     table.caption = (
@@ -159,7 +183,9 @@ def _notes(result) -> list[str]:
             "--method exact is cheaper and exact"
         )
     if v.method in ("chebyshev", "taylor") and v.num_matvecs is not None and v.num_matvecs >= v.z.shape[1]:
-        notes.append(f"{v.method} used {v.num_matvecs} products per latent, more than nz = {v.z.shape[1]}: exact is cheaper")
+        notes.append(
+            f"{v.method} used {v.num_matvecs} products per latent, more than nz = {v.z.shape[1]}: exact is cheaper"
+        )
     for label, values in (("latents", result.values), ("grid points", result.grid.values if result.grid else None)):
         if values is None:
             continue

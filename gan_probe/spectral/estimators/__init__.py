@@ -146,11 +146,15 @@ def estimate_half_logdet(
 
     params.validate()
     if method == "chebyshev":
-        return chebyshev_logdet(fn, z, m=params.m, p=params.p, t=params.t, g=params.g, eps=params.eps, generator=generator)
+        return chebyshev_logdet(
+            fn, z, m=params.m, p=params.p, t=params.t, g=params.g, eps=params.eps, generator=generator
+        )
     if method == "taylor":
         return taylor_logdet(fn, z, m=params.m, p=params.p, t=params.t, g=params.g, generator=generator)
     if method == "slq":
-        return slq_logdet(fn, z, steps=params.steps, probes=params.probes, confidence=params.confidence, generator=generator)
+        return slq_logdet(
+            fn, z, steps=params.steps, probes=params.probes, confidence=params.confidence, generator=generator
+        )
     raise GanProbeError(f"unknown estimator {method!r}: use one of {', '.join(ESTIMATORS)} (--method)")
 
 
