@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gan_probe.analyses.common import Progress, check_positive, draw_or_load_latents, generate, progress_task
+from gan_probe.analyses.common import (
+    Progress,
+    check_positive,
+    draw_or_load_latents,
+    finite_stats,
+    generate,
+    progress_task,
+)
 from gan_probe.analyses.loglik import AUTO_EXACT_MAX_NZ, latent_generators, resolve_method
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
@@ -77,17 +84,6 @@ class AscendResult:
         return self.z.shape[0] - 1
 
     def results(self) -> dict:
-        def stats(row: torch.Tensor) -> dict:
-            finite = row[torch.isfinite(row)]
-            if not finite.numel():
-                return {"mean": None, "median": None, "min": None, "max": None}
-            return {
-                "mean": float(finite.mean()),
-                "median": float(finite.median()),
-                "min": float(finite.min()),
-                "max": float(finite.max()),
-            }
-
         start, end = 0, self.steps_done
         per_latent = [
             {
@@ -106,9 +102,9 @@ class AscendResult:
             "steps_done": self.steps_done,
             "interrupted": self.interrupted,
             "loglik_recorded_exactly": self.exact_recorded,
-            "start": {"loglik": stats(self.loglik[start]), "condition": stats(self.condition[start])},
-            "end": {"loglik": stats(self.loglik[end]), "condition": stats(self.condition[end])},
-            "loglik_gain": stats(self.loglik[end] - self.loglik[start]),
+            "start": {"loglik": finite_stats(self.loglik[start]), "condition": finite_stats(self.condition[start])},
+            "end": {"loglik": finite_stats(self.loglik[end]), "condition": finite_stats(self.condition[end])},
+            "loglik_gain": finite_stats(self.loglik[end] - self.loglik[start]),
             "latents": per_latent,
             "trajectory": {"loglik": self.loglik.T, "condition": self.condition.T},
         }

@@ -32,6 +32,21 @@ def progress_task(progress: Progress | None, description: str, total: int) -> It
     yield (progress or NoProgress()).task(description, total)
 
 
+def finite_stats(x: torch.Tensor) -> dict:
+    """mean, median (the average of the two middle values for an even count), min and max of the
+    finite entries of x; all None when there are none (e.g. every ln Q undefined)."""
+    finite = x.detach().double().flatten()
+    finite = finite[torch.isfinite(finite)]
+    if not finite.numel():
+        return {"mean": None, "median": None, "min": None, "max": None}
+    return {
+        "mean": float(finite.mean()),
+        "median": float(finite.quantile(0.5)),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+    }
+
+
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator: the same seed gives the same numbers on every device."""
     return torch.Generator().manual_seed(int(seed))

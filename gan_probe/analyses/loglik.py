@@ -21,6 +21,7 @@ from gan_probe.analyses.common import (
     batches,
     check_positive,
     draw_or_load_latents,
+    finite_stats,
     generate,
     load_latents,
     progress_task,
@@ -137,24 +138,13 @@ class LoglikValues:
 
     def summary(self) -> dict:
         ll = self.loglik
-        finite = ll[torch.isfinite(ll)]
-        stats = (
-            {
-                "mean": float(finite.mean()),
-                "median": float(finite.median()),
-                "min": float(finite.min()),
-                "max": float(finite.max()),
-            }
-            if finite.numel()
-            else {"mean": None, "median": None, "min": None, "max": None}
-        )
         return {
-            "loglik": stats,
+            "loglik": finite_stats(ll),
             "num_samples": int(ll.numel()),
-            "num_finite": int(finite.numel()),
+            "num_finite": int(torch.isfinite(ll).sum()),
             "num_singular": int(self.singular.sum()),
             "num_precision_warning": int(self.precision_warning.sum()),
-            "condition_median": _finite_median(self.condition),
+            "condition_median": finite_stats(self.condition)["median"],
             **self._estimator_summary(),
         }
 
@@ -166,13 +156,14 @@ class LoglikValues:
             out["num_bounds_violated"] = int(self.bounds_violated.sum())
         error = self.error
         if error is not None:
-            finite = error[torch.isfinite(error)].abs()
+            abs_error = finite_stats(error.abs())
             nz = self.z.shape[1]
+            per_dim = {k: None if v is None else v / nz for k, v in abs_error.items()}
             out["check"] = {
-                "median_abs_error_nats": float(finite.median()) if finite.numel() else None,
-                "max_abs_error_nats": float(finite.max()) if finite.numel() else None,
-                "median_abs_error_nats_per_dim": float(finite.median()) / nz if finite.numel() else None,
-                "max_abs_error_nats_per_dim": float(finite.max()) / nz if finite.numel() else None,
+                "median_abs_error_nats": abs_error["median"],
+                "max_abs_error_nats": abs_error["max"],
+                "median_abs_error_nats_per_dim": per_dim["median"],
+                "max_abs_error_nats_per_dim": per_dim["max"],
             }
             if self.interval is not None:
                 ok = torch.isfinite(self.exact_half_logdet)
@@ -221,11 +212,6 @@ class LoglikResult:
                 "summary": g.values.summary(),
             }
         return out
-
-
-def _finite_median(x: torch.Tensor) -> float | None:
-    finite = x[torch.isfinite(x)]
-    return float(finite.median()) if finite.numel() else None
 
 
 def resolve_method(method: str, nz: int, estimator: EstimatorParams) -> str:
