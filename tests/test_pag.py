@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from gan_probe.analyses import reversal as reversal_module
+from gan_probe.analyses.common import load_latents
 from gan_probe.analyses.pag import disagreement_samples, pag_score, prior_reference
 from gan_probe.analyses.reversal import ReversalParams, invert_generator
 from gan_probe.errors import GanProbeError
@@ -230,11 +231,11 @@ def test_cli_pag_end_to_end_on_bundled_checkpoint(runner, tmp_path):
     assert _open_png(out / "pag.png").size[0] > 400
     assert json.loads((out / "report.json").read_text())["results"]["pag"] == res["pag"]
     with np.load(out / "latents.npz") as z:
-        assert z["z"].shape == (40, 32)
-        assert res["pag"] == pytest.approx(pag_score(torch.from_numpy(z["z"]), 1.0).pag, rel=1e-12)
-    # the recovered latents feed `loglik --latents`
-    ll = invoke_json(runner, ["loglik", "--latents", out / "latents.npz", "--out", tmp_path / "ll"])
-    assert ll["results"]["summary"]["num_samples"] == 40
+        z_saved = z["z"]
+    assert z_saved.shape == (40, 32) and z_saved.dtype == np.float64
+    assert res["pag"] == pytest.approx(pag_score(torch.from_numpy(z_saved), 1.0).pag, rel=1e-12)
+    # the recovered latents are what `loglik --latents` reads (its CLI round trip is in the slow test)
+    torch.testing.assert_close(load_latents(out / "latents.npz", 32), torch.from_numpy(z_saved))
 
 
 def test_cli_pag_gate_and_table(runner, tiny_ckpt, tmp_path):
@@ -297,5 +298,15 @@ def test_cli_pag_subprocess_on_bundled_checkpoint(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert math.isfinite(report["results"]["pag"])
+    assert math.isfinite(report["results"]["pag"]) and report["results"]["num_recovered"] == 64
     _open_png(tmp_path / "reconstructions.png")
+    ll = subprocess.run(
+        [sys.executable, "-m", "gan_probe", "loglik", "--latents", str(tmp_path / "latents.npz"), "--json"]
+        + ["--out", str(tmp_path / "ll")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert ll.returncode == 0, ll.stderr
+    assert json.loads(ll.stdout)["results"]["summary"]["num_samples"] == 64

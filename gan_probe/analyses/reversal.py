@@ -35,7 +35,7 @@ OPTIMIZERS = ("sgd", "adam")
 class ReversalParams:
     """``steps`` gradient steps of size ``lr`` with ``optimizer``, from N(0, init_std^2 I)."""
 
-    steps: int = 500
+    steps: int = 400
     lr: float = 0.05
     optimizer: str = "sgd"
     init_std: float = 1e-4
