@@ -6,7 +6,7 @@ import sys
 
 from gan_probe.cli import common
 from gan_probe.cli.app import app
-from gan_probe.cli import ascend, eigvecs, info, loglik, pag, veff  # noqa: F401 - registers the subcommands
+from gan_probe.cli import ascend, bench, eigvecs, info, loglik, pag, veff  # noqa: F401 - registers the subcommands
 
 
 def main() -> None:

@@ -1,0 +1,224 @@
+"""``gan-probe bench``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from gan_probe.analyses.bench import (
+    DEFAULT_CONDS,
+    SYNTHETIC,
+    BenchParams,
+    BenchResult,
+    run_bench,
+    run_spectrum_bench,
+    synthetic_dcgan,
+)
+from gan_probe.cli.app import app
+from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.loglik import EST_PANEL, estimator_parameters_json, estimator_params
+from gan_probe.errors import GanProbeError
+from gan_probe.spectral.estimators import ESTIMATORS
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if text.strip().lower() == "none":
+        return ()
+    for name in names:
+        if name not in ESTIMATORS:
+            raise GanProbeError(
+                f"--methods: unknown estimator {name!r}; use a comma list of {','.join(ESTIMATORS)} or none"
+            )
+    return names
+
+
+def parse_conds(text: str) -> tuple[float, ...]:
+    try:
+        conds = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise GanProbeError(f"--conds must be a comma list of numbers like 1e2,1e7; got {text!r}") from None
+    if not conds:
+        raise GanProbeError("--conds is empty")
+    return conds
+
+
+@probe_command(app, "bench")
+def bench(
+    ctx: RunContext,
+    synthetic: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Bench a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
+            "DCGAN init), dcgan64-nz128, or spectrum (linear generators with log-spaced spectra: estimator accuracy)."
+        ),
+    ] = None,
+    synthetic_nz: Annotated[
+        Optional[int], typer.Option(help="nz of the synthetic model [default: 100 for dcgan64, 512 for spectrum].")
+    ] = None,
+    n: Annotated[
+        Optional[int],
+        typer.Option("--n", help="Latents timed together (spectrum: probe seeds per cond) [default: 4 / 20]."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs per method (median reported), after one warm-up.")] = 3,
+    naive_latents: Annotated[
+        int,
+        typer.Option(
+            help="Latents for the naive reverse-mode peer (slow: ~1 min each for a 64x64x3 DCGAN on CPU); 0 skips."
+        ),
+    ] = 1,
+    methods: Annotated[
+        str, typer.Option(help=f"Estimators to time: a comma list of {','.join(ESTIMATORS)}, or none.")
+    ] = ",".join(ESTIMATORS),
+    gradient: Annotated[bool, typer.Option("--gradient/--no-gradient", help="Time the exact gradient too.")] = True,
+    conds: Annotated[str, typer.Option(help="Spectrum mode: condition numbers of M.")] = ",".join(
+        f"{c:g}" for c in DEFAULT_CONDS
+    ),
+    chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(help="CPU threads for torch [default: torch's]; 1 gives stable timings on a busy machine."),
+    ] = None,
+    m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
+    p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probe vectors.", rich_help_panel=EST_PANEL)] = 20,
+    t: Annotated[
+        int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)
+    ] = 20,
+    g: Annotated[
+        float, typer.Option("--g", help="Multiplier (>= 1) on the estimated lambda_max.", rich_help_panel=EST_PANEL)
+    ] = 1.2,
+    eps: Annotated[
+        str, typer.Option("--eps", help="Chebyshev lower spectral bound, or auto.", rich_help_panel=EST_PANEL)
+    ] = "0.1",
+    steps: Annotated[
+        int, typer.Option("--steps", help="SLQ Golub-Kahan steps per probe.", rich_help_panel=EST_PANEL)
+    ] = 50,
+    probes: Annotated[int, typer.Option("--probes", help="SLQ probe vectors.", rich_help_panel=EST_PANEL)] = 4,
+) -> Outcome:
+    """Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact gradient.
+
+    One run on the given checkpoint (or --synthetic model) and --device; prints ratios and each
+    estimator's error against exact. --synthetic spectrum measures estimator accuracy and slq interval
+    coverage on linear generators with known log-spaced spectra instead. No timing is a test: this is
+    where speed is measured (DESIGN.md section 4).
+    """
+    if synthetic is not None and synthetic not in SYNTHETIC:
+        raise GanProbeError(f"--synthetic {synthetic!r}: use one of {', '.join(SYNTHETIC)}")
+    if synthetic_nz is not None and synthetic is None:
+        raise GanProbeError("--synthetic-nz needs --synthetic")
+    if synthetic_nz is not None and synthetic_nz < 2:
+        raise GanProbeError(f"--synthetic-nz must be at least 2, got {synthetic_nz}")
+    if threads is not None and threads < 1:
+        raise GanProbeError(f"--threads must be at least 1, got {threads}")
+    est = estimator_params(m, p, t, g, eps, steps, probes)
+    params = BenchParams(
+        num=n if n is not None else (20 if synthetic == "spectrum" else 4),
+        repeats=repeats,
+        naive_latents=naive_latents if synthetic != "spectrum" else 0,
+        methods=parse_methods(methods),
+        estimator=est,
+        chunk_size=chunk_size,
+        gradient=gradient,
+        seed=ctx.common.seed,
+        conds=parse_conds(conds),
+    ).validate()
+    device, dtype = ctx.gen.device, ctx.gen.dtype
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        if synthetic == "spectrum":
+            result = run_spectrum_bench(params, nz=synthetic_nz or 512, device=device, dtype=dtype)
+        else:
+            gen = ctx.gen
+            if synthetic is not None:
+                nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
+                gen = synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
+            result = run_bench(gen, params)
+    finally:
+        torch.set_num_threads(saved_threads)
+    parameters = {
+        "synthetic": synthetic,
+        "synthetic_nz": synthetic_nz,
+        "n": params.num,
+        "repeats": params.repeats,
+        "naive_latents": params.naive_latents,
+        "methods": list(params.methods),
+        "gradient": params.gradient,
+        "chunk_size": chunk_size,
+        "threads": threads,
+        "conds": list(params.conds) if synthetic == "spectrum" else None,
+        "estimator": estimator_parameters_json(est),
+    }
+    notes = []
+    if synthetic is not None:
+        notes.append(
+            f"benchmarked the synthetic model '{synthetic}' (results.model), not the CKPT in report.checkpoint"
+        )
+    missed = [tg["name"] for tg in result.targets if tg["met"] is False]
+    if missed:
+        notes.append("targets missed: " + "; ".join(missed))
+    return Outcome(parameters=parameters, results=result.results(), table=_table(result), notes=notes)
+
+
+def _table(result: BenchResult) -> Table:
+    if result.mode == "spectrum":
+        table = Table(
+            title=f"estimator accuracy, linear G, nz = {result.model['nz']}, log-spaced spectra ({result.device})"
+        )
+        for col in (
+            "cond(M)",
+            "method",
+            "products",
+            "median |err| [nats/dim]",
+            "max |err| [nats/dim]",
+            "mean err [nats/dim]",
+            "coverage",
+        ):
+            table.add_column(col, justify="right")
+        for r in result.rows:
+            table.add_row(
+                f"{r['cond']:.0e}",
+                r["name"],
+                str(r["num_matvecs_per_latent"]),
+                fmt(r["median_abs_error_nats_per_dim"], ".3f"),
+                fmt(r["max_abs_error_nats_per_dim"], ".3f"),
+                fmt(r["mean_error_nats_per_dim"], "+.3f"),
+                fmt(r.get("interval_coverage"), ".0%") if "interval_coverage" in r else "",
+            )
+    else:
+        m = result.model
+        table = Table(
+            title=f"bench: {m['arch']} nz={m['nz']} out={tuple(m['output']['shape'])}, {result.dtype}, {result.device}"
+        )
+        for col in (
+            "method",
+            "time [s]",
+            "per latent [s]",
+            "x exact",
+            "products",
+            "median |err| [nats]",
+            "[nats/dim]",
+            "coverage",
+        ):
+            table.add_column(col, justify="right")
+        for r in result.rows:
+            table.add_row(
+                r["name"],
+                fmt(r["seconds"], ".3g"),
+                fmt(r["per_latent_s"], ".3g"),
+                fmt(r["ratio_to_exact"], ".3g"),
+                str(r.get("num_matvecs_per_latent", "")),
+                fmt(r["median_abs_error_nats"], ".3g") if "median_abs_error_nats" in r else "",
+                fmt(r["median_abs_error_nats_per_dim"], ".3g") if "median_abs_error_nats_per_dim" in r else "",
+                fmt(r["interval_coverage"], ".0%") if "interval_coverage" in r else "",
+            )
+    lines = []
+    for tg in result.targets:
+        state = "n/a" if tg["met"] is None else ("met" if tg["met"] else "MISSED")
+        lines.append(f"{tg['name']} = {fmt(tg['value'], '.3g')} (target {tg['target']}): {state}")
+    table.caption = "\n".join(lines)
+    return table

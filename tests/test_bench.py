@@ -1,0 +1,179 @@
+"""gan-probe bench end to end at tiny budgets: the report's fields and their consistency (no timing assertions)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gan_probe.analyses.bench import limit_jacobian_qr, naive_spectra, synthetic_dcgan, synthetic_linear
+from gan_probe.spectral.exact import exact_spectrum
+from tests.conftest import invoke, invoke_json
+
+TINY = [
+    "--n",
+    "2",
+    "--repeats",
+    "1",
+    "--steps",
+    "4",
+    "--probes",
+    "2",
+    "--m",
+    "4",
+    "--p",
+    "2",
+    "--t",
+    "3",
+    "--threads",
+    "1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, busy 2-core machine two threads stall each other (and these are not timings)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_bench_on_a_checkpoint_reports_times_ratios_and_errors(runner, tiny_ckpt, tmp_path):
+    report = invoke_json(runner, ["bench", tiny_ckpt, *TINY, "--dtype", "float64", "--out", tmp_path / "b"])
+    res = report["results"]
+    assert res["mode"] == "model" and res["device"] == "cpu" and res["machine"]["torch_threads"] == 1
+    rows = {r["name"]: r for r in res["rows"]}
+    assert set(rows) == {"exact", "limit", "naive", "chebyshev", "taylor", "slq", "gradient"}
+    for row in rows.values():
+        assert _positive(row["seconds"]) and _positive(row["ratio_to_exact"]), row
+    assert rows["exact"]["ratio_to_exact"] == pytest.approx(1.0)
+    for key in ("exact_over_limit", "naive_over_exact_per_latent", "gradient_over_value", "slq_over_exact"):
+        assert _positive(res["ratios"][key]), key
+    # the naive peer and the differentiable exact path compute the same ln det as exact
+    assert rows["naive"]["max_abs_diff_vs_exact_nats"] < 1e-8
+    assert rows["gradient"]["max_abs_diff_vs_exact_nats"] < 1e-8
+    nz = res["nz"]
+    for name in ("chebyshev", "taylor", "slq"):
+        r = rows[name]
+        assert r["median_abs_error_nats"] >= 0
+        assert r["max_abs_error_nats"] >= r["median_abs_error_nats"]
+        assert r["median_abs_error_nats_per_dim"] == pytest.approx(r["median_abs_error_nats"] / nz)
+    assert rows["slq"]["num_matvecs_per_latent"] == 4 * 2
+    assert 0.0 <= rows["slq"]["interval_coverage"] <= 1.0
+    targets = {t["name"]: t for t in res["targets"]}
+    assert targets["exact / limit"]["met"] in (True, False)
+    assert targets["naive / exact per latent"]["applies"] is False  # not a 64x64x3 DCGAN
+    assert (tmp_path / "b" / "report.json").is_file()
+
+
+def test_bench_errors_agree_with_loglik_check(runner, tiny_ckpt, tmp_path):
+    common = ["--dtype", "float64", "--steps", "4", "--probes", "2", "--n", "2"]
+    bench = invoke_json(
+        runner,
+        [
+            "bench",
+            tiny_ckpt,
+            *common,
+            "--repeats",
+            "1",
+            "--naive-latents",
+            "0",
+            "--methods",
+            "slq",
+            "--no-gradient",
+            "--threads",
+            "1",
+            "--out",
+            tmp_path / "b",
+        ],
+    )["results"]
+    check = invoke_json(runner, ["loglik", tiny_ckpt, *common, "--method", "slq", "--check", "--out", tmp_path / "l"])
+    slq = next(r for r in bench["rows"] if r["name"] == "slq")
+    assert slq["median_abs_error_nats"] == pytest.approx(
+        check["results"]["summary"]["check"]["median_abs_error_nats"], rel=1e-9
+    )
+    assert {r["name"] for r in bench["rows"]} == {"exact", "limit", "slq"}
+
+
+def test_bench_spectrum_mode_measures_slq_against_the_prescribed_logdet(runner, tmp_path):
+    args = [
+        "bench",
+        "--synthetic",
+        "spectrum",
+        "--synthetic-nz",
+        "24",
+        "--conds",
+        "10,1e4",
+        "--n",
+        "6",
+        "--steps",
+        "24",
+        "--probes",
+        "3",
+        "--methods",
+        "slq,chebyshev",
+        "--eps",
+        "auto",
+        "--dtype",
+        "float64",
+        "--threads",
+        "1",
+    ]
+    res = invoke_json(runner, [*args, "--out", tmp_path / "s"])["results"]
+    assert res["mode"] == "spectrum" and res["nz"] == 24
+    rows = [r for r in res["rows"] if r["name"] == "slq"]
+    assert [r["cond"] for r in rows] == [10.0, 1e4]
+    # steps = nz: the quadrature is exact and only probe noise remains, which the interval covers
+    # (at cond 10 its standard deviation is ~0.05 nats/dim with 3 probes)
+    assert rows[0]["median_abs_error_nats_per_dim"] < 0.15
+    for r in rows:
+        assert r["interval_coverage"] >= 0.5
+    cheb = [r for r in res["rows"] if r["name"] == "chebyshev"]
+    assert len(cheb) == 2 and all("num_bounds_violated" in r for r in cheb)
+    assert any(t["name"].startswith("slq interval coverage") for t in res["targets"])
+
+
+def test_limit_and_naive_agree_with_exact(dcgan_gen, mlp_gen):
+    z = dcgan_gen.prior.sample(2, dcgan_gen.nz, generator=torch.Generator().manual_seed(0))
+    ref = exact_spectrum(dcgan_gen.flat, z)
+    r = limit_jacobian_qr(dcgan_gen.flat, z, chunk_size=4)
+    assert torch.allclose(torch.log(torch.linalg.svdvals(r)).sum(-1), ref.half_logdet, rtol=1e-10)
+    # the naive peer costs one backward pass per output pixel: check it on the small-output MLP
+    z = mlp_gen.prior.sample(2, mlp_gen.nz, generator=torch.Generator().manual_seed(0))
+    ref = exact_spectrum(mlp_gen.flat, z)
+    assert torch.allclose(naive_spectra(mlp_gen.flat, z), ref.half_logdet, rtol=1e-10)
+
+
+def test_synthetic_models():
+    gen = synthetic_dcgan(8, seed=0, device=torch.device("cpu"), dtype=torch.float32)
+    assert gen.output_shape == (3, 64, 64) and gen.nz == 8
+    assert gen.module.main[0].weight.std().item() == pytest.approx(0.02, rel=0.1)
+    lin, half = synthetic_linear(16, 1e3, seed=0, device=torch.device("cpu"), dtype=torch.float64)
+    spec = exact_spectrum(lin.flat, torch.zeros(1, 16, dtype=torch.float64))
+    assert float(spec.half_logdet[0]) == pytest.approx(half, rel=1e-10)
+    assert float(spec.condition[0]) == pytest.approx(1e3, rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--synthetic", "vae"], "--synthetic"),
+        (["--synthetic-nz", "12"], "--synthetic-nz"),
+        (["--methods", "magic"], "--methods"),
+        (["--repeats", "0"], "--repeats"),
+        (["--n", "1", "--naive-latents", "2"], "--naive-latents"),
+        (["--conds", "1e2,x"], "--conds"),
+        (["--threads", "0"], "--threads"),
+    ],
+)
+def test_bench_bad_input_names_the_flag(runner, tiny_ckpt, tmp_path, args, flag):
+    result = invoke(runner, ["bench", tiny_ckpt, *args, "--out", tmp_path / "x"])
+    assert result.exit_code == 1, result.output
+    assert flag in result.stderr
+    assert not (tmp_path / "x").exists()
