@@ -11,6 +11,7 @@ from gan_probe.errors import GanProbeError
 from gan_probe.spectral.estimators import EstimatorParams, estimate_half_logdet
 from gan_probe.spectral.estimators.chebyshev import chebyshev_logdet
 from gan_probe.spectral.estimators.slq import slq_logdet
+from gan_probe.spectral.estimators.synthetic import log_spaced_spectrum
 from gan_probe.spectral.estimators.taylor import taylor_logdet
 from gan_probe.spectral.exact import exact_spectrum
 from tests.conftest import invoke, invoke_json
@@ -23,14 +24,19 @@ def _no_grad():
         yield
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these are many small products, and on a shared busy 2-core machine two threads stall."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def synthetic(nz: int, cond: float, seed: int = 0, lam_max: float = 1.0):
     """G(z) = A z with M = A^T A having eigenvalues log-spaced in [lam_max/cond, lam_max]: (fn, exact 1/2 ln det)."""
-    gen = torch.Generator().manual_seed(seed)
-    u, _ = torch.linalg.qr(torch.randn(nz, nz, generator=gen, dtype=torch.float64))
-    v, _ = torch.linalg.qr(torch.randn(nz, nz, generator=gen, dtype=torch.float64))
-    lam = lam_max * torch.logspace(0, -math.log10(cond), nz, dtype=torch.float64)
-    a = (u * lam.sqrt()) @ v.T
-    return (lambda z: z @ a.T), 0.5 * float(torch.log(lam).sum()), lam
+    a, lam, half = log_spaced_spectrum(nz, cond, seed=seed, lam_max=lam_max)
+    return (lambda z: z @ a.T), half, lam
 
 
 def streams(num: int, offset: int = 0) -> list[torch.Generator]:
@@ -99,6 +105,22 @@ def test_slq_mean_converges_and_interval_covers(cond, steps):
     covered = ((est.interval[:, 0] <= ref) & (ref <= est.interval[:, 1])).double().mean()
     assert covered >= 0.8, float(covered)
     assert est.num_matvecs == steps * 5
+
+
+def test_slq_quadrature_bias_is_one_sided_and_in_the_interval():
+    nz, reps = 64, 24
+    fn, ref, _ = synthetic(nz, 1e7, seed=3)
+    few = slq_logdet(fn, repeated(nz, reps), steps=10, probes=4, generator=streams(reps))
+    # the Gauss rule overestimates v^T ln(M) v for every probe: far above the truth at 10 of 64 steps
+    se = float(few.half_logdet.std() / math.sqrt(reps))
+    assert float(few.half_logdet.mean()) - ref > 4 * se, (float(few.half_logdet.mean()), ref, se)
+    bias = few.extras["quadrature_bias"]
+    assert (bias > 0).all()
+    # the bias estimate widens the interval below only
+    assert torch.allclose(few.half_logdet - few.interval[:, 0] - bias, few.interval[:, 1] - few.half_logdet)
+    # at steps = nz the k- and k/2-step rules differ only by what the first half missed; after breakdown none
+    full = slq_logdet(fn, repeated(nz, 2), steps=nz, probes=2, generator=streams(2))
+    assert (full.extras["quadrature_bias"] >= 0).all()
 
 
 def test_slq_is_exact_when_steps_reach_nz():

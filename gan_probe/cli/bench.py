@@ -177,6 +177,7 @@ def _table(result: BenchResult) -> Table:
             "max |err| [nats/dim]",
             "mean err [nats/dim]",
             "coverage",
+            "coverage (probe var. only)",
         ):
             table.add_column(col, justify="right")
         for r in result.rows:
@@ -188,6 +189,7 @@ def _table(result: BenchResult) -> Table:
                 fmt(r["max_abs_error_nats_per_dim"], ".3f"),
                 fmt(r["mean_error_nats_per_dim"], "+.3f"),
                 fmt(r.get("interval_coverage"), ".0%") if "interval_coverage" in r else "",
+                fmt(r.get("interval_coverage_probe_only"), ".0%") if "interval_coverage_probe_only" in r else "",
             )
     else:
         m = result.model
