@@ -20,8 +20,8 @@ def pag(
     data: Annotated[
         Optional[Path],
         typer.Option(
-            help="Images: a folder of PNG/JPEG files or a .npy/.npz array (N x C x H x W, N x H x W [x C]). "
-            "[default: the bundled held-out MNIST images]",
+            help="Images: a folder of PNG/JPEG files or a .npy/.npz array (N x C x H x W, N x H x W or "
+            "N x H x W x C). Default: the bundled held-out MNIST images.",
             show_default=False,
         ),
     ] = None,
