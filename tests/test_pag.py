@@ -20,6 +20,15 @@ from gan_probe.models import Prior
 from tests.conftest import invoke, invoke_json, wrap
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine more threads only spin (45 s -> 1 s end to end)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class TanhLayer(torch.nn.Module):
     """G(z) = tanh(A z) with A = 3 Q, Q orthonormal columns: injective and well conditioned near 0."""
 
@@ -286,8 +295,11 @@ def test_cli_pag_ctrl_c_writes_latents_so_far(runner, tiny_ckpt, tmp_path, monke
 
 @pytest.mark.slow
 def test_cli_pag_subprocess_on_bundled_checkpoint(tmp_path):
+    import os
     import subprocess
     import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     proc = subprocess.run(
         [sys.executable, "-m", "gan_probe", "pag", "--limit", "64", "--steps", "100", "--json", "--out", str(tmp_path)],
@@ -295,6 +307,7 @@ def test_cli_pag_subprocess_on_bundled_checkpoint(tmp_path):
         text=True,
         timeout=600,
         cwd=Path(__file__).resolve().parent.parent,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -307,6 +320,7 @@ def test_cli_pag_subprocess_on_bundled_checkpoint(tmp_path):
         text=True,
         timeout=600,
         cwd=Path(__file__).resolve().parent.parent,
+        env=env,
     )
     assert ll.returncode == 0, ll.stderr
     assert json.loads(ll.stdout)["results"]["summary"]["num_samples"] == 64
