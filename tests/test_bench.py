@@ -63,6 +63,7 @@ def test_bench_on_a_checkpoint_reports_times_ratios_and_errors(runner, tiny_ckpt
         r = rows[name]
         assert r["median_abs_error_nats"] >= 0
         assert r["max_abs_error_nats"] >= r["median_abs_error_nats"]
+        assert r["num_nonfinite"] == 0
         assert r["median_abs_error_nats_per_dim"] == pytest.approx(r["median_abs_error_nats"] / nz)
     assert rows["slq"]["num_matvecs_per_latent"] == 4 * 2
     assert 0.0 <= rows["slq"]["interval_coverage"] <= 1.0

@@ -269,6 +269,8 @@ def _error_stats(estimate: torch.Tensor, exact: torch.Tensor, nz: int, interval:
     }
     for key in list(out):
         out[key.replace("_nats", "_nats_per_dim")] = None if out[key] is None else out[key] / nz
+    # an estimate that left its polynomial's interval can overflow or take ln of a negative number
+    out["num_nonfinite"] = int((~ok).sum())
     if interval is not None:
         iv = interval.double().cpu()
         ex = exact.double().cpu()
