@@ -6,7 +6,11 @@ import sys
 
 from gan_probe.cli import common
 from gan_probe.cli.app import app
-from gan_probe.cli import ascend, bench, eigvecs, info, loglik, pag, veff  # noqa: F401 - registers the subcommands
+
+# isort: off
+# Importing a command module registers it; this order is the order of `gan-probe --help`.
+from gan_probe.cli import loglik, ascend, eigvecs, veff, pag, info, bench  # noqa: E402,F401
+# isort: on
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-import torch
 import typer
 from rich.table import Table
 
@@ -78,10 +77,6 @@ def bench(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
-    threads: Annotated[
-        Optional[int],
-        typer.Option(help="CPU threads for torch [default: torch's]; 1 gives stable timings on a busy machine."),
-    ] = None,
     m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
     p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probe vectors.", rich_help_panel=EST_PANEL)] = 20,
     t: Annotated[
@@ -111,8 +106,6 @@ def bench(
         raise GanProbeError("--synthetic-nz needs --synthetic")
     if synthetic_nz is not None and synthetic_nz < 2:
         raise GanProbeError(f"--synthetic-nz must be at least 2, got {synthetic_nz}")
-    if threads is not None and threads < 1:
-        raise GanProbeError(f"--threads must be at least 1, got {threads}")
     est = estimator_params(m, p, t, g, eps, steps, probes)
     params = BenchParams(
         num=n if n is not None else (20 if synthetic == "spectrum" else 4),
@@ -126,20 +119,14 @@ def bench(
         conds=parse_conds(conds),
     ).validate()
     device, dtype = ctx.gen.device, ctx.gen.dtype
-    saved_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        if synthetic == "spectrum":
-            result = run_spectrum_bench(params, nz=synthetic_nz or 512, device=device, dtype=dtype)
-        else:
-            gen = ctx.gen
-            if synthetic is not None:
-                nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
-                gen = synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
-            result = run_bench(gen, params)
-    finally:
-        torch.set_num_threads(saved_threads)
+    if synthetic == "spectrum":
+        result = run_spectrum_bench(params, nz=synthetic_nz or 512, device=device, dtype=dtype)
+    else:
+        gen = ctx.gen
+        if synthetic is not None:
+            nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
+            gen = synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
+        result = run_bench(gen, params)
     parameters = {
         "synthetic": synthetic,
         "synthetic_nz": synthetic_nz,
@@ -149,19 +136,19 @@ def bench(
         "methods": list(params.methods),
         "gradient": params.gradient,
         "chunk_size": chunk_size,
-        "threads": threads,
         "conds": list(params.conds) if synthetic == "spectrum" else None,
         "estimator": estimator_parameters_json(est),
     }
     notes = []
-    if synthetic is not None:
-        notes.append(
-            f"benchmarked the synthetic model '{synthetic}' (results.model), not the CKPT in report.checkpoint"
-        )
     missed = [tg["name"] for tg in result.targets if tg["met"] is False]
     if missed:
         notes.append("targets missed: " + "; ".join(missed))
-    return Outcome(parameters=parameters, results=result.results(), table=_table(result), notes=notes)
+    checkpoint = None
+    if synthetic is not None:
+        checkpoint = {"path": None, "sha256": None, "source": f"synthetic:{synthetic}", **result.model}
+    return Outcome(
+        parameters=parameters, results=result.results(), table=_table(result), notes=notes, checkpoint=checkpoint
+    )
 
 
 def _table(result: BenchResult) -> Table:

@@ -71,6 +71,13 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "device": (Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=COMMON_PANEL)], "auto"),
     "dtype": (Annotated[str, typer.Option(help="float32 or float64 for the generator.", rich_help_panel=COMMON_PANEL)], "float32"),
     "seed": (Annotated[int, typer.Option(help="Random seed: the same command gives the same numbers.", rich_help_panel=COMMON_PANEL)], 0),
+    "threads": (
+        Annotated[
+            Optional[int],
+            typer.Option(help="CPU threads for torch [default: torch's]; 1 is often faster on a small busy CPU.", rich_help_panel=COMMON_PANEL),
+        ],
+        None,
+    ),
     "batch_size": (
         Annotated[int, typer.Option("--batch-size", help="Latents (or images) processed together.", rich_help_panel=COMMON_PANEL)],
         16,
@@ -101,6 +108,7 @@ class CommonOptions:
     device: str
     dtype: str
     seed: int
+    threads: int | None
     batch_size: int
     out: Path | None
     json: bool
@@ -145,6 +153,8 @@ class Outcome:
     gate: Gate | None = None
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: replaces the report's ``checkpoint`` block when the command analysed another model (bench --synthetic)
+    checkpoint: dict | None = None
 
 
 @dataclass
@@ -190,7 +200,7 @@ class RichProgress:
         return lambda n: self._progress.advance(task_id, n)
 
 
-def probe_command(app: typer.Typer, name: str, *, writes_files: bool = True, loads_checkpoint: bool = True):
+def probe_command(app: typer.Typer, name: str, *, writes_files: bool = True):
     """Register ``body(ctx, **own)`` as subcommand ``name`` with CKPT and the common options."""
 
     def decorate(body: Callable[..., Outcome]) -> Callable[..., Outcome]:
@@ -204,7 +214,7 @@ def probe_command(app: typer.Typer, name: str, *, writes_files: bool = True, loa
 
         def wrapper(**kwargs: Any) -> None:
             common = CommonOptions(ckpt=kwargs.pop("ckpt"), **{n: kwargs.pop(n) for n in COMMON_OPTIONS})
-            execute(name, common, body, kwargs, writes_files=writes_files, loads_checkpoint=loads_checkpoint)
+            execute(name, common, body, kwargs, writes_files=writes_files)
 
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         wrapper.__doc__ = body.__doc__
@@ -222,13 +232,16 @@ def execute(
     own: dict,
     *,
     writes_files: bool,
-    loads_checkpoint: bool,
 ) -> None:
     console = Console(stderr=True, quiet=common.quiet, highlight=False)
     out: OutputDir | None = None
     try:
         if common.batch_size < 1:
             raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
+        if common.threads is not None:
+            if common.threads < 1:
+                raise GanProbeError(f"--threads must be at least 1, got {common.threads}")
+            torch.set_num_threads(common.threads)
         device = resolve_device(common.device)
         dtype = resolve_dtype(common.dtype, device)
         torch.manual_seed(common.seed)
@@ -301,11 +314,12 @@ def build_report(
         "version": __version__,
         "command": name,
         "argv": ARGV,
-        "checkpoint": gen.describe(),
+        "checkpoint": outcome.checkpoint if outcome.checkpoint is not None else gen.describe(),
         "device": describe_device(device),
         "dtype": str(dtype).replace("torch.", ""),
         "seed": common.seed,
         "batch_size": common.batch_size,
+        "torch_threads": torch.get_num_threads(),
         "parameters": outcome.parameters,
         "timings": timings,
         "results": outcome.results,
