@@ -13,6 +13,16 @@ from gan_probe.models import DCGANGenerator, LoadedGenerator, MLPGenerator, Prio
 from gan_probe.models.checkpoint import _with_output_shape
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread for the whole suite: the tests run many small products, for which a second thread
+    only adds synchronisation, and on a shared 2-core machine it stalls (measured 45 s -> 1 s end to end)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def has_cuda() -> bool:
     return torch.cuda.is_available()
 

@@ -31,15 +31,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, busy 2-core machine two threads stall each other (and these are not timings)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _positive(x) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 

@@ -19,15 +19,6 @@ RGB = (3, 32, 32)
 TANH = (-1.0, 1.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine more threads only spin (45 s -> 1 s end to end)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _uint8(shape, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
 

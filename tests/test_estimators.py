@@ -24,15 +24,6 @@ def _no_grad():
         yield
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these are many small products, and on a shared busy 2-core machine two threads stall."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def synthetic(nz: int, cond: float, seed: int = 0, lam_max: float = 1.0):
     """G(z) = A z with M = A^T A having eigenvalues log-spaced in [lam_max/cond, lam_max]: (fn, exact 1/2 ln det)."""
     a, lam, half = log_spaced_spectrum(nz, cond, seed=seed, lam_max=lam_max)

@@ -20,15 +20,6 @@ from gan_probe.models import Prior
 from tests.conftest import invoke, invoke_json, wrap
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine more threads only spin (45 s -> 1 s end to end)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TanhLayer(torch.nn.Module):
     """G(z) = tanh(A z) with A = 3 Q, Q orthonormal columns: injective and well conditioned near 0."""
 
