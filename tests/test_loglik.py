@@ -108,8 +108,11 @@ def test_cli_latents_file(tiny_ckpt, tmp_path, runner):
 
 @pytest.mark.parametrize(
     ("array", "needle"),
-    [(np.zeros((3, 5)), "width 5 but the generator has nz = 8"), (np.zeros(8), "shape (8,)"),
-     (np.full((2, 8), np.nan), "NaN")],
+    [
+        (np.zeros((3, 5)), "width 5 but the generator has nz = 8"),
+        (np.zeros(8), "shape (8,)"),
+        (np.full((2, 8), np.nan), "NaN"),
+    ],
 )
 def test_cli_bad_latents(array, needle, tiny_ckpt, tmp_path, runner):
     np.save(tmp_path / "z.npy", array)
@@ -122,9 +125,14 @@ def test_singular_generator_reports_null_and_flag(tmp_path, runner):
     torch.manual_seed(0)
     path = tmp_path / "squash.safetensors"
     save_checkpoint(
-        path, MLPGenerator(4, [6], [2]), arch="mlp",
+        path,
+        MLPGenerator(4, [6], [2]),
+        arch="mlp",
         config={"nz": 4, "hidden": [6], "out_shape": [2], "activation": "relu", "output_activation": "none"},
-        prior=Prior(), output_shape=[2], output_range=None, provenance="test: 4 -> 2 is never injective",
+        prior=Prior(),
+        output_shape=[2],
+        output_range=None,
+        provenance="test: 4 -> 2 is never injective",
     )
     result = invoke(runner, ["loglik", path, "--n", "2", "--out", tmp_path / "o", "--json"])
     assert result.exit_code == 0, result.stderr
@@ -162,9 +170,23 @@ def test_subprocess_default_checkpoint_grid(tmp_path):
     """The README's main job, as a real process: no CKPT, --grid, strict JSON on stdout only."""
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "gan_probe", "loglik", "--grid", "--grid-size", "5", "--n", "4", "--json",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "gan_probe",
+            "loglik",
+            "--grid",
+            "--grid-size",
+            "5",
+            "--n",
+            "4",
+            "--json",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

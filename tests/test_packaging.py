@@ -12,9 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_subpackage_is_listed_in_pyproject():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
-    on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gan_probe").rglob("__init__.py")
-    }
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gan_probe").rglob("__init__.py")}
     assert on_disk <= listed, f"missing from [tool.setuptools] packages: {sorted(on_disk - listed)}"
     assert config["package-dir"]["gan_probe.sample_checkpoints"] == "sample_checkpoints"
 

@@ -111,9 +111,7 @@ def _pick_array(arrays: dict, path: Path) -> np.ndarray:
     raise DataError(f"{path} holds arrays {sorted(arrays)}; name the latents 'z' or 'latents'")
 
 
-def draw_or_load_latents(
-    gen: LoadedGenerator, *, num: int, latents: str | Path | None, seed: int
-) -> torch.Tensor:
+def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: str | Path | None, seed: int) -> torch.Tensor:
     """(N, nz) float64 latents: from ``latents`` if given, else ``num`` draws from the prior."""
     if latents is not None:
         return load_latents(latents, gen.nz)

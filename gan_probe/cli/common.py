@@ -47,17 +47,37 @@ CkptArg = Annotated[
 # name -> (annotation, default); the order is the order in --help
 COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "arch": (
-        Annotated[Optional[str], typer.Option(help="Architecture of a foreign file: dcgan or mlp.", rich_help_panel=CKPT_PANEL)],
+        Annotated[
+            Optional[str],
+            typer.Option(help="Architecture of a foreign file: dcgan or mlp.", rich_help_panel=CKPT_PANEL),
+        ],
         None,
     ),
-    "nz": (Annotated[Optional[int], typer.Option(help="Latent size (checked against the weights).", rich_help_panel=CKPT_PANEL)], None),
+    "nz": (
+        Annotated[
+            Optional[int], typer.Option(help="Latent size (checked against the weights).", rich_help_panel=CKPT_PANEL)
+        ],
+        None,
+    ),
     "prior": (
-        Annotated[Optional[str], typer.Option(help="Latent prior: normal or uniform (overrides the file's).", rich_help_panel=CKPT_PANEL)],
+        Annotated[
+            Optional[str],
+            typer.Option(help="Latent prior: normal or uniform (overrides the file's).", rich_help_panel=CKPT_PANEL),
+        ],
         None,
     ),
-    "sigma": (Annotated[Optional[float], typer.Option(help="Std. dev. of a normal prior.", rich_help_panel=CKPT_PANEL)], None),
-    "low": (Annotated[Optional[float], typer.Option(help="Lower bound of a uniform prior.", rich_help_panel=CKPT_PANEL)], None),
-    "high": (Annotated[Optional[float], typer.Option(help="Upper bound of a uniform prior.", rich_help_panel=CKPT_PANEL)], None),
+    "sigma": (
+        Annotated[Optional[float], typer.Option(help="Std. dev. of a normal prior.", rich_help_panel=CKPT_PANEL)],
+        None,
+    ),
+    "low": (
+        Annotated[Optional[float], typer.Option(help="Lower bound of a uniform prior.", rich_help_panel=CKPT_PANEL)],
+        None,
+    ),
+    "high": (
+        Annotated[Optional[float], typer.Option(help="Upper bound of a uniform prior.", rich_help_panel=CKPT_PANEL)],
+        None,
+    ),
     "generator": (
         Annotated[
             Optional[str],
@@ -68,30 +88,64 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
-    "device": (Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=COMMON_PANEL)], "auto"),
-    "dtype": (Annotated[str, typer.Option(help="float32 or float64 for the generator.", rich_help_panel=COMMON_PANEL)], "float32"),
-    "seed": (Annotated[int, typer.Option(help="Random seed: the same command gives the same numbers.", rich_help_panel=COMMON_PANEL)], 0),
+    "device": (
+        Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=COMMON_PANEL)],
+        "auto",
+    ),
+    "dtype": (
+        Annotated[str, typer.Option(help="float32 or float64 for the generator.", rich_help_panel=COMMON_PANEL)],
+        "float32",
+    ),
+    "seed": (
+        Annotated[
+            int,
+            typer.Option(help="Random seed: the same command gives the same numbers.", rich_help_panel=COMMON_PANEL),
+        ],
+        0,
+    ),
     "threads": (
         Annotated[
             Optional[int],
-            typer.Option(help="CPU threads for torch [default: torch's]; 1 is often faster on a small busy CPU.", rich_help_panel=COMMON_PANEL),
+            typer.Option(
+                help="CPU threads for torch [default: torch's]; 1 is often faster on a small busy CPU.",
+                rich_help_panel=COMMON_PANEL,
+            ),
         ],
         None,
     ),
     "batch_size": (
-        Annotated[int, typer.Option("--batch-size", help="Latents (or images) processed together.", rich_help_panel=COMMON_PANEL)],
+        Annotated[
+            int,
+            typer.Option("--batch-size", help="Latents (or images) processed together.", rich_help_panel=COMMON_PANEL),
+        ],
         16,
     ),
     "out": (
-        Annotated[Optional[Path], typer.Option(help="Output folder [default: gan-probe-out/COMMAND].", rich_help_panel=COMMON_PANEL)],
+        Annotated[
+            Optional[Path],
+            typer.Option(help="Output folder [default: gan-probe-out/COMMAND].", rich_help_panel=COMMON_PANEL),
+        ],
         None,
     ),
     "json": (
-        Annotated[bool, typer.Option("--json", help="Print the report as one JSON document on stdout.", rich_help_panel=COMMON_PANEL)],
+        Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print the report as one JSON document on stdout.", rich_help_panel=COMMON_PANEL
+            ),
+        ],
         False,
     ),
-    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.", rich_help_panel=COMMON_PANEL)], False),
-    "debug": (Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.", rich_help_panel=COMMON_PANEL)], False),
+    "quiet": (
+        Annotated[
+            bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.", rich_help_panel=COMMON_PANEL)
+        ],
+        False,
+    ),
+    "debug": (
+        Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.", rich_help_panel=COMMON_PANEL)],
+        False,
+    ),
 }
 
 
@@ -140,7 +194,13 @@ class Gate:
         return None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "value": self.value, "min": self.minimum, "max": self.maximum, "passed": self.failure() is None}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "min": self.minimum,
+            "max": self.maximum,
+            "passed": self.failure() is None,
+        }
 
 
 @dataclass
@@ -268,7 +328,9 @@ def execute(
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
-        _fail(console, out, common, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        _fail(
+            console, out, common, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        )
     for note in outcome.notes:
         console.print(f"[yellow]note:[/] {note}")
     if common.json:

@@ -159,8 +159,8 @@ def _table(result) -> Table:
         table.add_row(*cells)
     stats = summary["loglik"]
     table.caption = (
-        f"{summary['num_samples']} latents; ln Q mean {fmt(stats['mean'], '.2f')}, median {fmt(stats['median'], '.2f')}, "
-        f"min {fmt(stats['min'], '.2f')}, max {fmt(stats['max'], '.2f')}"
+        f"{summary['num_samples']} latents; ln Q mean {fmt(stats['mean'], '.2f')}, "
+        f"median {fmt(stats['median'], '.2f')}, min {fmt(stats['min'], '.2f')}, max {fmt(stats['max'], '.2f')}"
     )
     if result.grid is not None:
         g = result.grid.values.summary()["loglik"]

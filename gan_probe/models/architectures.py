@@ -139,7 +139,9 @@ def infer_config(arch: str, state: Mapping[str, torch.Tensor]) -> dict:
         while f"main.{i}.weight" in state:
             w = state[f"main.{i}.weight"]
             if w.ndim != 4:
-                raise CheckpointError(f"'main.{i}.weight' has shape {tuple(w.shape)}; a dcgan ConvTranspose2d weight is 4-D")
+                raise CheckpointError(
+                    f"'main.{i}.weight' has shape {tuple(w.shape)}; a dcgan ConvTranspose2d weight is 4-D"
+                )
             convs.append(w)
             i += 3
         if len(convs) < 2:

@@ -219,7 +219,9 @@ def _build_builtin(file: Path, state: dict, meta: dict | None, options: LoadOpti
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
     if options.nz is not None and int(config.get("nz", -1)) != options.nz:
-        raise CheckpointError(f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}")
+        raise CheckpointError(
+            f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
+        )
     module = build_generator(arch, config)
     _load_state(module, state, file)
     nz = int(config["nz"])
@@ -288,7 +290,9 @@ def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
         raise CheckpointError(f"the generator maps a batch of 2 latents to shape {tuple(x.shape)}")
     shape = tuple(int(s) for s in x.shape[1:])
     if loaded.output_shape and loaded.output_shape != shape:
-        raise CheckpointError(f"metadata says output shape {list(loaded.output_shape)}, the generator gives {list(shape)}")
+        raise CheckpointError(
+            f"metadata says output shape {list(loaded.output_shape)}, the generator gives {list(shape)}"
+        )
     if not torch.isfinite(x).all():
         raise CheckpointError("the generator's output is not finite at the prior's centre")
     loaded.output_shape = shape

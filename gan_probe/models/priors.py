@@ -27,9 +27,7 @@ class Prior:
         if self.kind == "uniform" and not (
             math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high
         ):
-            raise CheckpointError(
-                f"uniform prior needs low < high, got [{self.low}, {self.high}] (--low/--high)"
-            )
+            raise CheckpointError(f"uniform prior needs low < high, got [{self.low}, {self.high}] (--low/--high)")
 
     @classmethod
     def from_meta(cls, meta: dict) -> Prior:
@@ -70,9 +68,7 @@ class Prior:
         """ln P_Z(z) for z of shape (B, nz); -inf outside a uniform box. Returns (B,)."""
         nz = z.shape[-1]
         if self.kind == "normal":
-            return -(z * z).sum(-1) / (2 * self.sigma**2) - 0.5 * nz * math.log(
-                2 * math.pi * self.sigma**2
-            )
+            return -(z * z).sum(-1) / (2 * self.sigma**2) - 0.5 * nz * math.log(2 * math.pi * self.sigma**2)
         inside = ((z >= self.low) & (z <= self.high)).all(-1)
         value = torch.full(z.shape[:-1], -nz * math.log(self.high - self.low), dtype=z.dtype, device=z.device)
         return torch.where(inside, value, torch.full_like(value, -math.inf))

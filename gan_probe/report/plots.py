@@ -156,7 +156,9 @@ def plot_ascent(path: Path, loglik: np.ndarray, condition: np.ndarray, *, title:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.6), dpi=110)
     steps = np.arange(loglik.shape[0])
     for k in range(loglik.shape[1]):
-        ax1.plot(steps, np.where(np.isfinite(loglik[:, k]), loglik[:, k], np.nan), lw=1, label=f"z{k}" if k < 8 else None)
+        ax1.plot(
+            steps, np.where(np.isfinite(loglik[:, k]), loglik[:, k], np.nan), lw=1, label=f"z{k}" if k < 8 else None
+        )
         cond = condition[:, k]
         ax2.plot(steps, np.where(np.isfinite(cond) & (cond > 0), cond, np.nan), lw=1)
     ax1.set_xlabel("step")

@@ -1,0 +1,22 @@
+"""ruff (in the test extras) keeps lint and formatting as they are: CI fails when they drift."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff(args):
+    if shutil.which("ruff") is None and subprocess.run([sys.executable, "-m", "ruff", "--version"]).returncode:
+        pytest.fail("ruff is not installed: pip install -e '.[test]'")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "gan_probe", "tests"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
