@@ -12,7 +12,17 @@ from gan_probe.analyses.ascend import OPTIMIZERS, AscendParams, run_ascend, writ
 from gan_probe.analyses.loglik import METHODS
 from gan_probe.cli.app import app
 from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
-from gan_probe.cli.loglik import EST_PANEL, estimator_parameters_json, estimator_params
+from gan_probe.cli.estimator_options import (
+    EpsOpt,
+    GOpt,
+    MOpt,
+    POpt,
+    ProbesOpt,
+    SlqStepsRenamedOpt,
+    TOpt,
+    estimator_parameters_json,
+    estimator_params,
+)
 from gan_probe.errors import GanProbeError
 
 
@@ -28,19 +38,13 @@ def ascend(
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.05,
     optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)}.")] = "adam",
     frames: Annotated[int, typer.Option(help="Images per latent in the strips.")] = 8,
-    m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
-    p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probes.", rich_help_panel=EST_PANEL)] = 20,
-    t: Annotated[
-        int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)
-    ] = 20,
-    g: Annotated[float, typer.Option("--g", help="Multiplier on lambda_max.", rich_help_panel=EST_PANEL)] = 1.2,
-    eps: Annotated[
-        str, typer.Option("--eps", help="Chebyshev lower bound, or auto.", rich_help_panel=EST_PANEL)
-    ] = "0.1",
-    slq_steps: Annotated[
-        int, typer.Option("--slq-steps", help="SLQ Golub-Kahan steps.", rich_help_panel=EST_PANEL)
-    ] = 50,
-    probes: Annotated[int, typer.Option("--probes", help="SLQ probes.", rich_help_panel=EST_PANEL)] = 4,
+    m: MOpt = 10,
+    p: POpt = 20,
+    t: TOpt = 20,
+    g: GOpt = 1.2,
+    eps: EpsOpt = "0.1",
+    slq_steps: SlqStepsRenamedOpt = 50,
+    probes: ProbesOpt = 4,
 ) -> Outcome:
     """Gradient ascent on ln Q(G(z)) in latent space (Ramesh & LeCun 2018, Fig. 4).
 

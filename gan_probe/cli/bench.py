@@ -18,7 +18,17 @@ from gan_probe.analyses.bench import (
 )
 from gan_probe.cli.app import app
 from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
-from gan_probe.cli.loglik import EST_PANEL, estimator_parameters_json, estimator_params
+from gan_probe.cli.estimator_options import (
+    EpsOpt,
+    GOpt,
+    MOpt,
+    POpt,
+    ProbesOpt,
+    SlqStepsOpt,
+    TOpt,
+    estimator_parameters_json,
+    estimator_params,
+)
 from gan_probe.errors import GanProbeError
 from gan_probe.spectral.estimators import ESTIMATORS
 
@@ -77,21 +87,13 @@ def bench(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
-    m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
-    p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probe vectors.", rich_help_panel=EST_PANEL)] = 20,
-    t: Annotated[
-        int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)
-    ] = 20,
-    g: Annotated[
-        float, typer.Option("--g", help="Multiplier (>= 1) on the estimated lambda_max.", rich_help_panel=EST_PANEL)
-    ] = 1.2,
-    eps: Annotated[
-        str, typer.Option("--eps", help="Chebyshev lower spectral bound, or auto.", rich_help_panel=EST_PANEL)
-    ] = "0.1",
-    steps: Annotated[
-        int, typer.Option("--steps", help="SLQ Golub-Kahan steps per probe.", rich_help_panel=EST_PANEL)
-    ] = 50,
-    probes: Annotated[int, typer.Option("--probes", help="SLQ probe vectors.", rich_help_panel=EST_PANEL)] = 4,
+    m: MOpt = 10,
+    p: POpt = 20,
+    t: TOpt = 20,
+    g: GOpt = 1.2,
+    eps: EpsOpt = "0.1",
+    steps: SlqStepsOpt = 50,
+    probes: ProbesOpt = 4,
 ) -> Outcome:
     """Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact gradient.
 

@@ -11,28 +11,18 @@ from rich.table import Table
 from gan_probe.analyses.loglik import METHODS, GridParams, LoglikParams, run_loglik, write_loglik_outputs
 from gan_probe.cli.app import app
 from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.estimator_options import (
+    EpsOpt,
+    GOpt,
+    MOpt,
+    POpt,
+    ProbesOpt,
+    SlqStepsOpt,
+    TOpt,
+    estimator_parameters_json,
+    estimator_params,
+)
 from gan_probe.errors import GanProbeError
-from gan_probe.spectral.estimators import EstimatorParams
-
-EST_PANEL = "Estimators (--method chebyshev|taylor|slq)"
-
-
-def parse_eps(text: str) -> float | str:
-    """--eps: a positive number or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise GanProbeError(f"--eps must be a positive number or auto, got {text!r}") from None
-
-
-def estimator_params(m: int, p: int, t: int, g: float, eps: str, steps: int, probes: int) -> EstimatorParams:
-    return EstimatorParams(m=m, p=p, t=t, g=g, eps=parse_eps(eps), steps=steps, probes=probes).validate()
-
-
-def estimator_parameters_json(est: EstimatorParams) -> dict:
-    return {"m": est.m, "p": est.p, "t": est.t, "g": est.g, "eps": est.eps, "steps": est.steps, "probes": est.probes}
 
 
 def parse_dims(text: str | None) -> tuple[int, int] | None:
@@ -68,21 +58,13 @@ def loglik(
     check: Annotated[
         bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")
     ] = False,
-    m: Annotated[int, typer.Option("--m", help="Chebyshev/Taylor degree.", rich_help_panel=EST_PANEL)] = 10,
-    p: Annotated[int, typer.Option("--p", help="Chebyshev/Taylor probe vectors.", rich_help_panel=EST_PANEL)] = 20,
-    t: Annotated[
-        int, typer.Option("--t", help="Power iterations (Lanczos steps with --eps auto).", rich_help_panel=EST_PANEL)
-    ] = 20,
-    g: Annotated[
-        float, typer.Option("--g", help="Multiplier (>= 1) on the estimated lambda_max.", rich_help_panel=EST_PANEL)
-    ] = 1.2,
-    eps: Annotated[
-        str, typer.Option("--eps", help="Chebyshev lower spectral bound, or auto.", rich_help_panel=EST_PANEL)
-    ] = "0.1",
-    steps: Annotated[
-        int, typer.Option("--steps", help="SLQ Golub-Kahan steps per probe.", rich_help_panel=EST_PANEL)
-    ] = 50,
-    probes: Annotated[int, typer.Option("--probes", help="SLQ probe vectors.", rich_help_panel=EST_PANEL)] = 4,
+    m: MOpt = 10,
+    p: POpt = 20,
+    t: TOpt = 20,
+    g: GOpt = 1.2,
+    eps: EpsOpt = "0.1",
+    steps: SlqStepsOpt = 50,
+    probes: ProbesOpt = 4,
 ) -> Outcome:
     """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane.
 
