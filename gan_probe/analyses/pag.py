@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gan_probe.analyses.common import Progress, check_positive, generate, seeded_generator
+from gan_probe.analyses.common import Progress, check_positive, finite_stats, generate, seeded_generator
 from gan_probe.analyses.reversal import ReversalParams, ReversalResult, invert_generator, psnr
 from gan_probe.data import ImageData, load_images
 from gan_probe.errors import GanProbeError
@@ -213,8 +213,8 @@ class PagResult:
             "interrupted": rev.interrupted,
             "data": self.data.describe(),
             "reconstruction": {
-                "mse": _stats(rev.mse),
-                "psnr": _stats(p) if p is not None else None,
+                "mse": finite_stats(rev.mse),
+                "psnr": finite_stats(p) if p is not None else None,
                 "psnr_peak": self.psnr_peak,
                 "loss_first": float(hist[0]) if rev.num_done else None,
                 "loss_last": float(hist[-1]) if rev.num_done else None,
@@ -230,18 +230,6 @@ class PagResult:
             },
             "per_image": self.per_image(),
         }
-
-
-def _stats(x: torch.Tensor) -> dict:
-    finite = x[torch.isfinite(x)]
-    if not finite.numel():
-        return {"mean": None, "median": None, "min": None, "max": None}
-    return {
-        "mean": float(finite.mean()),
-        "median": float(finite.median()),
-        "min": float(finite.min()),
-        "max": float(finite.max()),
-    }
 
 
 def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | None = None) -> PagResult:

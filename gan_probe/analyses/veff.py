@@ -34,6 +34,7 @@ from gan_probe.analyses.common import (
     batches,
     check_positive,
     draw_or_load_latents,
+    finite_stats,
     progress_task,
     seeded_generator,
 )
@@ -127,13 +128,8 @@ class VeffResult:
             "directions": self.params.directions,
             "step": self.step,
             "curve": {"tau": self.curve_tau, "veff": self.curve_counts.double().mean(0)},
-            "delta0": {
-                "mean": float(self.delta0.mean()),
-                "median": float(self.delta0.median()),
-                "min": float(self.delta0.min()),
-                "max": float(self.delta0.max()),
-            },
-            "delta1_median": float(self.delta[:, 0].median()),
+            "delta0": finite_stats(self.delta0),
+            "delta1_median": finite_stats(self.delta[:, 0])["median"],
             "num_flat": self.num_flat,
             "outside_box": None
             if self.outside_box is None
