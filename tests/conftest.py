@@ -9,8 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gan_probe.models import DCGANGenerator, LoadedGenerator, MLPGenerator, Prior, save_checkpoint
-from gan_probe.models.checkpoint import _with_output_shape
+from gan_probe.models import DCGANGenerator, LoadedGenerator, MLPGenerator, Prior, save_checkpoint, wrap_module
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -38,22 +37,16 @@ def pytest_collection_modifyitems(config, items):
 
 def wrap(module: torch.nn.Module, nz: int, prior: Prior = Prior(), output_range=None) -> LoadedGenerator:
     """A LoadedGenerator around an in-memory float64 module (no file)."""
-    module = module.double().eval().requires_grad_(False)
-    loaded = LoadedGenerator(
-        module=module,
-        arch="test",
-        config={"nz": nz},
+    return wrap_module(
+        module,
         nz=nz,
         prior=prior,
-        output_shape=(),
         output_range=output_range,
+        arch="test",
         provenance="test",
-        path=None,
-        sha256=None,
         source="test",
         dtype=torch.float64,
     )
-    return _with_output_shape(loaded)
 
 
 class Linear(torch.nn.Module):

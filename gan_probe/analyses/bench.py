@@ -44,11 +44,11 @@ from gan_probe.analyses.common import finite_stats, seeded_generator
 from gan_probe.analyses.loglik import latent_generators
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
-from gan_probe.models import DCGANGenerator, LoadedGenerator, Prior
+from gan_probe.models import DCGANGenerator, LoadedGenerator, wrap_module
 from gan_probe.spectral.estimators import ESTIMATORS, EstimatorParams, estimate_half_logdet
 from gan_probe.spectral.estimators.synthetic import log_spaced_spectrum
 from gan_probe.spectral.exact import exact_spectrum, logdet_from_jacobian, spectrum_from_jacobian
-from gan_probe.spectral.jacobian import default_chunk_size, jacobian, jvp_batched
+from gan_probe.spectral.jacobian import jacobian
 
 SYNTHETIC = ("dcgan64", "dcgan64-nz128", "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
@@ -132,37 +132,6 @@ def dcgan_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     return module
 
 
-def wrap_module(
-    module: nn.Module,
-    *,
-    arch: str,
-    config: dict,
-    nz: int,
-    output_shape: tuple[int, ...],
-    output_range: tuple[float, float] | None,
-    provenance: str,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> LoadedGenerator:
-    """An in-memory module as a :class:`LoadedGenerator` (eval mode, no gradients on weights, normal prior)."""
-    module = module.eval().requires_grad_(False).to(device=device, dtype=dtype)
-    return LoadedGenerator(
-        module=module,
-        arch=arch,
-        config=config,
-        nz=nz,
-        prior=Prior(),
-        output_shape=output_shape,
-        output_range=output_range,
-        provenance=provenance,
-        path=None,
-        sha256=None,
-        source="synthetic",
-        device=torch.device(device),
-        dtype=dtype,
-    )
-
-
 def synthetic_dcgan(nz: int, *, seed: int, device: torch.device, dtype: torch.dtype) -> LoadedGenerator:
     """PyTorch-examples 64x64x3 DCGAN (ngf = 64) with DCGAN init: no trained 64x64 checkpoint ships."""
     module = dcgan_init_(DCGANGenerator(nz, 64, 3, 64), seeded_generator(seed + 17))
@@ -171,6 +140,7 @@ def synthetic_dcgan(nz: int, *, seed: int, device: torch.device, dtype: torch.dt
         arch="dcgan",
         config={"nz": nz, "ngf": 64, "nc": 3, "image_size": 64},
         nz=nz,
+        source="synthetic",
         output_shape=(3, 64, 64),
         output_range=(-1.0, 1.0),
         provenance=f"synthetic: DCGAN init N(0, 0.02), random BatchNorm statistics, seed {seed}",
@@ -189,6 +159,7 @@ def synthetic_linear(
         arch="linear",
         config={"nz": nz, "cond": cond},
         nz=nz,
+        source="synthetic",
         output_shape=(nz,),
         output_range=None,
         provenance=f"synthetic: U diag(s) V^T, eigenvalues of M log-spaced over cond {cond:g}, seed {seed}",
@@ -224,16 +195,9 @@ def time_call(
 
 
 def limit_jacobian_qr(fn, z: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
-    """The exact method's floor: nz batched JVPs (vmap over jvp, same chunks) + one float64 QR of J. Returns R."""
-    batch, nz = z.shape
-    chunk = chunk_size or default_chunk_size(batch, nz)
-    eye = torch.eye(nz, dtype=z.dtype, device=z.device)
+    """The exact method's floor: J from nz batched JVPs (the same chunks) + one float64 QR of J. Returns R."""
     with torch.no_grad():
-        cols = [
-            jvp_batched(fn, z, eye[s : min(nz, s + chunk), None, :].expand(-1, batch, nz)) for s in range(0, nz, chunk)
-        ]
-        jac = torch.cat(cols).permute(1, 2, 0)
-        return torch.linalg.qr(jac.to(torch.float64), mode="r").R
+        return torch.linalg.qr(jacobian(fn, z, chunk_size=chunk_size).to(torch.float64), mode="r").R
 
 
 def naive_spectra(fn, z: torch.Tensor):
@@ -529,5 +493,4 @@ __all__ = [
     "synthetic_dcgan",
     "synthetic_linear",
     "time_call",
-    "wrap_module",
 ]

@@ -120,10 +120,12 @@ def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: str | Path 
     return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
 
 
-def generate(gen: LoadedGenerator, z: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """G(z) in batches, returned on the CPU as float32 images (for rendering)."""
+def generate(
+    gen: LoadedGenerator, z: torch.Tensor, batch_size: int, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """G(z) in batches of ``batch_size``, returned on the CPU in ``dtype`` (float32 for rendering)."""
     out = []
     with torch.no_grad():
         for sl in batches(z.shape[0], batch_size):
-            out.append(gen(z[sl].to(gen.device, gen.dtype)).float().cpu())
+            out.append(gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype))
     return torch.cat(out)

@@ -35,6 +35,7 @@ from gan_probe.analyses.common import (
     check_positive,
     draw_or_load_latents,
     finite_stats,
+    generate,
     progress_task,
     seeded_generator,
 )
@@ -140,14 +141,6 @@ class VeffResult:
         }
 
 
-def _outputs(gen: LoadedGenerator, z: torch.Tensor, chunk: int) -> torch.Tensor:
-    """G(z) flattened, (B, N) float64 on the CPU, in chunks of ``chunk`` rows (kept in the generator's dtype)."""
-    with torch.no_grad():
-        return torch.cat(
-            [gen.flat(z[sl].to(gen.device, gen.dtype)).cpu().double() for sl in batches(z.shape[0], chunk)]
-        )
-
-
 def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | None = None) -> VeffResult:
     """v_eff(tau) of ``gen`` at prior draws (or the given latents)."""
     check_positive("--batch-size", params.batch_size, "--batch-size")
@@ -178,8 +171,8 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
             dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
             zp, out_b = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
             outside += out_b
-            base = _outputs(gen, zb, params.forward_budget)  # (b, N)
-            moved = _outputs(gen, zp, params.forward_budget).reshape(zb.shape[0], nz + k, -1)
+            base = generate(gen, zb, params.forward_budget, dtype=torch.float64).flatten(1)  # (b, N)
+            moved = generate(gen, zp, params.forward_budget, dtype=torch.float64).reshape(zb.shape[0], nz + k, -1)
             dist = (moved - base[:, None]).norm(dim=-1)  # (b, nz + K)
             d0 = dist[:, nz:].mean(1)
             lam_parts.append(eig.eigenvalues.cpu())

@@ -120,16 +120,48 @@ def load_generator(
 ) -> LoadedGenerator:
     """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode."""
     if options.generator is not None:
-        loaded = _load_custom(path, options)
-    else:
-        file = Path(path) if path is not None else default_checkpoint()
-        state, meta = read_state_file(file)
-        loaded = _build_builtin(file, state, meta, options)
-    loaded.module.eval()
-    loaded.module.requires_grad_(False)
-    loaded.module.to(device=device, dtype=dtype)
-    loaded.device, loaded.dtype = torch.device(device), dtype
-    return loaded
+        return _load_custom(path, options, device=device, dtype=dtype)
+    file = Path(path) if path is not None else default_checkpoint()
+    state, meta = read_state_file(file)
+    return _build_builtin(file, state, meta, options, device=device, dtype=dtype)
+
+
+def wrap_module(
+    module: nn.Module,
+    *,
+    nz: int,
+    prior: Prior = Prior(),
+    arch: str = "module",
+    config: dict | None = None,
+    output_shape: tuple[int, ...] = (),
+    output_range: tuple[float, float] | list[float] | None = None,
+    provenance: str = "in-memory module",
+    path: str | None = None,
+    sha256: str | None = None,
+    source: str = "module",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedGenerator:
+    """An ``nn.Module`` mapping (B, nz) latents to outputs, ready to run: eval mode, weights frozen, on
+    ``device``/``dtype``. One forward pass at the prior's centre learns the output shape (and checks it
+    against ``output_shape`` when that is given)."""
+    module = module.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    loaded = LoadedGenerator(
+        module=module,
+        arch=arch,
+        config=dict(config) if config is not None else {"nz": int(nz)},
+        nz=int(nz),
+        prior=prior,
+        output_shape=tuple(int(v) for v in output_shape),
+        output_range=tuple(float(v) for v in output_range) if output_range is not None else None,
+        provenance=provenance,
+        path=path,
+        sha256=sha256,
+        source=source,
+        device=torch.device(device),
+        dtype=dtype,
+    )
+    return _with_output_shape(loaded)
 
 
 def read_state_file(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -209,7 +241,9 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _build_builtin(file: Path, state: dict, meta: dict | None, options: LoadOptions) -> LoadedGenerator:
+def _build_builtin(
+    file: Path, state: dict, meta: dict | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype
+) -> LoadedGenerator:
     meta = dict(meta or {})
     arch = options.arch or meta.get("arch") or detect_arch(state)
     if arch is None:
@@ -224,26 +258,25 @@ def _build_builtin(file: Path, state: dict, meta: dict | None, options: LoadOpti
         )
     module = build_generator(arch, config)
     _load_state(module, state, file)
-    nz = int(config["nz"])
     out_meta = meta.get("output", {})
-    output_shape = tuple(int(s) for s in out_meta.get("shape", []))
     output_range = out_meta.get("range")
     if output_range is None and (arch == "dcgan" or config.get("output_activation") == "tanh"):
         output_range = [-1.0, 1.0]
-    loaded = LoadedGenerator(
-        module=module.eval(),
+    return wrap_module(
+        module,
+        nz=int(config["nz"]),
+        prior=_resolve_prior(meta.get("prior"), options),
         arch=arch,
         config=config,
-        nz=nz,
-        prior=_resolve_prior(meta.get("prior"), options),
-        output_shape=output_shape,
-        output_range=tuple(float(v) for v in output_range) if output_range is not None else None,
+        output_shape=tuple(int(v) for v in out_meta.get("shape", [])),
+        output_range=output_range,
         provenance=str(meta.get("provenance", f"foreign file {file.name}: no gan_probe metadata")),
         path=str(file),
         sha256=file_sha256(file),
         source="native" if meta else ("safetensors" if file.suffix == ".safetensors" else "pth"),
+        device=device,
+        dtype=dtype,
     )
-    return _with_output_shape(loaded)
 
 
 def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path | str) -> None:
@@ -310,7 +343,9 @@ class _Unsqueezed(nn.Module):
         return self.inner(z[:, :, None, None])
 
 
-def _load_custom(path: str | os.PathLike | None, options: LoadOptions) -> LoadedGenerator:
+def _load_custom(
+    path: str | os.PathLike | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype
+) -> LoadedGenerator:
     spec = options.generator or ""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -341,20 +376,18 @@ def _load_custom(path: str | os.PathLike | None, options: LoadOptions) -> Loaded
             module(torch.zeros(2, int(nz)))
         except Exception:  # noqa: BLE001 - try the DCGAN-style (B, nz, 1, 1) input next
             module = _Unsqueezed(module)
-    loaded = LoadedGenerator(
-        module=module,
-        arch=f"custom:{spec}",
-        config={"nz": int(nz)},
+    return wrap_module(
+        module,
         nz=int(nz),
         prior=_resolve_prior(None, options),
-        output_shape=(),
-        output_range=None,
+        arch=f"custom:{spec}",
         provenance=f"custom architecture {spec}" + (f" with weights {path}" if path else ""),
         path=str(path) if path is not None else None,
         sha256=sha,
         source="custom",
+        device=device,
+        dtype=dtype,
     )
-    return _with_output_shape(loaded)
 
 
 def save_checkpoint(
