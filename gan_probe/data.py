@@ -19,6 +19,12 @@ import torch
 
 from gan_probe.errors import DataError
 
+
+def _data_error(message: str) -> DataError:
+    """An error about the image data (the ``data`` argument)."""
+    return DataError(message, param="data")
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy", ".npz")
 #: ITU-R BT.601 luma, the weights Pillow uses for RGB -> L.
@@ -73,7 +79,7 @@ def load_images(
     order). ``resize`` allows a bilinear, antialiased resize to (H, W).
     """
     if limit is not None and limit < 1:
-        raise DataError(f"--limit must be at least 1, got {limit}")
+        raise DataError(f"the image limit must be at least 1, got {limit}", param="limit")
     kind = "bundled" if path is None else None
     if path is None:
         from gan_probe.models.bundled import heldout_data
@@ -81,7 +87,7 @@ def load_images(
         path = heldout_data()
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data not found: {path} (--data)")
+        raise _data_error(f"data not found: {path}")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         arr, read_notes, num_available = _read_image_files(path, limit)
         labels, kind, layout = None, kind or "folder", "NHWC"
@@ -92,17 +98,17 @@ def load_images(
         kind = kind or path.suffix.lower().lstrip(".")
         layout = None
     else:
-        raise DataError(f"cannot read data from {path}: give a folder of PNG/JPEG images or a .npy/.npz array (--data)")
+        raise _data_error(f"cannot read data from {path}: give a folder of PNG/JPEG images or a .npy/.npz array")
     if arr.ndim == 0 or arr.shape[0] == 0:
-        raise DataError(f"{path} holds no images (--data)")
+        raise _data_error(f"{path} holds no images")
     if limit is not None:
         arr = arr[:limit]
         labels = labels[:limit] if labels is not None else None
     raw_shape, raw_dtype = tuple(int(s) for s in arr.shape), str(arr.dtype)
     if not any(np.issubdtype(arr.dtype, t) for t in (np.integer, np.floating, np.bool_)):
-        raise DataError(f"{path}: pixels must be integers or floats, got dtype {arr.dtype} (--data)")
+        raise _data_error(f"{path}: pixels must be integers or floats, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise DataError(f"{path}: the array contains NaN or infinite values (--data)")
+        raise _data_error(f"{path}: the array contains NaN or infinite values")
     raw_range = (float(arr.min()), float(arr.max()))
     conversion: list[str] = list(read_notes)
     if len(output_shape) != 3:
@@ -137,7 +143,7 @@ def _read_image_files(path: Path, limit: int | None) -> tuple[np.ndarray, list[s
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError(f"no PNG or JPEG images in folder {path} (--data)")
+            raise _data_error(f"no PNG or JPEG images in folder {path}")
     else:
         files = [path]
     num_available = len(files)
@@ -152,15 +158,13 @@ def _read_image_files(path: Path, limit: int | None) -> tuple[np.ndarray, list[s
         except DataError:
             raise
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise DataError(
-                f"cannot read image {file}: {exc} (corrupt or not an image; remove it from --data)"
-            ) from None
+            raise _data_error(f"cannot read image {file}: {exc} (corrupt or not an image)") from None
         if first is None:
             first = (file, arr.shape)
         elif arr.shape != first[1]:
-            raise DataError(
+            raise _data_error(
                 f"images in {path} differ in size or channels: {first[0].name} is {_hwc(first[1])} but "
-                f"{file.name} is {_hwc(arr.shape)}; all images in --data must have the same size and mode"
+                f"{file.name} is {_hwc(arr.shape)}; all images must have the same size and mode"
             )
         arrays.append(arr)
         if note is not None and note not in notes:
@@ -185,7 +189,7 @@ def _pil_to_array(img, file: Path) -> tuple[np.ndarray, str | None]:
     if mode in ("RGB", "CMYK", "YCbCr"):
         note = None if mode == "RGB" else f"{mode} images converted to RGB"
         return np.asarray(img.convert("RGB"), dtype=np.uint8), note
-    raise DataError(
+    raise _data_error(
         f"image {file} has Pillow mode {mode!r}, which gan-probe cannot convert; save it as 8-bit gray or RGB"
     )
 
@@ -207,7 +211,7 @@ def _read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 if key is None:
                     candidates = [k for k in names if k not in ("labels", "y")]
                     if len(candidates) != 1:
-                        raise DataError(f"{path} holds arrays {sorted(names)}; name the images 'images' (--data)")
+                        raise _data_error(f"{path} holds arrays {sorted(names)}; name the images 'images'")
                     key = candidates[0]
                 arr = data[key]
                 if "labels" in names:
@@ -215,7 +219,7 @@ def _read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise DataError(f"cannot read array file {path}: {exc} (--data)") from None
+        raise _data_error(f"cannot read array file {path}: {exc}") from None
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != arr.shape[0]):
         labels = None
     return arr, labels
@@ -227,9 +231,9 @@ def _read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _as_vectors(arr: np.ndarray, path: Path, output_shape: tuple[int, ...], conversion: list[str]) -> torch.Tensor:
     """A non-image generator: the array must already be (N, *output_shape) in its units."""
     if tuple(arr.shape[1:]) != tuple(output_shape):
-        raise DataError(
+        raise _data_error(
             f"{path} has shape {tuple(arr.shape)} but the generator outputs vectors of shape {tuple(output_shape)}; "
-            f"give an array of shape (N, {', '.join(map(str, output_shape))}) (--data)"
+            f"give an array of shape (N, {', '.join(map(str, output_shape))})"
         )
     if not np.issubdtype(arr.dtype, np.floating):
         conversion.append(f"{arr.dtype} values cast to float64 unchanged (a non-image generator has no pixel range)")
@@ -244,9 +248,9 @@ def _to_nchw(
     if arr.ndim == 3:
         return torch.from_numpy(np.asarray(arr, dtype=np.float64))[:, None]
     if arr.ndim != 4:
-        raise DataError(
+        raise _data_error(
             f"{path} has an array of rank {arr.ndim} (shape {tuple(arr.shape)}); expected images as "
-            f"N x H x W, N x C x H x W or N x H x W x C (--data)"
+            f"N x H x W, N x C x H x W or N x H x W x C"
         )
     x = torch.from_numpy(np.asarray(arr, dtype=np.float64))
     if layout is None:
@@ -270,9 +274,9 @@ def _guess_layout(shape: tuple[int, ...], hw: tuple[int, int], path: Path) -> st
         return "NHWC"
     if small_first and small_last:
         return "NCHW"
-    raise DataError(
+    raise _data_error(
         f"{path}: cannot tell the channel axis of an array of shape {tuple(shape)}; "
-        "give N x C x H x W or N x H x W x C with C in 1..4 (--data)"
+        "give N x C x H x W or N x H x W x C with C in 1..4"
     )
 
 
@@ -287,9 +291,9 @@ def _match_channels(x: torch.Tensor, path: Path, channels: int, conversion: list
     if have == 1 and channels == 3:
         conversion.append("gray replicated to 3 RGB channels")
         return x.expand(-1, 3, -1, -1).contiguous()
-    raise DataError(
+    raise _data_error(
         f"{path} has {have} channel(s) per image but the generator makes {channels}; gan-probe converts only "
-        f"between gray (1) and RGB (3) (--data)"
+        f"between gray (1) and RGB (3)"
     )
 
 
@@ -312,11 +316,11 @@ def _scale_values(
         else:
             src = (0.0, 255.0)
         if lo_raw < src[0] or hi_raw > src[1]:
-            raise DataError(f"{path}: integer pixels span [{lo_raw:g}, {hi_raw:g}], outside {src}; give uint8 (--data)")
+            raise _data_error(f"{path}: integer pixels span [{lo_raw:g}, {hi_raw:g}], outside {src}; give uint8")
         if output_range is None:
-            raise DataError(
+            raise _data_error(
                 f"{path} holds integer pixels but the checkpoint declares no output range to map them to; "
-                "give float data in the generator's own units (--data)"
+                "give float data in the generator's own units"
             )
         label = f"{dtype} {src[0]:g}..{src[1]:g}"
     else:
@@ -332,9 +336,9 @@ def _scale_values(
         elif lo_raw >= -tol and hi_raw <= 255.0 + tol:
             src = (0.0, 255.0)
         else:
-            raise DataError(
+            raise _data_error(
                 f"{path}: float pixels span [{lo_raw:.4g}, {hi_raw:.4g}], which is neither the generator's range "
-                f"[{lo:g}, {hi:g}] nor [0, 1] nor [0, 255]; rescale the data (--data)"
+                f"[{lo:g}, {hi:g}] nor [0, 1] nor [0, 255]; rescale the data"
             )
         label = f"float {src[0]:g}..{src[1]:g}"
     lo, hi = output_range
@@ -349,9 +353,9 @@ def _match_size(x: torch.Tensor, path: Path, hw: tuple[int, int], resize: bool, 
     if have == tuple(hw):
         return x
     if not resize:
-        raise DataError(
+        raise _data_error(
             f"images in {path} are {have[1]}x{have[0]} but the generator makes {hw[1]}x{hw[0]}; "
-            "pass --resize to resize them (bilinear) or give data of the generator's size (--data)"
+            "pass --resize to resize them (bilinear) or give data of the generator's size"
         )
     conversion.append(f"resized from {have[1]}x{have[0]} to {hw[1]}x{hw[0]} (bilinear, antialiased; --resize)")
     return torch.nn.functional.interpolate(x, size=tuple(hw), mode="bilinear", align_corners=False, antialias=True)

@@ -1,13 +1,23 @@
 """The project's exception types. Imports nothing of the project.
 
-Every error a user can cause is a :class:`GanProbeError`; the CLI prints its
-message on one line and exits 1. :class:`GateFailed` is the exit-3 outcome of a
-``--min``/``--max`` gate, raised only after the report has been written.
+Every error a user can cause is a :class:`GanProbeError`. Its message speaks in
+library terms (the value and what is wrong with it); ``param`` names the
+keyword argument or parameter field at fault (``"batch_size"``,
+``"slq.steps"``), so that the command line can name the flag that sets it
+while the Python API names the argument. :class:`GateFailed` is the exit-3
+outcome of a ``--min``/``--max`` gate, raised only after the report has been
+written.
 """
+
+from __future__ import annotations
 
 
 class GanProbeError(Exception):
-    """Bad input or an unusable checkpoint: one clear line, exit code 1."""
+    """Bad input or an unusable checkpoint: one clear line (exit code 1 on the command line)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class CheckpointError(GanProbeError):

@@ -129,3 +129,10 @@ def invoke_json(runner: CliRunner, args: list[str]) -> dict:
     result = invoke(runner, [*args, "--json"])
     assert result.exit_code == 0, result.output + result.stderr
     return json.loads(result.stdout)
+
+
+def logdet_of(jac: torch.Tensor) -> torch.Tensor:
+    """ln det J^T J (B,) float64 through the one exact route, differentiable through J."""
+    from gan_probe.spectral.exact import spectrum_from_jacobian
+
+    return 2 * spectrum_from_jacobian(jac, grad=True).half_logdet

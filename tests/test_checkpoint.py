@@ -13,6 +13,7 @@ from gan_probe.errors import CheckpointError
 from gan_probe.models import LoadOptions, Prior, load_generator
 from gan_probe.models.checkpoint import METADATA_KEY
 from gan_probe.spectral.exact import exact_spectrum
+from gan_probe.spectral.operator import JacobianOperator
 from tests.conftest import invoke
 
 
@@ -64,8 +65,8 @@ def test_examples_dcgan_state_dict_loads_with_inferred_config(tmp_path):
     net = net.double()
     with torch.no_grad():
         torch.testing.assert_close(gen(z), net(z[:, :, None, None]))
-    ours = exact_spectrum(gen.flat, z).half_logdet
-    ref = exact_spectrum(lambda v: net(v[:, :, None, None]).flatten(1), z).half_logdet
+    ours = exact_spectrum(JacobianOperator(gen.flat, z)).half_logdet
+    ref = exact_spectrum(JacobianOperator(lambda v: net(v[:, :, None, None]).flatten(1), z)).half_logdet
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
 

@@ -273,7 +273,7 @@ def test_cli_bad_data_exits_1_with_a_clear_message_and_no_files(runner, tiny_ckp
 
 def test_cli_bad_limit(runner, tiny_ckpt, tmp_path):
     result = invoke(runner, ["pag", tiny_ckpt, "--limit", "0", "--out", tmp_path / "o"])
-    assert result.exit_code == 1 and "--limit must be at least 1, got 0" in result.stderr
+    assert result.exit_code == 1 and "the image limit must be at least 1, got 0 (--limit)" in result.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from gan_probe.analyses.common import generate
-from gan_probe.analyses.eigvecs import EigvecsParams, default_step, perturb, run_eigvecs
+from gan_probe.analyses.eigvecs import EigvecsParams, run_eigvecs
+from gan_probe.analyses.perturbation import default_step, perturb
 from gan_probe.models.bundled import samples_dir
 from gan_probe.models.priors import Prior
 from tests.conftest import invoke, invoke_json, wrap
@@ -63,9 +64,9 @@ def test_step_defaults_and_uniform_box():
 def test_uniform_prior_reports_box_exits(mlp_gen):
     gen = wrap(mlp_gen.module, mlp_gen.nz, prior=Prior("uniform"), output_range=(-1.0, 1.0))
     res = run_eigvecs(gen, EigvecsParams(num=2, top=3, traversal_steps=5))
-    assert res.results()["outside_box"] == {"num_outside": res.outside_box, "num_perturbed": 2 * (3 + 3 + 3 * 5)}
+    assert res.to_json()["outside_box"] == {"num_outside": res.outside_box, "num_perturbed": 2 * (3 + 3 + 3 * 5)}
     assert res.outside_box > 0
-    assert run_eigvecs(mlp_gen, EigvecsParams(num=1, top=2)).results()["outside_box"] is None
+    assert run_eigvecs(mlp_gen, EigvecsParams(num=1, top=2)).to_json()["outside_box"] is None
 
 
 def test_cli_end_to_end_and_reusable_npz(tiny_ckpt, tmp_path, runner):

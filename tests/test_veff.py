@@ -35,8 +35,8 @@ def test_linear_generator_closed_form(linear_gen):
     # the counts follow from the closed form
     expected = (step * s[None, :, None] / res.delta0[:, None, None] > torch.tensor([0.5, 1.0, 2.0])).sum(1)
     assert torch.equal(res.counts, expected)
-    assert res.results()["veff"] == pytest.approx(float(expected[:, 0].double().mean()))
-    assert 0 < res.results()["veff"] < gen.nz
+    assert res.to_json()["veff"] == pytest.approx(float(expected[:, 0].double().mean()))
+    assert 0 < res.to_json()["veff"] < gen.nz
 
 
 def test_literal_normal_directions_give_zero_for_linear(linear_gen):
@@ -44,8 +44,8 @@ def test_literal_normal_directions_give_zero_for_linear(linear_gen):
     gen, _ = linear_gen
     unit = run_veff(gen, VeffParams(num=4, num_directions=64, step=0.5))
     normal = run_veff(gen, VeffParams(num=4, num_directions=64, step=0.5, directions="normal"))
-    assert normal.results()["veff"] == 0.0
-    assert unit.results()["veff"] > 0
+    assert normal.to_json()["veff"] == 0.0
+    assert unit.to_json()["veff"] > 0
 
 
 def test_monotone_in_tau_and_batch_invariant(mlp_gen):

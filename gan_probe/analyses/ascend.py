@@ -5,7 +5,7 @@ Ramesh & LeCun (2018), section 4 and Figure 4: maximise
     ln Q(G(z)) = ln P_Z(z) - 1/2 ln det M(z)
 
 over z from K starting latents. The gradient of 1/2 ln det M comes from the
-exact QR surrogate (``method="exact"``, DESIGN.md section 1) or from a
+exact QR surrogate (``method="exact"``, docs/design.md §2.4) or from a
 stochastic estimator's spectral backpropagation. A uniform prior's box is kept
 by projection after every step. Each step records ln Q (exact whenever nz <=
 AUTO_EXACT_MAX_NZ), lambda_min, lambda_max and cond(M). For ReLU generators J
@@ -15,7 +15,10 @@ smooth parts (tanh output, BatchNorm scale is constant in eval mode).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,15 +29,14 @@ from gan_probe.analyses.common import (
     draw_or_load_latents,
     finite_stats,
     generate,
+    jacobian_operator,
+    probe_streams,
     progress_task,
 )
-from gan_probe.analyses.loglik import AUTO_EXACT_MAX_NZ, latent_generators, resolve_method
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.report.files import OutputDir
-from gan_probe.spectral.estimators import EstimatorParams, estimate_half_logdet
-from gan_probe.spectral.exact import logdet_from_jacobian, spectrum_from_jacobian
-from gan_probe.spectral.jacobian import jacobian
+from gan_probe.spectral.exact import Spectrum, exact_spectrum
+from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, half_logdet, resolve_method
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -49,16 +51,20 @@ class AscendParams:
     optimizer: str = "adam"
     frames: int = 8
     seed: int = 0
-    estimator: EstimatorParams = EstimatorParams()
+    estimators: Mapping[str, Any] | None = None
 
     def validate(self) -> None:
         if self.steps < 1:
-            raise GanProbeError(f"--steps must be at least 1, got {self.steps}")
-        check_positive("the learning rate", self.lr, "--lr")
+            raise GanProbeError(f"the number of ascent steps must be at least 1, got {self.steps}", param="steps")
+        check_positive("the learning rate", self.lr, "lr")
         if self.optimizer not in OPTIMIZERS:
-            raise GanProbeError(f"unknown optimizer {self.optimizer!r}: use --optimizer {'|'.join(OPTIMIZERS)}")
+            raise GanProbeError(
+                f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}", param="optimizer"
+            )
         if self.frames < 2:
-            raise GanProbeError(f"--frames must be at least 2, got {self.frames}")
+            raise GanProbeError(f"the strips need at least 2 frames, got {self.frames}", param="frames")
+        if self.method not in METHODS:
+            raise GanProbeError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}", param="method")
 
 
 @dataclass
@@ -83,7 +89,12 @@ class AscendResult:
     def steps_done(self) -> int:
         return self.z.shape[0] - 1
 
-    def results(self) -> dict:
+    @property
+    def num_singular(self) -> int:
+        """Latents whose J is singular at the start (ln Q undefined: they are not moved)."""
+        return int((~torch.isfinite(self.half_logdet[0])).sum())
+
+    def to_json(self) -> dict[str, Any]:
         start, end = 0, self.steps_done
         per_latent = [
             {
@@ -102,6 +113,7 @@ class AscendResult:
             "steps_done": self.steps_done,
             "interrupted": self.interrupted,
             "loglik_recorded_exactly": self.exact_recorded,
+            "num_singular_start": self.num_singular,
             "start": {"loglik": finite_stats(self.loglik[start]), "condition": finite_stats(self.condition[start])},
             "end": {"loglik": finite_stats(self.loglik[end]), "condition": finite_stats(self.condition[end])},
             "loglik_gain": finite_stats(self.loglik[end] - self.loglik[start]),
@@ -110,21 +122,20 @@ class AscendResult:
         }
 
 
-def _record(gen: LoadedGenerator, zb: torch.Tensor, jac: torch.Tensor | None) -> list[torch.Tensor]:
-    """[half_logdet, lambda_min, lambda_max, condition] (K,) each from the exact spectrum."""
-    with torch.no_grad():
-        if jac is None:
-            jac = jacobian(gen.flat, zb)
-        spec = spectrum_from_jacobian(jac.detach())
-    return [x.cpu().to(torch.float64) for x in (spec.half_logdet, spec.lambda_min, spec.lambda_max, spec.condition)]
+def _record(spec: Spectrum) -> list[torch.Tensor]:
+    """[half_logdet, lambda_min, lambda_max, condition] (K,) each, from the exact spectrum."""
+    values = (spec.half_logdet.detach(), spec.lambda_min, spec.lambda_max, spec.condition)
+    return [x.cpu().to(torch.float64) for x in values]
 
 
 def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress | None = None) -> AscendResult:
-    """Ascend ln Q from K latents; KeyboardInterrupt stops the loop and keeps the steps done."""
+    """Ascend ln Q from K latents; KeyboardInterrupt stops the loop and keeps the steps done.
+
+    A latent whose J is singular (ln Q = -inf, e.g. a generator with fewer
+    outputs than latents) has no gradient and stays where it is.
+    """
     params.validate()
-    method = resolve_method(params.method, gen.nz, params.estimator)
-    if method != "exact":
-        params.estimator.validate()
+    method = resolve_method(params.method, gen.nz, params.estimators)
     exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ
     z0 = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     z = gen.prior.project(z0.clone()).requires_grad_(True)
@@ -134,33 +145,30 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):
-                zb = z.to(gen.device, gen.dtype)
-                if method == "exact":
-                    jac = jacobian(gen.flat, zb)
-                    half = 0.5 * logdet_from_jacobian(jac)
-                    rec = _record(gen, zb, jac)
+                op = jacobian_operator(gen, z)
+                res = half_logdet(
+                    op,
+                    method,
+                    params.estimators,
+                    generator=probe_streams(params.seed + 7 * step, 0, op.batch),
+                    grad=True,
+                    check=method != "exact" and exact_recorded,
+                )
+                half = res.value
+                if res.spectrum is not None:
+                    rec = _record(res.spectrum)
                 else:
-                    est = estimate_half_logdet(
-                        gen.flat,
-                        zb,
-                        method,
-                        params.estimator,
-                        latent_generators(params.seed + 7 * step, 0, zb.shape[0]),
-                    )
-                    half = est.half_logdet
-                    if exact_recorded:
-                        rec = _record(gen, zb.detach(), None)
-                    else:
-                        nan = torch.full_like(half.detach().cpu(), float("nan"))
-                        rec = [half.detach().cpu(), nan, nan, nan]
+                    nan = torch.full_like(half.detach().cpu(), math.nan)
+                    rec = [half.detach().cpu(), nan, nan, nan]
                 records.append(rec)
                 if step == params.steps:
                     break
                 objective = gen.prior.log_prob(z) - half.to(torch.float64).cpu()
-                loss = -objective[torch.isfinite(objective)].sum()
+                finite = torch.isfinite(objective.detach())
                 opt.zero_grad()
-                loss.backward()
-                opt.step()
+                if bool(finite.any()):
+                    (-objective[finite].sum()).backward()
+                    opt.step()
                 with torch.no_grad():
                     z.copy_(gen.prior.project(z))
                 trail.append(z.detach().clone())
@@ -168,11 +176,15 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
         except KeyboardInterrupt:
             interrupted = True
     n = min(len(trail), len(records))
+    if n == 0:
+        # interrupted before the first record: take it now so the result holds the starting point
+        records = [_record(exact_spectrum(jacobian_operator(gen, z.detach())))]
+        n = 1
     trail, records = trail[:n], records[:n]
-    half, lmin, lmax, cond = (torch.stack(c) for c in zip(*records))
+    half_t, lmin, lmax, cond = (torch.stack(c) for c in zip(*records))
     zs = torch.stack(trail)
-    loglik = gen.prior.log_prob(zs) - half
-    result = AscendResult(params, method, zs, loglik, half, lmin, lmax, cond, exact_recorded, interrupted)
+    loglik = gen.prior.log_prob(zs) - half_t
+    result = AscendResult(params, method, zs, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
     _add_frames(gen, result)
     return result
 
@@ -187,38 +199,4 @@ def _add_frames(gen: LoadedGenerator, result: AscendResult) -> None:
     result.frame_steps = idx
 
 
-def write_ascend_outputs(result: AscendResult, gen: LoadedGenerator, out: OutputDir) -> None:
-    """strips.png (a row per latent), strip_KKK.png, ascent.png, latents.npz (key z), trajectories.npz."""
-    from gan_probe.report.images import save_grid
-    from gan_probe.report.plots import plot_ascent
-
-    ncol = len(result.frame_steps)
-    save_grid(out.path("strips.png"), result.frames, value_range=gen.output_range, ncol=ncol, scale=2)
-    for k in range(result.z.shape[1]):
-        save_grid(
-            out.path(f"strip_{k:03d}.png"),
-            result.frames[k * ncol : (k + 1) * ncol],
-            value_range=gen.output_range,
-            ncol=ncol,
-            scale=2,
-        )
-    plot_ascent(
-        out.path("ascent.png"),
-        result.loglik.numpy(),
-        result.condition.numpy(),
-        title=f"likelihood ascent ({result.method} gradient, {result.params.optimizer}, lr {result.params.lr:g})",
-    )
-    np.savez_compressed(out.path("latents.npz"), z=result.z[-1].numpy())
-    np.savez_compressed(
-        out.path("trajectories.npz"),
-        z=result.z.numpy(),
-        loglik=result.loglik.numpy(),
-        half_logdet=result.half_logdet.numpy(),
-        lambda_min=result.lambda_min.numpy(),
-        lambda_max=result.lambda_max.numpy(),
-        condition=result.condition.numpy(),
-        frame_steps=np.asarray(result.frame_steps),
-    )
-
-
-__all__ = ["OPTIMIZERS", "AscendParams", "AscendResult", "run_ascend", "write_ascend_outputs"]
+__all__ = ["OPTIMIZERS", "AscendParams", "AscendResult", "run_ascend"]

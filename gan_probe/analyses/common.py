@@ -1,7 +1,8 @@
-"""What every analysis shares: latents in, progress out, batching."""
+"""What every analysis shares: latents in, progress out, batching, per-latent random streams."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.spectral.operator import JacobianOperator
 
 Advance = Callable[[int], None]
 
@@ -32,7 +34,7 @@ def progress_task(progress: Progress | None, description: str, total: int) -> It
     yield (progress or NoProgress()).task(description, total)
 
 
-def finite_stats(x: torch.Tensor) -> dict:
+def finite_stats(x: torch.Tensor) -> dict[str, float | None]:
     """mean, median (the average of the two middle values for an even count), min and max of the
     finite entries of x; all None when there are none (e.g. every ln Q undefined)."""
     finite = x.detach().double().flatten()
@@ -52,15 +54,27 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
+    """One random stream per latent index in [start, stop), so estimates do not depend on the batch size."""
+    return [seeded_generator(seed * 1_000_003 + 7919 + i) for i in range(start, stop)]
+
+
+def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None = None) -> JacobianOperator:
+    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype)."""
+    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk_size)
+
+
 def batches(num: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` out of ``num``."""
     for start in range(0, num, size):
         yield slice(start, min(num, start + size))
 
 
-def check_positive(name: str, value: float, flag: str, *, allow_zero: bool = False) -> None:
-    if not (value >= 0 if allow_zero else value > 0):
+def check_positive(name: str, value: float, param: str, *, allow_zero: bool = False) -> None:
+    """Raise unless ``value`` is a finite number > 0 (>= 0 with ``allow_zero``); ``param`` names the argument."""
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
         bound = ">= 0" if allow_zero else "> 0"
-        raise GanProbeError(f"{name} must be {bound}, got {value} ({flag})")
+        raise GanProbeError(f"{name} must be a finite number {bound}, got {value}", param=param)
 
 
 def load_latents(path: str | Path, nz: int) -> torch.Tensor:
@@ -71,7 +85,7 @@ def load_latents(path: str | Path, nz: int) -> torch.Tensor:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"latents file not found: {path} (--latents)")
+        raise DataError(f"latents file not found: {path}", param="latents")
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -83,15 +97,15 @@ def load_latents(path: str | Path, nz: int) -> torch.Tensor:
 
             arr = _pick_array(load_file(str(path)), path)
         else:
-            raise DataError(f"latents file {path} must be .npy, .npz or .safetensors (--latents)")
+            raise DataError(f"latents file {path} must be .npy, .npz or .safetensors", param="latents")
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         raise DataError(f"cannot read latents from {path}: {exc}") from None
     if arr.ndim != 2:
-        raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz}) (--latents)")
+        raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz})", param="latents")
     if arr.shape[1] != nz:
-        raise DataError(f"latents in {path} have width {arr.shape[1]} but the generator has nz = {nz} (--latents)")
+        raise DataError(f"latents in {path} have width {arr.shape[1]} but the generator has nz = {nz}", param="latents")
     if arr.shape[0] < 1:
         raise DataError(f"latents file {path} holds no latents")
     if not np.issubdtype(arr.dtype, np.number):
@@ -102,7 +116,7 @@ def load_latents(path: str | Path, nz: int) -> torch.Tensor:
     return z
 
 
-def _pick_array(arrays: dict, path: Path) -> np.ndarray:
+def _pick_array(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
     for key in ("z", "latents"):
         if key in arrays:
             return arrays[key]
@@ -116,7 +130,7 @@ def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: str | Path 
     if latents is not None:
         return load_latents(latents, gen.nz)
     if num < 1:
-        raise GanProbeError(f"the number of latents must be at least 1, got {num} (--n)")
+        raise GanProbeError(f"the number of latents must be at least 1, got {num}", param="num")
     return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
 
 

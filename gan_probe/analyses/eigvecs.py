@@ -6,22 +6,16 @@ paper) take the exact eigen-decomposition M(z) = sum_i lambda_i v_i v_i^T
 G(z + alpha v_i) with G(z + alpha r) for random unit directions r at the same
 step alpha. Since |G(z + t v) - G(z)| ~ |t| sqrt(v^T M v) for small t, the top
 eigenvectors are the directions of fastest change; a random unit direction
-changes G by about sqrt(tr M / nz).
-
-Step size: the paper used alpha = 0.4-0.8 for a uniform prior on [-1, 1]. The
-default here is 0.8 times the half-width of a uniform box, and 0.8 sigma for
-a normal prior. Perturbed latents of a uniform prior may leave the box; they
-are counted and reported, and ``project=True`` clamps them back into it
-(which bends the direction: off by default).
+changes G by about sqrt(tr M / nz). Step size and the uniform box:
+:mod:`gan_probe.analyses.perturbation`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 
 from gan_probe.analyses.common import (
@@ -30,49 +24,13 @@ from gan_probe.analyses.common import (
     check_positive,
     draw_or_load_latents,
     generate,
+    jacobian_operator,
     progress_task,
-    seeded_generator,
 )
+from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.models.priors import Prior
-from gan_probe.report.files import OutputDir
 from gan_probe.spectral.eigen import exact_eigen, spectrum_concentration
-
-#: alpha = STEP_FRACTION x (half-width of a uniform box | sigma of a normal prior); the paper's upper value.
-STEP_FRACTION = 0.8
-
-
-def default_step(prior: Prior) -> float:
-    """The default perturbation step alpha for ``prior`` (paper: 0.4-0.8 on U[-1, 1])."""
-    if prior.kind == "uniform":
-        return STEP_FRACTION * 0.5 * (prior.high - prior.low)
-    return STEP_FRACTION * prior.sigma
-
-
-def resolve_step(prior: Prior, step: float | None) -> float:
-    if step is None:
-        return default_step(prior)
-    if not math.isfinite(step):
-        raise GanProbeError(f"the step alpha must be a finite number, got {step} (--step)")
-    check_positive("the step alpha", step, "--step")
-    return float(step)
-
-
-def random_unit_directions(num: int, count: int, nz: int, *, seed: int) -> torch.Tensor:
-    """(num, count, nz) float64 directions uniform on the unit sphere (normalised Gaussians), seeded."""
-    eps = torch.randn(num, count, nz, generator=seeded_generator(seed), dtype=torch.float64)
-    return eps / eps.norm(dim=-1, keepdim=True)
-
-
-def perturb(prior: Prior, z: torch.Tensor, *, project: bool) -> tuple[torch.Tensor, int]:
-    """(perturbed latents, how many of them lie outside a uniform prior's box before any projection)."""
-    outside = 0
-    if prior.kind == "uniform":
-        outside = int(((z < prior.low) | (z > prior.high)).any(-1).sum())
-        if project:
-            z = prior.project(z)
-    return z, outside
 
 
 @dataclass(frozen=True)
@@ -113,9 +71,9 @@ class EigvecsResult:
     change_random: torch.Tensor  # (T, top): |G(z + alpha r_i) - G(z)|
     outside_box: int | None
     num_perturbed: int
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def per_trial(self) -> list[dict]:
+    def per_trial(self) -> list[dict[str, Any]]:
         rows = []
         for t in range(self.z.shape[0]):
             rows.append(
@@ -134,7 +92,7 @@ class EigvecsResult:
             )
         return rows
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         def median(x: torch.Tensor) -> float | None:
             finite = x[torch.isfinite(x)]
             return float(finite.median()) if finite.numel() else None
@@ -148,7 +106,7 @@ class EigvecsResult:
             "num_precision_warning": int(self.precision_warning.sum()),
         }
 
-    def results(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "num_trials": int(self.z.shape[0]),
             "nz": int(self.z.shape[1]),
@@ -161,20 +119,25 @@ class EigvecsResult:
             else {"num_outside": self.outside_box, "num_perturbed": self.num_perturbed},
             "summary": self.summary(),
             "trials": self.per_trial(),
+            "timings": self.timings,
         }
 
 
 def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progress | None = None) -> EigvecsResult:
     """Eigen-decompose M at the trial latents and render the perturbations along eigenvectors and at random."""
-    check_positive("--batch-size", params.batch_size, "--batch-size")
+    check_positive("the batch size", params.batch_size, "batch_size")
+    if params.chunk_size is not None and params.chunk_size < 1:
+        raise GanProbeError(f"the chunk size must be at least 1, got {params.chunk_size}", param="chunk_size")
     nz = gen.nz
     top = min(8, nz) if params.top is None else params.top
     if top < 1:
-        raise GanProbeError(f"--top must be at least 1, got {top}")
+        raise GanProbeError(f"the number of eigenvectors shown must be at least 1, got {top}", param="top")
     if top > nz:
-        raise GanProbeError(f"--top {top} exceeds the latent size nz = {nz}; use --top {nz} or less")
+        raise GanProbeError(f"{top} eigenvectors shown exceed the latent size nz = {nz}; use {nz} or less", param="top")
     if params.traversal_steps < 2:
-        raise GanProbeError(f"a traversal needs at least 2 steps, got {params.traversal_steps} (--traversal-steps)")
+        raise GanProbeError(
+            f"a traversal needs at least 2 steps, got {params.traversal_steps}", param="traversal_steps"
+        )
     step = resolve_step(gen.prior, params.step)
     z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     num = z.shape[0]
@@ -183,9 +146,8 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
     parts = []
     with progress_task(progress, "eigenvectors", num) as advance:
         for sl in batches(num, params.batch_size):
-            eig = exact_eigen(gen.flat, z[sl].to(gen.device, gen.dtype), chunk_size=params.chunk_size)
-            spec = eig.spectrum
-            parts.append([eig.eigenvalues, eig.eigenvectors, spec.condition, spec.singular, spec.precision_warning])
+            spec = exact_eigen(jacobian_operator(gen, z[sl], params.chunk_size))
+            parts.append([spec.eigenvalues, spec.eigenvectors, spec.condition, spec.singular, spec.precision_warning])
             advance(z[sl].shape[0])
     lam, vec, cond, singular, pwarn = (torch.cat(c).cpu() for c in zip(*parts, strict=True))
     eigen_s = time.perf_counter() - t0
@@ -237,52 +199,4 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
     )
 
 
-def write_eigvecs_outputs(result: EigvecsResult, gen: LoadedGenerator, out: OutputDir) -> None:
-    """spectra.png, perturbations.png (all trials), trial_TT.png, traversal_TT.png and eigvecs.npz."""
-    from gan_probe.report.images import save_grid
-    from gan_probe.report.plots import plot_log_spectra
-
-    num, top = result.z.shape[0], result.top
-    plot_log_spectra(
-        out.path("spectra.png"),
-        result.eigenvalues.numpy(),
-        title=f"Spectrum of M = J^T J at {num} trial latents ({gen.arch}, nz={gen.nz})",
-    )
-    rows = []
-    for t in range(num):
-        orig = result.originals[t : t + 1]
-        grid = torch.cat([orig, result.random_images[t], orig, result.eigen_images[t]])
-        save_grid(out.path(f"trial_{t:02d}.png"), grid, value_range=gen.output_range, ncol=top + 1, scale=2)
-        trav = result.traversal_images[t].reshape(-1, *result.originals.shape[1:])
-        save_grid(
-            out.path(f"traversal_{t:02d}.png"),
-            trav,
-            value_range=gen.output_range,
-            ncol=result.params.traversal_steps,
-            scale=2,
-        )
-        rows.append(grid)
-    save_grid(out.path("perturbations.png"), torch.cat(rows), value_range=gen.output_range, ncol=top + 1, scale=2)
-    np.savez_compressed(
-        out.path("eigvecs.npz"),
-        z=result.z.numpy(),
-        eigenvalues=result.eigenvalues.numpy(),
-        eigenvectors=result.eigenvectors.numpy(),
-        condition=result.condition.numpy(),
-        random_directions=result.random_directions.numpy(),
-        step=np.float64(result.step),
-        traversal_t=result.traversal_t.numpy(),
-    )
-
-
-__all__ = [
-    "STEP_FRACTION",
-    "EigvecsParams",
-    "EigvecsResult",
-    "default_step",
-    "perturb",
-    "random_unit_directions",
-    "resolve_step",
-    "run_eigvecs",
-    "write_eigvecs_outputs",
-]
+__all__ = ["EigvecsParams", "EigvecsResult", "run_eigvecs"]

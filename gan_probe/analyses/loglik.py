@@ -11,9 +11,10 @@ it over a 2-D plane of latent space (the paper's Figure 3).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 
 from gan_probe.analyses.common import (
@@ -23,20 +24,16 @@ from gan_probe.analyses.common import (
     draw_or_load_latents,
     finite_stats,
     generate,
+    jacobian_operator,
     load_latents,
+    probe_streams,
     progress_task,
     seeded_generator,
 )
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.report.files import OutputDir
-from gan_probe.spectral.estimators import ESTIMATORS, EstimatorParams, estimate_half_logdet
-from gan_probe.spectral.exact import exact_spectrum
-
-METHODS = ("exact", *ESTIMATORS, "auto")
-
-#: ``auto`` uses the exact method up to this nz (J fits in memory and costs nz JVPs).
-AUTO_EXACT_MAX_NZ = 1024
+from gan_probe.spectral.estimators import params_json
+from gan_probe.spectral.logdet import METHODS, estimator_params, half_logdet, resolve_method
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,10 @@ class GridParams:
 
 @dataclass(frozen=True)
 class LoglikParams:
+    """``num`` prior draws (or the ``latents`` file); ``method`` exact, an estimator's name or auto;
+    ``estimators`` estimator name -> its parameter dataclass (missing: that estimator's defaults);
+    ``check`` adds the exact value beside an estimate; ``grid`` a latent plane too."""
+
     num: int = 16
     latents: str | None = None
     method: str = "exact"
@@ -65,8 +66,15 @@ class LoglikParams:
     chunk_size: int | None = None
     seed: int = 0
     grid: GridParams | None = None
-    estimator: EstimatorParams = EstimatorParams()
+    estimators: Mapping[str, Any] | None = None
     check: bool = False
+
+    def validate(self) -> None:
+        check_positive("the batch size", self.batch_size, "batch_size")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise GanProbeError(f"the chunk size must be at least 1, got {self.chunk_size}", param="chunk_size")
+        if self.method not in METHODS:
+            raise GanProbeError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}", param="method")
 
 
 @dataclass
@@ -102,12 +110,12 @@ class LoglikValues:
             return None
         return self.exact_half_logdet - self.half_logdet
 
-    def per_sample(self) -> list[dict]:
+    def per_sample(self) -> list[dict[str, Any]]:
         rows = []
         nz = self.z.shape[1]
         error = self.error
         for i in range(self.z.shape[0]):
-            row = {
+            row: dict[str, Any] = {
                 "index": i,
                 "log_prior": float(self.log_prior[i]),
                 "half_logdet": float(self.half_logdet[i]),
@@ -124,7 +132,7 @@ class LoglikValues:
                 row["half_logdet_interval"] = [float(self.interval[i, 0]), float(self.interval[i, 1])]
             if self.bounds_violated is not None:
                 row["bounds_violated"] = bool(self.bounds_violated[i])
-            if error is not None:
+            if error is not None and self.exact_half_logdet is not None:
                 row["exact_half_logdet"] = float(self.exact_half_logdet[i])
                 row["exact_loglik"] = float(self.log_prior[i] - self.exact_half_logdet[i])
                 row["error_nats"] = float(error[i])
@@ -136,7 +144,7 @@ class LoglikValues:
             rows.append(row)
         return rows
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         ll = self.loglik
         return {
             "loglik": finite_stats(ll),
@@ -148,14 +156,14 @@ class LoglikValues:
             **self._estimator_summary(),
         }
 
-    def _estimator_summary(self) -> dict:
-        out: dict = {"method": self.method}
+    def _estimator_summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method}
         if self.num_matvecs is not None:
             out["num_matvecs_per_latent"] = self.num_matvecs
         if self.bounds_violated is not None:
             out["num_bounds_violated"] = int(self.bounds_violated.sum())
         error = self.error
-        if error is not None:
+        if error is not None and self.exact_half_logdet is not None:
             abs_error = finite_stats(error.abs())
             nz = self.z.shape[1]
             per_dim = {k: None if v is None else v / nz for k, v in abs_error.items()}
@@ -186,14 +194,21 @@ class GridResult:
 
 @dataclass
 class LoglikResult:
+    """ln Q at the latents (``values``), their images, and the latent plane (``grid``) when asked for."""
+
     params: LoglikParams
     values: LoglikValues
     images: torch.Tensor
     grid: GridResult | None = None
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def results(self) -> dict:
-        out = {
+    @property
+    def loglik(self) -> torch.Tensor:
+        """(n,) ln Q(G(z)) [nats] at the latents; -inf where J is singular."""
+        return self.values.loglik
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "method": self.values.method,
             "requested_method": self.params.method,
             "summary": self.values.summary(),
@@ -214,22 +229,6 @@ class LoglikResult:
         return out
 
 
-def resolve_method(method: str, nz: int, estimator: EstimatorParams) -> str:
-    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq."""
-    if method not in METHODS:
-        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
-    if method != "auto":
-        return method
-    if nz <= AUTO_EXACT_MAX_NZ or estimator.steps * estimator.probes >= nz:
-        return "exact"
-    return "slq"
-
-
-def latent_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
-    """One probe stream per latent index, so estimates do not depend on --batch-size."""
-    return [seeded_generator(seed * 1_000_003 + 7919 + i) for i in range(start, stop)]
-
-
 def evaluate_loglik(
     gen: LoadedGenerator,
     z: torch.Tensor,
@@ -239,37 +238,28 @@ def evaluate_loglik(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     description: str = "log-likelihood",
-    estimator: EstimatorParams = EstimatorParams(),
+    estimators: Mapping[str, Any] | None = None,
     seed: int = 0,
     check: bool = False,
 ) -> LoglikValues:
     """ln Q(G(z)) and the spectrum statistics for latents z (n, nz), batch by batch.
 
-    ``method``: exact, chebyshev, taylor, slq or auto (see :func:`resolve_method`).
-    For an estimator, lambda_max is its own estimate (power method or Ritz
-    value), lambda_min and the condition number are unknown (NaN, null in
-    JSON) unless ``check`` also computes the exact spectrum, which then fills
-    them and ``exact_half_logdet``.
+    ``method``: exact, an estimator's name or auto (:func:`gan_probe.spectral.logdet.resolve_method`).
+    For an estimator, lambda_max is its own estimate (a Ritz value), lambda_min
+    and the condition number are unknown (NaN, null in JSON) unless ``check``
+    also computes the exact spectrum, which then fills them and ``exact_half_logdet``.
     """
-    method = resolve_method(method, gen.nz, estimator)
-    if method != "exact":
-        estimator.validate()
+    method = resolve_method(method, gen.nz, estimators)
     z = z.to(torch.float64)
     parts = []
     stderr, interval, violated, exact_parts = [], [], [], []
     num_matvecs = None
     with progress_task(progress, description, z.shape[0]) as advance:
         for sl in batches(z.shape[0], batch_size):
-            zb = z[sl].to(gen.device, gen.dtype)
-            spec = exact_spectrum(gen.flat, zb, chunk_size=chunk_size) if method == "exact" or check else None
-            if method == "exact":
-                half = spec.half_logdet
-            else:
-                with torch.no_grad():
-                    est = estimate_half_logdet(
-                        gen.flat, zb, method, estimator, latent_generators(seed, sl.start, sl.stop)
-                    )
-                half = est.half_logdet.detach()
+            op = jacobian_operator(gen, z[sl], chunk_size)
+            res = half_logdet(op, method, estimators, generator=probe_streams(seed, sl.start, sl.stop), check=check)
+            half, spec, est = res.value, res.spectrum, res.estimate
+            if est is not None:
                 num_matvecs = est.num_matvecs
                 stderr.append(est.stderr.cpu() if est.stderr is not None else torch.full_like(half.cpu(), float("nan")))
                 if est.interval is not None:
@@ -282,11 +272,11 @@ def evaluate_loglik(
                 stats = [spec.lambda_max, spec.lambda_min, spec.condition, spec.singular, spec.precision_warning]
             else:
                 nan = torch.full_like(half, float("nan"))
-                lam_max = est.lambda_max if est.lambda_max is not None else nan
+                lam_max = est.lambda_max if est is not None and est.lambda_max is not None else nan
                 no = torch.zeros_like(half, dtype=torch.bool)
                 stats = [lam_max, nan, nan, no, no]
             parts.append([half.cpu(), *(x.cpu() for x in stats)])
-            advance(zb.shape[0])
+            advance(op.batch)
     cols = [torch.cat(c) for c in zip(*parts)]
     values = LoglikValues(z, gen.prior.log_prob(z), *cols, method=method)
     if method != "exact":
@@ -304,9 +294,9 @@ def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[tor
     """(center (nz,), basis (2, nz), coords (size,)) of the plane described by ``grid``."""
     nz = gen.nz
     if grid.size < 2:
-        raise GanProbeError(f"the grid needs at least 2 points per side, got {grid.size} (--grid-size)")
+        raise GanProbeError(f"the grid needs at least 2 points per side, got {grid.size}", param="grid.size")
     if grid.extent is not None:
-        check_positive("the grid extent", grid.extent, "--grid-extent")
+        check_positive("the grid extent", grid.extent, "grid.extent")
     rng = seeded_generator(seed)
     if grid.center == "prior":
         center = torch.full((nz,), gen.prior.center, dtype=torch.float64)
@@ -318,12 +308,12 @@ def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[tor
     if dims is not None:
         i, j = dims
         if not (0 <= i < nz and 0 <= j < nz) or i == j:
-            raise GanProbeError(f"--grid-dims {i},{j}: need two different axes in 0..{nz - 1}")
+            raise GanProbeError(f"grid axes {i},{j}: need two different axes in 0..{nz - 1}", param="grid.dims")
         basis = torch.zeros(2, nz, dtype=torch.float64)
         basis[0, i] = basis[1, j] = 1.0
     else:
         if nz < 2:
-            raise GanProbeError("a latent plane needs nz >= 2")
+            raise GanProbeError("a latent plane needs nz >= 2", param="grid")
         q, _ = torch.linalg.qr(torch.randn(nz, 2, generator=rng, dtype=torch.float64))
         basis = q.T.contiguous()
     if grid.extent is not None:
@@ -338,10 +328,10 @@ def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[tor
 
 def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress | None = None) -> LoglikResult:
     """Evaluate ln Q at prior draws (or given latents) and, with a grid, over a latent plane."""
-    check_positive("--batch-size", params.batch_size, "--batch-size")
+    params.validate()
     z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     grid_spec = latent_plane(gen, params.grid, params.seed) if params.grid is not None else None
-    timings = {}
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     values = evaluate_loglik(
         gen,
@@ -350,7 +340,7 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
         batch_size=params.batch_size,
         chunk_size=params.chunk_size,
         progress=progress,
-        estimator=params.estimator,
+        estimators=params.estimators,
         seed=params.seed,
         check=params.check,
     )
@@ -370,7 +360,7 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
             chunk_size=params.chunk_size,
             progress=progress,
             description="grid",
-            estimator=params.estimator,
+            estimators=params.estimators,
             seed=params.seed + 1,
         )
         timings["grid_s"] = time.perf_counter() - t0
@@ -379,56 +369,19 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     return LoglikResult(params, values, images, grid, timings)
 
 
-def write_loglik_outputs(result: LoglikResult, gen: LoadedGenerator, out: OutputDir) -> None:
-    """samples.png, and with a grid: grid_samples.png, grid_loglik.png, grid.npz."""
-    from gan_probe.report.images import save_grid
-    from gan_probe.report.plots import plot_loglik_contour
-
-    save_grid(out.path("samples.png"), result.images, value_range=gen.output_range, scale=2)
-    if result.grid is None:
-        return
-    g = result.grid
-    size = g.coords.numel()
-    # images row-major with b increasing downwards; flip so b grows upwards as in the contour plot
-    imgs = (
-        result.grid.images.reshape(size, size, *result.grid.images.shape[1:])
-        .flip(0)
-        .reshape(size * size, *result.grid.images.shape[1:])
-    )
-    save_grid(out.path("grid_samples.png"), imgs, value_range=gen.output_range, ncol=size, scale=2)
-    labels = (
-        (f"z[{g.dims[0]}]", f"z[{g.dims[1]}]")
-        if g.dims is not None
-        else ("u1 (random direction)", "u2 (random direction)")
-    )
-    plot_loglik_contour(
-        out.path("grid_loglik.png"),
-        g.coords.numpy() + (float(g.center @ g.basis[0]) if g.dims is not None else 0.0),
-        g.coords.numpy() + (float(g.center @ g.basis[1]) if g.dims is not None else 0.0),
-        g.values.loglik.reshape(size, size).numpy(),
-        labels=labels,
-        title=f"ln Q(G(z)) over a latent plane [nats], {gen.arch} nz={gen.nz}",
-    )
-    np.savez_compressed(
-        out.path("grid.npz"),
-        z=g.values.z.numpy(),
-        coords=g.coords.numpy(),
-        center=g.center.numpy(),
-        basis=g.basis.numpy(),
-        loglik=g.values.loglik.reshape(size, size).numpy(),
-        half_logdet=g.values.half_logdet.reshape(size, size).numpy(),
-    )
+def estimator_parameters(params: LoglikParams, method: str) -> dict[str, Any] | None:
+    """The parameters the estimator ``method`` ran with (None for exact), as plain JSON."""
+    return None if method == "exact" else params_json(estimator_params(method, params.estimators))
 
 
 __all__ = [
-    "METHODS",
     "GridParams",
+    "GridResult",
     "LoglikParams",
     "LoglikResult",
     "LoglikValues",
+    "estimator_parameters",
     "evaluate_loglik",
-    "resolve_method",
     "latent_plane",
     "run_loglik",
-    "write_loglik_outputs",
 ]

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 
 from gan_probe.analyses.common import Progress, check_positive, finite_stats, generate, seeded_generator
@@ -39,7 +39,6 @@ from gan_probe.data import ImageData, load_images
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import Prior
-from gan_probe.report.files import OutputDir
 
 #: Images shown in reconstructions.png (originals and reconstructions, row pairs of 8).
 NUM_SHOWN = 32
@@ -77,7 +76,7 @@ class PagScore:
     def rank_deficient(self) -> bool:
         return bool((self.nu == 0).any())
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         nz = self.nu.numel()
         return {
             "pag": self.pag,
@@ -106,9 +105,9 @@ def pag_score(z: torch.Tensor, sigma: float, *, center: float = 0.0) -> PagScore
     eigenvalues of Z_hat^T Z_hat / n, through an SVD in float64 so that tiny
     nu_i keep their accuracy); axes beyond rank n get s_i = 0.
     """
-    check_positive("the prior sigma", sigma, "--sigma")
+    check_positive("the prior sigma", sigma, "sigma")
     if z.ndim != 2 or z.shape[0] < 1:
-        raise GanProbeError(f"PAG needs latents of shape (n, nz) with n >= 1, got {tuple(z.shape)}")
+        raise GanProbeError(f"PAG needs latents of shape (n, nz) with n >= 1, got {tuple(z.shape)}", param="z")
     n, nz = z.shape
     zc = z.to(torch.float64) - center
     s = torch.linalg.svdvals(zc)
@@ -152,9 +151,14 @@ def disagreement_samples(
     d_j = (1/n) sum_i |z_j - z_hat_i|^2 = |z_j - mean(z_hat)|^2 + (1/n) sum_i |z_hat_i - mean(z_hat)|^2.
     """
     if num_prior_samples < 1:
-        raise GanProbeError(f"--prior-samples must be at least 1, got {num_prior_samples}")
+        raise GanProbeError(
+            f"the number of prior draws must be at least 1, got {num_prior_samples}", param="num_prior_samples"
+        )
     if not 1 <= num_top <= num_prior_samples:
-        raise GanProbeError(f"--top must be in 1..--prior-samples ({num_prior_samples}), got {num_top}")
+        raise GanProbeError(
+            f"the number of disagreement samples must be in 1..{num_prior_samples} (the prior draws), got {num_top}",
+            param="num_top",
+        )
     zp = gen.prior.sample(num_prior_samples, gen.nz, generator=seeded_generator(seed))
     zh = z_hat.to(torch.float64)
     mean = zh.mean(0)
@@ -181,7 +185,7 @@ class PagResult:
     reference: str
     disagreement: Disagreement | None
     psnr_peak: float | None
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
@@ -190,18 +194,22 @@ class PagResult:
     def psnr(self) -> torch.Tensor | None:
         return None if self.psnr_peak is None else psnr(self.reversal.mse, self.psnr_peak)
 
-    def per_image(self) -> list[dict]:
+    def per_image(self) -> list[dict[str, Any]]:
         p = self.psnr()
         labels = self.data.labels
         rows = []
         for i in range(self.reversal.num_done):
-            row = {"index": i, "mse": float(self.reversal.mse[i]), "psnr": None if p is None else float(p[i])}
+            row: dict[str, Any] = {
+                "index": i,
+                "mse": float(self.reversal.mse[i]),
+                "psnr": None if p is None else float(p[i]),
+            }
             if labels is not None:
                 row["label"] = int(labels[i])
             rows.append(row)
         return rows
 
-    def results(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         rev = self.reversal
         p = self.psnr()
         hist = rev.loss_history
@@ -241,7 +249,7 @@ def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | Non
         limit=params.limit,
         resize=params.resize,
     )
-    timings = {}
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rev = invert_generator(gen, data.images, params.reversal, progress=progress)
     timings["reversal_s"] = time.perf_counter() - t0
@@ -261,45 +269,14 @@ def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | Non
     return PagResult(params, data, rev, score, reference, dis, peak, timings)
 
 
-def write_pag_outputs(result: PagResult, gen: LoadedGenerator, out: OutputDir) -> None:
-    """latents.npz (key ``z``, for ``loglik --latents``), reconstructions.png, disagreement.png, pag.png."""
-    from gan_probe.report.images import save_grid
-    from gan_probe.report.plots import plot_pag_diagnostics
-
-    rev = result.reversal
-    if not rev.num_done:
-        return
-    with open(out.path("latents.npz"), "wb") as fh:
-        np.savez(
-            fh,
-            z=rev.z.numpy(),
-            mse=rev.mse.numpy(),
-            loss_history=rev.loss_history.numpy(),
-            index=np.arange(rev.num_done),
-        )
-    ncol = min(SHOWN_PER_ROW, rev.num_done)
-    k = min(NUM_SHOWN, rev.num_done // ncol * ncol)
-    originals, recs = result.data.images[:k].float(), rev.reconstructions[:k]
-    # row pairs: ncol originals, then their reconstructions underneath
-    rows = [block[start : start + ncol] for start in range(0, k, ncol) for block in (originals, recs)]
-    save_grid(
-        out.path("reconstructions.png"),
-        torch.cat(rows),
-        value_range=gen.output_range,
-        ncol=ncol,
-        scale=2,
-    )
-    if result.disagreement is not None:
-        top = result.disagreement.images
-        save_grid(out.path("disagreement.png"), top, value_range=gen.output_range, ncol=10, scale=2)
-        save_grid(
-            out.path("agreement.png"), result.disagreement.agree_images, value_range=gen.output_range, ncol=10, scale=2
-        )
-    if result.score is not None:
-        plot_pag_diagnostics(
-            out.path("pag.png"),
-            loss_history=rev.loss_history.numpy(),
-            nu_over_sigma=(result.score.nu / result.score.sigma).numpy(),
-            title=f"PAG = {result.score.pag:.4g} nats (paper-literal {result.score.pag_paper_literal:.4g}), "
-            f"{rev.num_done} images",
-        )
+__all__ = [
+    "Disagreement",
+    "PagParams",
+    "PagResult",
+    "PagScore",
+    "disagreement_samples",
+    "kl_terms",
+    "pag_score",
+    "prior_reference",
+    "run_pag",
+]

@@ -19,7 +19,6 @@ size (Adam's update is elementwise, so this holds for Adam too).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -44,14 +43,14 @@ class ReversalParams:
 
     def validate(self) -> None:
         if self.steps < 1:
-            raise GanProbeError(f"--steps must be at least 1, got {self.steps}")
-        check_positive("the learning rate", self.lr, "--lr")
-        if not math.isfinite(self.lr):
-            raise GanProbeError(f"the learning rate must be finite, got {self.lr} (--lr)")
+            raise GanProbeError(f"the number of reversal steps must be at least 1, got {self.steps}", param="steps")
+        check_positive("the learning rate", self.lr, "lr")
         if self.optimizer not in OPTIMIZERS:
-            raise GanProbeError(f"unknown optimizer {self.optimizer!r}: use --optimizer {'|'.join(OPTIMIZERS)}")
-        check_positive("the initial latent std", self.init_std, "--init-std", allow_zero=True)
-        check_positive("--batch-size", self.batch_size, "--batch-size")
+            raise GanProbeError(
+                f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}", param="optimizer"
+            )
+        check_positive("the initial latent std", self.init_std, "init_std", allow_zero=True)
+        check_positive("the batch size", self.batch_size, "batch_size")
 
 
 @dataclass
@@ -142,8 +141,9 @@ def _invert_chunk(
         mse = (rec - target).square().reshape(b, -1).mean(1)
     if not torch.isfinite(z).all():
         raise GanProbeError(
-            f"generator reversal diverged (latents became NaN/inf) with --optimizer {params.optimizer} "
-            f"--lr {params.lr:g}; lower --lr"
+            f"generator reversal diverged (latents became NaN/inf) with optimizer {params.optimizer} and "
+            f"learning rate {params.lr:g}; lower the learning rate",
+            param="lr",
         )
     return z.detach().to("cpu", torch.float64), rec.float().cpu(), mse.to("cpu", torch.float64), losses.cpu()
 

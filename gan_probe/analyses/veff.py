@@ -13,7 +13,7 @@ that reading a linear generator has v_eff(1) = 0 whatever its spectrum.
 ``directions="unit"`` (the default) draws eps uniformly on the unit sphere, so
 that eigen- and random perturbations have the same length; ``"normal"`` is the
 literal reading. For a linear G(z) = A z and unit directions,
-alpha * delta(j, 0) * delta(j, i) = alpha sqrt(lambda_i) exactly.
+delta(j, 0) * delta(j, i) = alpha sqrt(lambda_i) exactly (docs/design.md §2.8).
 
 All M (nz + K) perturbed latents are generated in chunks of at most
 ``forward_budget`` rows; the only Python loop is over batches of latents.
@@ -25,8 +25,8 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 
 from gan_probe.analyses.common import (
@@ -36,13 +36,13 @@ from gan_probe.analyses.common import (
     draw_or_load_latents,
     finite_stats,
     generate,
+    jacobian_operator,
     progress_task,
     seeded_generator,
 )
-from gan_probe.analyses.eigvecs import perturb, random_unit_directions, resolve_step
+from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.report.files import OutputDir
 from gan_probe.spectral.eigen import exact_eigen
 from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
 
@@ -70,10 +70,10 @@ class VeffParams:
 
 def check_taus(taus: Sequence[float]) -> tuple[float, ...]:
     if not taus:
-        raise GanProbeError("give at least one threshold (--tau)")
+        raise GanProbeError("give at least one threshold tau", param="taus")
     for tau in taus:
         if not math.isfinite(tau) or tau < 0:
-            raise GanProbeError(f"tau must be a finite number >= 0, got {tau} (--tau)")
+            raise GanProbeError(f"tau must be a finite number >= 0, got {tau}", param="taus")
     return tuple(float(t) for t in taus)
 
 
@@ -96,7 +96,7 @@ class VeffResult:
     curve_counts: torch.Tensor  # (M, P)
     outside_box: int | None
     num_perturbed: int
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def veff(self) -> torch.Tensor:
@@ -108,7 +108,7 @@ class VeffResult:
         """Latents where no random perturbation changed G at all (delta(j, 0) = 0; their counts are 0)."""
         return int((self.delta0 == 0).sum())
 
-    def results(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         c = self.counts.double()
         return {
             "veff": float(self.veff[0]),
@@ -138,19 +138,26 @@ class VeffResult:
             "per_latent": [
                 {"index": j, "delta0": float(self.delta0[j]), "counts": self.counts[j]} for j in range(self.z.shape[0])
             ],
+            "timings": self.timings,
         }
 
 
 def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | None = None) -> VeffResult:
     """v_eff(tau) of ``gen`` at prior draws (or the given latents)."""
-    check_positive("--batch-size", params.batch_size, "--batch-size")
+    check_positive("the batch size", params.batch_size, "batch_size")
+    if params.chunk_size is not None and params.chunk_size < 1:
+        raise GanProbeError(f"the chunk size must be at least 1, got {params.chunk_size}", param="chunk_size")
     taus = check_taus(params.taus)
     if params.num_directions < 1:
-        raise GanProbeError(f"the number of random directions must be at least 1, got {params.num_directions} (--k)")
+        raise GanProbeError(
+            f"the number of random directions must be at least 1, got {params.num_directions}", param="num_directions"
+        )
     if params.directions not in DIRECTIONS:
-        raise GanProbeError(f"unknown directions {params.directions!r}: use --directions {'|'.join(DIRECTIONS)}")
+        raise GanProbeError(
+            f"unknown directions {params.directions!r}: use one of {', '.join(DIRECTIONS)}", param="directions"
+        )
     if params.curve_points < 2:
-        raise GanProbeError(f"the v_eff curve needs at least 2 points, got {params.curve_points}")
+        raise GanProbeError(f"the v_eff curve needs at least 2 points, got {params.curve_points}", param="curve_points")
     step = resolve_step(gen.prior, params.step)
     z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     num, nz, k = z.shape[0], gen.nz, params.num_directions
@@ -167,7 +174,8 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
     with progress_task(progress, "v_eff", num) as advance:
         for sl in batches(num, params.batch_size):
             zb = z[sl]
-            eig = exact_eigen(gen.flat, zb.to(gen.device, gen.dtype), chunk_size=params.chunk_size)
+            eig = exact_eigen(jacobian_operator(gen, zb, params.chunk_size))
+            assert eig.eigenvectors is not None
             dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
             zp, out_b = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
             outside += out_b
@@ -201,32 +209,4 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
     )
 
 
-def write_veff_outputs(result: VeffResult, gen: LoadedGenerator, out: OutputDir) -> None:
-    """veff_curve.png and veff.npz (latents, eigenvalues, delta(j, 0), delta(j, i), counts, curve)."""
-    from gan_probe.report.plots import plot_veff_curve
-
-    plot_veff_curve(
-        out.path("veff_curve.png"),
-        result.curve_tau.numpy(),
-        result.curve_counts.numpy().astype(np.float64),
-        marks=[(tau, float(v)) for tau, v in zip(result.taus, result.veff, strict=True)],
-        title=(
-            f"v_eff(tau), {gen.arch} nz={gen.nz}: M={result.z.shape[0]} latents, "
-            f"K={result.params.num_directions} {result.params.directions} directions, alpha={result.step:g}"
-        ),
-    )
-    np.savez_compressed(
-        out.path("veff.npz"),
-        z=result.z.numpy(),
-        eigenvalues=result.eigenvalues.numpy(),
-        delta0=result.delta0.numpy(),
-        delta=result.delta.numpy(),
-        taus=np.asarray(result.taus, dtype=np.float64),
-        counts=result.counts.numpy(),
-        curve_tau=result.curve_tau.numpy(),
-        curve_veff=result.curve_counts.double().mean(0).numpy(),
-        step=np.float64(result.step),
-    )
-
-
-__all__ = ["DIRECTIONS", "VeffParams", "VeffResult", "check_taus", "count_above", "run_veff", "write_veff_outputs"]
+__all__ = ["DIRECTIONS", "VeffParams", "VeffResult", "check_taus", "count_above", "run_veff"]

@@ -1,10 +1,10 @@
-"""Command line: Typer and Rich live here only; every subcommand is a thin layer over gan_probe.analyses."""
+"""Command line: Typer and Rich live here only; every command is a thin layer over gan_probe.analyses."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-from gan_probe.cli import common
 from gan_probe.cli.app import app
 
 # isort: off
@@ -13,9 +13,10 @@ from gan_probe.cli import loglik, ascend, eigvecs, veff, pag, info, bench  # noq
 # isort: on
 
 
-def main() -> None:
-    common.ARGV = sys.argv[1:]
-    app(prog_name="gan-probe")
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``gan-probe`` entry point; ``argv`` (default: sys.argv[1:]) is recorded in every report."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    app(args=args, prog_name="gan-probe", obj=args)
 
 
 __all__ = ["app", "main"]

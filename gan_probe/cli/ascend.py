@@ -8,25 +8,15 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gan_probe.analyses.ascend import OPTIMIZERS, AscendParams, run_ascend, write_ascend_outputs
-from gan_probe.analyses.loglik import METHODS
+from gan_probe.analyses.ascend import OPTIMIZERS, AscendParams, run_ascend
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
-from gan_probe.cli.estimator_options import (
-    EpsOpt,
-    GOpt,
-    MOpt,
-    POpt,
-    ProbesOpt,
-    SlqStepsRenamedOpt,
-    TOpt,
-    estimator_parameters_json,
-    estimator_params,
-)
-from gan_probe.errors import GanProbeError
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
+from gan_probe.report.outputs import write_outputs
+from gan_probe.spectral.estimators import REGISTRY, params_json
+from gan_probe.spectral.logdet import METHODS
 
 
-@probe_command(app, "ascend")
+@probe_command(app, "ascend", estimators=True)
 def ascend(
     ctx: RunContext,
     n: Annotated[int, typer.Option("--n", help="Starting latents drawn from the prior (seeded).")] = 4,
@@ -38,13 +28,6 @@ def ascend(
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.05,
     optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)}.")] = "adam",
     frames: Annotated[int, typer.Option(help="Images per latent in the strips.")] = 8,
-    m: MOpt = 10,
-    p: POpt = 20,
-    t: TOpt = 20,
-    g: GOpt = 1.2,
-    eps: EpsOpt = "0.1",
-    slq_steps: SlqStepsRenamedOpt = 50,
-    probes: ProbesOpt = 4,
 ) -> Outcome:
     """Gradient ascent on ln Q(G(z)) in latent space (Ramesh & LeCun 2018, Fig. 4).
 
@@ -55,9 +38,6 @@ def ascend(
     For ReLU generators J is piecewise constant in z, so the gradient of ln det M comes only from
     the smooth parts (the tanh output, smooth activations).
     """
-    if method not in METHODS:
-        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
-    est = estimator_params(m, p, t, g, eps, slq_steps, probes)
     params = AscendParams(
         num=n,
         latents=str(latents) if latents is not None else None,
@@ -67,11 +47,11 @@ def ascend(
         optimizer=optimizer,
         frames=frames,
         seed=ctx.common.seed,
-        estimator=est,
+        estimators=ctx.estimators,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
-    write_ascend_outputs(result, ctx.gen, ctx.out)
-    res = result.results()
+    write_outputs(result, ctx.gen, ctx.out)
+    res = result.to_json()
     table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")
     for col in ("#", "ln Q start", "ln Q end", "cond start", "cond end"):
         table.add_column(col, justify="right")
@@ -84,6 +64,11 @@ def ascend(
             fmt(row["condition_end"], ".3g"),
         )
     notes = [] if result.exact_recorded else ["nz > 1024: ln Q recorded from the estimator, not exactly"]
+    if result.num_singular:
+        notes.append(
+            f"{result.num_singular} latents have a singular J at the start (ln Q undefined, null): "
+            "they have no likelihood gradient and were not moved"
+        )
     return Outcome(
         parameters={
             "n": n,
@@ -93,7 +78,7 @@ def ascend(
             "lr": lr,
             "optimizer": optimizer,
             "frames": frames,
-            "estimator": estimator_parameters_json(est),
+            "estimators": {name: params_json(ctx.estimators[name]) for name in REGISTRY},
         },
         results=res,
         table=table,

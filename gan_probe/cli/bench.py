@@ -7,30 +7,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gan_probe.analyses.bench import (
-    DEFAULT_CONDS,
-    SYNTHETIC,
-    BenchParams,
-    BenchResult,
-    run_bench,
-    run_spectrum_bench,
-    synthetic_dcgan,
-)
+from gan_probe.analyses.bench import DEFAULT_CONDS, SYNTHETIC, BenchParams, BenchResult, run_bench, run_spectrum_bench
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
-from gan_probe.cli.estimator_options import (
-    EpsOpt,
-    GOpt,
-    MOpt,
-    POpt,
-    ProbesOpt,
-    SlqStepsOpt,
-    TOpt,
-    estimator_parameters_json,
-    estimator_params,
-)
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
-from gan_probe.spectral.estimators import ESTIMATORS
+from gan_probe.models.synthetic import synthetic_dcgan
+from gan_probe.spectral.estimators import ESTIMATORS, params_json
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -55,7 +37,7 @@ def parse_conds(text: str) -> tuple[float, ...]:
     return conds
 
 
-@probe_command(app, "bench")
+@probe_command(app, "bench", estimators=True)
 def bench(
     ctx: RunContext,
     synthetic: Annotated[
@@ -87,20 +69,13 @@ def bench(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
-    m: MOpt = 10,
-    p: POpt = 20,
-    t: TOpt = 20,
-    g: GOpt = 1.2,
-    eps: EpsOpt = "0.1",
-    steps: SlqStepsOpt = 50,
-    probes: ProbesOpt = 4,
 ) -> Outcome:
     """Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact gradient.
 
     One run on the given checkpoint (or --synthetic model) and --device; prints ratios and each
     estimator's error against exact. --synthetic spectrum measures estimator accuracy and slq interval
     coverage on linear generators with known log-spaced spectra instead. No timing is a test: this is
-    where speed is measured (DESIGN.md section 4).
+    where speed is measured (docs/design.md §4).
     """
     if synthetic is not None and synthetic not in SYNTHETIC:
         raise GanProbeError(f"--synthetic {synthetic!r}: use one of {', '.join(SYNTHETIC)}")
@@ -108,13 +83,12 @@ def bench(
         raise GanProbeError("--synthetic-nz needs --synthetic")
     if synthetic_nz is not None and synthetic_nz < 2:
         raise GanProbeError(f"--synthetic-nz must be at least 2, got {synthetic_nz}")
-    est = estimator_params(m, p, t, g, eps, steps, probes)
     params = BenchParams(
         num=n if n is not None else (20 if synthetic == "spectrum" else 4),
         repeats=repeats,
         naive_latents=naive_latents if synthetic != "spectrum" else 0,
         methods=parse_methods(methods),
-        estimator=est,
+        estimators=ctx.estimators,
         chunk_size=chunk_size,
         gradient=gradient,
         seed=ctx.common.seed,
@@ -139,7 +113,7 @@ def bench(
         "gradient": params.gradient,
         "chunk_size": chunk_size,
         "conds": list(params.conds) if synthetic == "spectrum" else None,
-        "estimator": estimator_parameters_json(est),
+        "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
     notes = []
     missed = [tg["name"] for tg in result.targets if tg["met"] is False]
@@ -149,7 +123,7 @@ def bench(
     if synthetic is not None:
         checkpoint = {"path": None, "sha256": None, "source": f"synthetic:{synthetic}", **result.model}
     return Outcome(
-        parameters=parameters, results=result.results(), table=_table(result), notes=notes, checkpoint=checkpoint
+        parameters=parameters, results=result.to_json(), table=_table(result), notes=notes, checkpoint=checkpoint
     )
 
 

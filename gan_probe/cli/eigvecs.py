@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs, write_eigvecs_outputs
+from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
-from gan_probe.errors import GanProbeError
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
+from gan_probe.report.outputs import write_outputs
 
 
 @probe_command(app, "eigvecs")
@@ -35,8 +35,6 @@ def eigvecs(
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
 ) -> Outcome:
     """Eigenvectors of M = J^T J at trial latents: log spectra, perturbations vs random directions, traversals."""
-    if chunk_size is not None and chunk_size < 1:
-        raise GanProbeError(f"--chunk-size must be at least 1, got {chunk_size}")
     params = EigvecsParams(
         num=n,
         latents=str(latents) if latents is not None else None,
@@ -49,7 +47,7 @@ def eigvecs(
         seed=ctx.common.seed,
     )
     result = run_eigvecs(ctx.gen, params, progress=ctx.progress)
-    write_eigvecs_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.out)
     return Outcome(
         parameters={
             "n": n,
@@ -61,7 +59,7 @@ def eigvecs(
             "project": project,
             "chunk_size": chunk_size,
         },
-        results={**result.results(), "timings": result.timings},
+        results=result.to_json(),
         table=_table(result),
         notes=_notes(result),
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gan_probe.analyses.common import draw_or_load_latents, generate
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Outcome, RunContext, probe_command
-from gan_probe.report.images import save_grid
+from gan_probe.cli.runner import Outcome, RunContext, probe_command
+from gan_probe.report.outputs import write_samples
 
 
 @probe_command(app, "info", writes_files=False)
@@ -22,7 +22,7 @@ def info(ctx: RunContext) -> Outcome:
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key in ("path", "sha256", "source", "arch", "config", "nz", "prior", "output", "num_params", "provenance"):
-        table.add_row(key, str(d[key]))
+        table.add_row(key, escape(str(d[key])))
     return Outcome(parameters={}, results=d, table=table)
 
 
@@ -34,8 +34,8 @@ def sample(
     """Render a PNG grid of G(z) for latents drawn from the prior (samples.png, latents in samples.npz)."""
     z = draw_or_load_latents(ctx.gen, num=n, latents=None, seed=ctx.common.seed)
     images = generate(ctx.gen, z, ctx.common.batch_size)
-    save_grid(ctx.out.path("samples.png"), images, value_range=ctx.gen.output_range, scale=2)
-    np.savez_compressed(ctx.out.path("samples.npz"), z=z.numpy())
+    assert ctx.out is not None
+    write_samples(images, z, ctx.gen, ctx.out)
     results = {
         "num_samples": n,
         "output_min": float(images.min()),

@@ -8,21 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gan_probe.analyses.loglik import METHODS, GridParams, LoglikParams, run_loglik, write_loglik_outputs
+from gan_probe.analyses.loglik import GridParams, LoglikParams, LoglikResult, estimator_parameters, run_loglik
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Outcome, RunContext, fmt, probe_command
-from gan_probe.cli.estimator_options import (
-    EpsOpt,
-    GOpt,
-    MOpt,
-    POpt,
-    ProbesOpt,
-    SlqStepsOpt,
-    TOpt,
-    estimator_parameters_json,
-    estimator_params,
-)
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
+from gan_probe.report.outputs import write_outputs
+from gan_probe.spectral.estimators import REGISTRY, params_json
+from gan_probe.spectral.logdet import METHODS
 
 
 def parse_dims(text: str | None) -> tuple[int, int] | None:
@@ -35,7 +27,7 @@ def parse_dims(text: str | None) -> tuple[int, int] | None:
     return i, j
 
 
-@probe_command(app, "loglik")
+@probe_command(app, "loglik", estimators=True)
 def loglik(
     ctx: RunContext,
     n: Annotated[int, typer.Option("--n", help="Latents drawn from the prior (seeded).")] = 16,
@@ -58,13 +50,6 @@ def loglik(
     check: Annotated[
         bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")
     ] = False,
-    m: MOpt = 10,
-    p: POpt = 20,
-    t: TOpt = 20,
-    g: GOpt = 1.2,
-    eps: EpsOpt = "0.1",
-    steps: SlqStepsOpt = 50,
-    probes: ProbesOpt = 4,
 ) -> Outcome:
     """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane.
 
@@ -73,11 +58,6 @@ def loglik(
     matrix-vector products; auto picks exact up to nz = 1024. --check adds the exact value and the
     error of every estimate in nats and nats per latent dimension.
     """
-    if chunk_size is not None and chunk_size < 1:
-        raise GanProbeError(f"--chunk-size must be at least 1, got {chunk_size}")
-    if method not in METHODS:
-        raise GanProbeError(f"unknown method {method!r}: use --method {'|'.join(METHODS)}")
-    est = estimator_params(m, p, t, g, eps, steps, probes)
     params = LoglikParams(
         num=n,
         latents=str(latents) if latents is not None else None,
@@ -86,11 +66,11 @@ def loglik(
         chunk_size=chunk_size,
         seed=ctx.common.seed,
         grid=GridParams(parse_dims(grid_dims), grid_extent, grid_size, grid_center) if grid else None,
-        estimator=est,
+        estimators=ctx.estimators,
         check=check,
     )
     result = run_loglik(ctx.gen, params, progress=ctx.progress)
-    write_loglik_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.out)
     return Outcome(
         parameters={
             "n": n,
@@ -98,18 +78,19 @@ def loglik(
             "method": method,
             "chunk_size": chunk_size,
             "check": check,
-            "estimator": estimator_parameters_json(est),
+            "estimator": estimator_parameters(params, result.values.method),
+            "estimators": {name: params_json(ctx.estimators[name]) for name in REGISTRY},
             "grid": None
             if not grid
             else {"dims": grid_dims, "extent": grid_extent, "size": grid_size, "center": grid_center},
         },
-        results=result.results(),
+        results=result.to_json(),
         table=_table(result),
         notes=_notes(result),
     )
 
 
-def _table(result) -> Table:
+def _table(result: LoglikResult) -> Table:
     summary = result.values.summary()
     table = Table(title=f"ln Q(G(z)) \\[nats], method {result.values.method}")
     checked = result.values.exact_half_logdet is not None and result.values.method != "exact"
@@ -150,18 +131,17 @@ def _table(result) -> Table:
     return table
 
 
-def _notes(result) -> list[str]:
+def _notes(result: LoglikResult) -> list[str]:
     notes = []
     v = result.values
     if v.bounds_violated is not None and int(v.bounds_violated.sum()):
         notes.append(
-            f"{int(v.bounds_violated.sum())} latents have a spectrum known to leave the estimator's interval "
-            "[mu, nu]: the polynomial was extrapolated and the estimate is unreliable (try --eps auto or --method slq)"
+            f"{int(v.bounds_violated.sum())} latents have a spectrum that can leave the estimator's interval [mu, nu] "
+            "(by the Ritz values and their residuals): the estimate may be far off (use --method slq or exact)"
         )
-    est = result.params.estimator
-    if v.method == "slq" and est.steps * est.probes >= result.values.z.shape[1]:
+    if v.method == "slq" and v.num_matvecs is not None and v.num_matvecs >= v.z.shape[1]:
         notes.append(
-            f"slq budget steps x probes = {est.steps * est.probes} reaches nz = {v.z.shape[1]}: "
+            f"slq used {v.num_matvecs} products per latent (steps x probes), reaching nz = {v.z.shape[1]}: "
             "--method exact is cheaper and exact"
         )
     if v.method in ("chebyshev", "taylor") and v.num_matvecs is not None and v.num_matvecs >= v.z.shape[1]:

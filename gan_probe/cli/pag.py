@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gan_probe.analyses.pag import PagParams, PagResult, run_pag, write_pag_outputs
+from gan_probe.analyses.pag import PagParams, PagResult, run_pag
 from gan_probe.analyses.reversal import OPTIMIZERS, ReversalParams
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Gate, Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
+from gan_probe.report.outputs import write_outputs
+from gan_probe.report.report import Gate
 
 
 @probe_command(app, "pag")
@@ -37,6 +39,7 @@ def pag(
     maximum: Annotated[Optional[float], typer.Option("--max", help="Fail (exit 3) if PAG is above this.")] = None,
 ) -> Outcome:
     """Reverse the generator on real images (Kilcher et al. 2017, Alg. 1) and score the prior fit (PAG)."""
+    check_gate_bounds(minimum, maximum)
     params = PagParams(
         data=str(data) if data is not None else None,
         limit=limit,
@@ -54,7 +57,7 @@ def pag(
         seed=ctx.common.seed,
     )
     result = run_pag(ctx.gen, params, progress=ctx.progress)
-    write_pag_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.out)
     value = result.score.pag if result.score is not None else None
     return Outcome(
         parameters={
@@ -70,7 +73,7 @@ def pag(
             "min": minimum,
             "max": maximum,
         },
-        results=result.results(),
+        results=result.to_json(),
         table=_table(result),
         gate=Gate("PAG", value, minimum, maximum),
         notes=_notes(result),
@@ -79,7 +82,7 @@ def pag(
 
 
 def _table(result: PagResult) -> Table:
-    res = result.results()
+    res = result.to_json()
     rec = res["reconstruction"]
     table = Table(title="Prior agreement (Kilcher et al. 2017)", show_header=False)
     table.add_column("quantity", style="bold")

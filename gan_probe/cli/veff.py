@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gan_probe.analyses.veff import DIRECTIONS, VeffParams, VeffResult, run_veff, write_veff_outputs
+from gan_probe.analyses.veff import VeffParams, VeffResult, run_veff
 from gan_probe.cli.app import app
-from gan_probe.cli.common import Gate, Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
 from gan_probe.errors import GanProbeError
+from gan_probe.report.outputs import write_outputs
+from gan_probe.report.report import Gate
 
 
 def parse_taus(values: list[str] | None) -> tuple[float, ...]:
@@ -60,10 +62,7 @@ def veff(
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
 ) -> Outcome:
     """Effective latent dimensionality v_eff(tau): eigen-directions of M that change G more than tau random ones."""
-    if chunk_size is not None and chunk_size < 1:
-        raise GanProbeError(f"--chunk-size must be at least 1, got {chunk_size}")
-    if directions not in DIRECTIONS:
-        raise GanProbeError(f"unknown --directions {directions!r}: use {' or '.join(DIRECTIONS)}")
+    check_gate_bounds(minimum, maximum)
     params = VeffParams(
         num=n,
         latents=str(latents) if latents is not None else None,
@@ -77,8 +76,8 @@ def veff(
         seed=ctx.common.seed,
     )
     result = run_veff(ctx.gen, params, progress=ctx.progress)
-    write_veff_outputs(result, ctx.gen, ctx.out)
-    results = {**result.results(), "timings": result.timings}
+    write_outputs(result, ctx.gen, ctx.out)
+    results = result.to_json()
     return Outcome(
         parameters={
             "n": n,
@@ -101,7 +100,7 @@ def veff(
 
 
 def _table(result: VeffResult) -> Table:
-    r = result.results()
+    r = result.to_json()
     table = Table(title=f"effective latent dimensionality v_eff (nz = {r['nz']})")
     for col in ("tau", "v_eff", "std over latents", "min", "max"):
         table.add_column(col, justify="right")

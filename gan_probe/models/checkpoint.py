@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gan_probe.atomic import write_atomic
 from gan_probe.errors import CheckpointError
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.bundled import default_checkpoint
 from gan_probe.models.priors import Prior
-from gan_probe.report.files import write_atomic
 
 FORMAT_VERSION = 1
 METADATA_KEY = "gan_probe"

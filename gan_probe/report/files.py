@@ -8,19 +8,18 @@ itself if it created it).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from gan_probe.errors import GanProbeError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -50,24 +49,6 @@ def dumps_strict(obj: Any, *, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
-def write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``path``.
-
-    The temporary file is created with mode 0o666 less the umask, like any
-    ordinary file (``mkstemp`` would make it private).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class OutputDir:
     """All files of one run, staged and then committed together."""
 
@@ -75,9 +56,7 @@ class OutputDir:
         self.root = Path(root)
         self._created_root = not self.root.exists()
         if self.root.exists() and not self.root.is_dir():
-            from gan_probe.errors import GanProbeError
-
-            raise GanProbeError(f"--out {self.root} exists and is not a folder")
+            raise GanProbeError(f"the output folder {self.root} exists and is not a folder", param="out")
         self.root.mkdir(parents=True, exist_ok=True)
         self._stage = Path(tempfile.mkdtemp(prefix=".gan-probe-", dir=self.root))
         self.files: list[str] = []

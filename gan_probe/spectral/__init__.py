@@ -1,0 +1,1 @@
+"""Pure torch numerics: the Jacobian operator, the exact spectrum, the estimators. No Typer, no Rich."""

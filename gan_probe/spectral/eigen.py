@@ -1,52 +1,26 @@
-"""Exact eigen-decomposition of the metric M = J^T J, in float64, from the SVD of J.
+"""Eigenvectors of the metric M = J^T J and how concentrated its spectrum is.
 
 Ramesh & LeCun (2018), section 5: the eigenvectors v_i of M(z) are the latent
 directions along which G changes fastest, |G(z + t v_i) - G(z)| ~ |t| sqrt(lambda_i).
+With J = U S V^T, M = V S^2 V^T: they are the right singular vectors of J,
+taken by the one exact route (:func:`gan_probe.spectral.exact.spectrum_from_jacobian`,
+float64, QR first, J^T J never formed), so eigenvectors of eigenvalues far
+below eps * lambda_max keep their accuracy.
 
-With J = U S V^T, M = V S^2 V^T: the eigenvalues are lambda_i = s_i^2 and the
-eigenvectors are the right singular vectors of J. J is promoted to float64 and
-reduced by a QR first (R is nz x nz, same right singular vectors); J^T J is
-never formed, so eigenvectors belonging to eigenvalues far below
-eps * lambda_max keep their accuracy (``eigh`` of a float32 J^T J would not).
-
-Sign convention (eigenvectors are unique only up to sign): each v_i is flipped
-so that its component of largest magnitude is positive (the convention of
-scikit-learn's ``svd_flip``). Eigenvectors of repeated eigenvalues are not
-unique beyond that; trained generators have simple spectra almost surely.
+Sign convention (docs/design.md §2.7; eigenvectors are unique only up to
+sign): each v_i is flipped so that its component of largest magnitude is
+positive (scikit-learn's ``svd_flip``). Eigenvectors of repeated eigenvalues
+are not unique beyond that; trained generators have simple spectra almost surely.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from gan_probe.spectral.exact import Spectrum, spectrum_from_jacobian
-from gan_probe.spectral.jacobian import Fn, jacobian
-
-
-@dataclass
-class Eigen:
-    """Eigen-decomposition of M(z) for a batch of latents.
-
-    ``eigenvectors[b, :, i]`` is the unit eigenvector v_i of M(z_b) for the
-    eigenvalue ``eigenvalues[b, i]`` (descending), float64, signs fixed by
-    :func:`fix_signs`.
-    """
-
-    spectrum: Spectrum
-    eigenvectors: torch.Tensor  # (B, nz, nz) float64, columns are eigenvectors
-
-    @property
-    def eigenvalues(self) -> torch.Tensor:
-        """(B, nz) float64 eigenvalues lambda_1 >= ... >= lambda_nz >= 0."""
-        return self.spectrum.eigenvalues
-
-    @property
-    def condition(self) -> torch.Tensor:
-        """(B,) lambda_max / lambda_min; inf where M is singular."""
-        return self.spectrum.condition
+from gan_probe.spectral.exact import Spectrum, exact_spectrum
+from gan_probe.spectral.operator import JacobianOperator
 
 
 def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -61,28 +35,12 @@ def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * sign
 
 
-def right_singular_vectors(jac: torch.Tensor) -> torch.Tensor:
-    """(B, N, nz) -> V (B, nz, nz) float64, columns ordered by descending singular value.
-
-    When N < nz the trailing columns span the null space of J (eigenvalue 0).
-    """
-    j64 = jac.detach().to(torch.float64)
-    n, nz = j64.shape[-2:]
-    if n > nz:
-        j64 = torch.linalg.qr(j64, mode="r").R  # same right singular vectors, nz x nz
-    _, _, vh = torch.linalg.svd(j64, full_matrices=True)
-    return vh.transpose(-1, -2)
-
-
-def eigen_from_jacobian(jac: torch.Tensor) -> Eigen:
-    """The eigen-decomposition of M = J^T J for J of shape (B, N, nz)."""
-    return Eigen(spectrum_from_jacobian(jac), fix_signs(right_singular_vectors(jac)))
-
-
-def exact_eigen(fn: Fn, z: torch.Tensor, *, chunk_size: int | None = None) -> Eigen:
-    """Eigenvalues and eigenvectors of M(z) for a batch z (B, nz) of a flat map fn: (B, nz) -> (B, N)."""
-    with torch.no_grad():
-        return eigen_from_jacobian(jacobian(fn, z, chunk_size=chunk_size))
+def exact_eigen(op: JacobianOperator) -> Spectrum:
+    """The exact spectrum of M(z) with its eigenvectors (columns, descending, signs fixed)."""
+    spec = exact_spectrum(op, vectors=True)
+    assert spec.eigenvectors is not None
+    spec.eigenvectors = fix_signs(spec.eigenvectors)
+    return spec
 
 
 def spectrum_concentration(eigenvalues: torch.Tensor, top: int) -> dict[str, torch.Tensor]:
@@ -110,11 +68,4 @@ def spectrum_concentration(eigenvalues: torch.Tensor, top: int) -> dict[str, tor
     return {k: torch.where(trace > 0, v, nan) for k, v in out.items()}
 
 
-__all__ = [
-    "Eigen",
-    "eigen_from_jacobian",
-    "exact_eigen",
-    "fix_signs",
-    "right_singular_vectors",
-    "spectrum_concentration",
-]
+__all__ = ["exact_eigen", "fix_signs", "spectrum_concentration"]

@@ -1,12 +1,12 @@
 r"""Chebyshev estimator of ln det M: Han, Malioutov, Avron & Shin, "Approximating spectral sums
 of large-scale matrices using stochastic Chebyshev approximations", SIAM J. Sci. Comput. 39
-(2017); Ramesh & LeCun (2018), Algorithm 1 and eq. 4-7.
+(2017); Ramesh & LeCun (2018), Algorithm 1 and eq. 4-7. docs/design.md §2.5.
 
-With spectral bounds Sp(M) in [mu, nu] (mu = eps, nu = g * lambda_max_hat from
-t power iterations), A_bar = M / (mu + nu) has its spectrum in [a, b],
-a = mu/(mu+nu), b = nu/(mu+nu), and X = phi^{-1}(A_bar) = (2M - (mu+nu) I)/(nu - mu)
-has it in [-1, 1]. With the Chebyshev interpolant of ln(phi(x)) on the m+1
-Chebyshev nodes x_j = cos(pi (j + 1/2)/(m + 1)),
+With spectral bounds Sp(M) in [mu, nu] (mu = eps, nu = g * theta_max),
+A_bar = M / (mu + nu) has its spectrum in [a, b], a = mu/(mu+nu),
+b = nu/(mu+nu), and X = (2M - (mu+nu) I)/(nu - mu) has it in [-1, 1]. With the
+Chebyshev interpolant of ln(phi(x)) on the m+1 Chebyshev nodes
+x_j = cos(pi (j + 1/2)/(m + 1)),
 
 .. math::
 
@@ -21,14 +21,15 @@ a + b = 1 that is Gamma alone, which drops the scale n ln(mu + nu). This module
 returns the correct value (``extras["scale_term"]`` holds the dropped term and
 ``extras["gamma"]`` the printed value, both as ln det, not halved).
 
-**Bounds.** eps fixed: a spectrum reaching below eps (or above nu) is
-evaluated outside [-1, 1], where T_i grows like cosh(i arccosh|x|). It is known
-to happen when a Ritz value from the bound estimation falls outside
-[mu, nu], or when any |v^T T_i(X) v| exceeds |v|^2 (impossible for a spectrum in
-[-1, 1]); ``bounds_violated`` flags it. ``eps="auto"`` takes t Golub-Kahan
-(Lanczos) steps instead of the power method: nu = g * theta_max,
-mu = theta_min / g from the Ritz values (estimates, not guarantees: Ritz
-values lie inside the spectrum).
+**Bounds** (docs/design.md §2.6). theta_max comes from t Golub-Kahan steps
+(where the paper takes t power iterations: the same t products, a better
+lambda_max, and the low end of the spectrum too). A spectrum below mu (or above
+nu) is evaluated outside [-1, 1], where T_i grows like cosh(i arccosh|x|) and
+the estimate can be off by orders of magnitude. ``bounds_violated`` is set
+whenever the Ritz values and their residuals allow an eigenvalue outside
+[mu, nu] (:meth:`SpectralBounds.can_leave`), or some |v^T T_i(X) v| exceeds
+|v|^2 (impossible for a spectrum inside). ``eps="auto"`` takes
+mu = theta_min / g, nu = g theta_max from the same steps.
 
 Cost per latent: t + m p products with M (paper setting: 20 + 10 * 20 = 220).
 Differentiable by backpropagation through the recurrence (the bounds are held
@@ -38,42 +39,58 @@ fixed).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from gan_probe.spectral.estimators import (
+from gan_probe.errors import GanProbeError
+from gan_probe.spectral.estimators.base import (
+    Estimator,
     Generators,
     LogdetEstimate,
-    draw_normal,
+    check_float,
+    check_int,
     draw_rademacher,
+    param,
     probe_statistics,
+    register,
 )
-from gan_probe.spectral.jacobian import Fn, metric_matvec
+from gan_probe.spectral.estimators.lanczos import spectral_bounds
+from gan_probe.spectral.operator import JacobianOperator
 
 
-def power_method(fn: Fn, z: torch.Tensor, t: int, generator: Generators) -> torch.Tensor:
-    """(B,) lambda_max estimate of M(z) by t power iterations (Rayleigh quotient of the last), t products."""
-    batch, nz = z.shape
-    with torch.no_grad():
-        matvec = metric_matvec(fn, z.detach())
-        x = draw_normal(generator, batch, nz).to(z.device)
-        x = x / x.norm(dim=-1, keepdim=True)
-        lam = torch.zeros(batch, dtype=torch.float64, device=z.device)
-        for _ in range(t):
-            y = matvec(x[None].to(z.dtype))[0].to(torch.float64)
-            lam = (x * y).sum(-1)
-            x = y / y.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-    return lam
+def parse_eps(value: float | str) -> float | str:
+    """eps: a positive number or ``"auto"`` (text from the command line is parsed)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            return float(text)
+        except ValueError:
+            raise GanProbeError(
+                f"chebyshev eps must be a positive number or auto, got {value!r}", param="chebyshev.eps"
+            ) from None
+    return value
 
 
-def lanczos_bounds(fn: Fn, z: torch.Tensor, t: int, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
-    """(theta_min, theta_max), each (B,): extreme Ritz values of M after t Golub-Kahan steps (one probe)."""
-    from gan_probe.spectral.estimators.slq import golub_kahan, ritz_values
+@dataclass(frozen=True)
+class ChebyshevParams:
+    """The paper's setting (m, p, t, g) = (10, 20, 20, 1.2), eps = 0.1: about 220 products per latent."""
 
-    batch, nz = z.shape
-    v = draw_rademacher(generator, 1, batch, nz).to(z.device)
-    ritz = ritz_values(golub_kahan(fn, z, v, t))[0]
-    return ritz[:, -1], ritz[:, 0]
+    m: int = param(10, "Chebyshev/Taylor degree.")
+    p: int = param(20, "Chebyshev/Taylor probe vectors.")
+    t: int = param(20, "Chebyshev/Taylor Golub-Kahan steps for the spectral bounds (the paper: power iterations).")
+    g: float = param(1.2, "Chebyshev/Taylor multiplier (>= 1) on the estimated lambda_max.")
+    eps: float | str = param(0.1, "Chebyshev lower spectral bound mu, or auto.", cli_type=str)
+
+    def __post_init__(self) -> None:
+        for name in ("m", "p", "t"):
+            check_int("chebyshev", name, getattr(self, name))
+        check_float("chebyshev", "g", self.g, low=1.0, open_low=False)
+        object.__setattr__(self, "eps", parse_eps(self.eps))
+        if self.eps != "auto":
+            check_float("chebyshev", "eps", self.eps, low=0.0, open_low=True)
 
 
 def chebyshev_coefficients(m: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -90,45 +107,33 @@ def chebyshev_coefficients(m: int, a: torch.Tensor, b: torch.Tensor) -> torch.Te
 
 
 def chebyshev_logdet(
-    fn: Fn,
-    z: torch.Tensor,
-    *,
-    m: int = 10,
-    p: int = 20,
-    t: int = 20,
-    g: float = 1.2,
-    eps: float | str = 0.1,
-    generator: Generators,
+    op: JacobianOperator, params: ChebyshevParams = ChebyshevParams(), *, generator: Generators
 ) -> LogdetEstimate:
-    """Algorithm 1 of Ramesh & LeCun (2018) with the scale term restored: 1/2 ln det M(z), z (B, nz)."""
-    batch, nz = z.shape
-    if eps == "auto":
-        theta_min, theta_max = lanczos_bounds(fn, z, t, generator)
-        lam_max = theta_max
-        mu, nu = theta_min / g, g * theta_max
-        known_outside = torch.zeros(batch, dtype=torch.bool, device=z.device)
+    """Algorithm 1 of Ramesh & LeCun (2018) with the scale term restored: 1/2 ln det M(z) per latent."""
+    batch, nz = op.batch, op.nz
+    g = params.g
+    bounds = spectral_bounds(op, params.t, generator)
+    lam_max = bounds.theta_max
+    if params.eps == "auto":
+        mu, nu = bounds.theta_min / g, g * bounds.theta_max
     else:
-        lam_max = power_method(fn, z, t, generator)
-        mu = torch.full_like(lam_max, float(eps))
-        nu = g * lam_max
-        # the power method's Rayleigh quotient lies in the spectrum: above nu means outside
-        known_outside = lam_max < mu
-        nu = torch.maximum(nu, mu * (1 + 1e-6))  # keep [mu, nu] non-empty even when eps > lambda_max
+        mu = torch.full_like(lam_max, float(params.eps))
+        nu = torch.maximum(g * lam_max, mu * (1 + 1e-6))  # keep [mu, nu] non-empty even when eps > lambda_max
+    can_leave = bounds.can_leave(mu, nu)
     scale = mu + nu
     a, b = mu / scale, nu / scale
-    coeffs = chebyshev_coefficients(m, a, b)  # (B, m+1)
-    v = draw_rademacher(generator, p, batch, nz).to(z.device)  # (P, B, nz)
-    matvec = metric_matvec(fn, z)
+    coeffs = chebyshev_coefficients(params.m, a, b)  # (B, m+1)
+    v = draw_rademacher(generator, params.p, batch, nz).to(op.device)  # (P, B, nz)
     centre, half_width = (scale / 2)[None, :, None], ((nu - mu) / 2)[None, :, None]
 
     def x_matvec(w: torch.Tensor) -> torch.Tensor:
         # X w = (M w - (mu + nu)/2 w) / ((nu - mu)/2)
-        return (matvec(w.to(z.dtype)).to(torch.float64) - centre * w) / half_width
+        return (op.metric_matvec(w).to(torch.float64) - centre * w) / half_width
 
     vv = (v * v).sum(-1)  # |v|^2 = nz
     w_prev, w = v, x_matvec(v)
     traces = [vv, (v * w).sum(-1)]
-    for _ in range(2, m + 1):
+    for _ in range(2, params.m + 1):
         w_prev, w = w, 2 * x_matvec(w) - w_prev
         traces.append((v * w).sum(-1))
     traces_t = torch.stack(traces, -1)  # (P, B, m+1): v^T T_i(X) v
@@ -139,12 +144,29 @@ def chebyshev_logdet(
     return LogdetEstimate(
         method="chebyshev",
         half_logdet=0.5 * (scale_term + gamma),
-        num_matvecs=t + m * p,
+        num_matvecs=params.t + params.m * params.p,
         stderr=0.5 * stderr,
-        bounds_violated=known_outside | outside,
+        bounds_violated=can_leave | outside,
         lambda_max=lam_max,
-        extras={"mu": mu, "nu": nu, "gamma": gamma.detach(), "scale_term": scale_term},
+        extras={
+            "mu": mu,
+            "nu": nu,
+            "gamma": gamma.detach(),
+            "scale_term": scale_term,
+            "theta_min": bounds.theta_min,
+            "rho_min": bounds.rho_min,
+        },
     )
 
 
-__all__ = ["chebyshev_coefficients", "chebyshev_logdet", "lanczos_bounds", "power_method"]
+ESTIMATOR = register(
+    Estimator(
+        name="chebyshev",
+        params=ChebyshevParams,
+        run=chebyshev_logdet,
+        num_products=lambda p: p.t + p.m * p.p,
+        summary="Ramesh & LeCun Algorithm 1 (Han et al. 2017), scale term corrected",
+    )
+)
+
+__all__ = ["ChebyshevParams", "chebyshev_coefficients", "chebyshev_logdet", "parse_eps"]

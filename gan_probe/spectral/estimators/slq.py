@@ -1,7 +1,7 @@
 r"""Stochastic Lanczos quadrature (SLQ) for ln det M by Golub-Kahan bidiagonalisation of J.
 
 Ubaru, Chen & Saad, "Fast estimation of tr(f(A)) via stochastic Lanczos
-quadrature", SIAM J. Matrix Anal. Appl. 38 (2017); Golub & Kahan (1965).
+quadrature", SIAM J. Matrix Anal. Appl. 38 (2017); Golub & Kahan (1965). docs/design.md §2.5.
 
 For a Rademacher probe v, k steps of Golub-Kahan on J from v_1 = v/|v| give
 J V_k = U_k B_k with B_k upper bidiagonal (alphas on the diagonal, betas
@@ -45,86 +45,40 @@ import math
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import t as student_t
 
-from gan_probe.spectral.estimators import Generators, LogdetEstimate, draw_rademacher, probe_statistics
-from gan_probe.spectral.jacobian import Fn, jvp_batched, vjp_batched
-
-
-@dataclass
-class Bidiagonalisation:
-    """k Golub-Kahan steps for P probes x B latents.
-
-    ``alpha`` (P, B, k), ``beta`` (P, B, k-1) float64; ``u`` (k, P, B, N) the
-    left basis; ``norm`` (P, B) |v|; ``num_matvecs`` products with M per probe.
-    """
-
-    alpha: torch.Tensor
-    beta: torch.Tensor
-    u: torch.Tensor
-    norm: torch.Tensor
-    num_matvecs: int
-
-    def bidiagonal(self) -> torch.Tensor:
-        """(P, B, k, k) upper bidiagonal B_k."""
-        k = self.alpha.shape[-1]
-        mat = torch.diag_embed(self.alpha)
-        if k > 1:
-            mat = mat + torch.diag_embed(self.beta, offset=1)
-        return mat
+from gan_probe.errors import GanProbeError
+from gan_probe.spectral.estimators.base import (
+    Estimator,
+    Generators,
+    LogdetEstimate,
+    check_float,
+    check_int,
+    draw_rademacher,
+    param,
+    probe_statistics,
+    register,
+)
+from gan_probe.spectral.estimators.lanczos import golub_kahan
+from gan_probe.spectral.operator import JacobianOperator
 
 
-def _reorthogonalise(r: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Remove from r (P, B, n) its components along basis (j, P, B, n), twice (CGS2)."""
-    for _ in range(2):
-        r = r - torch.einsum("jpbn,jpb->pbn", basis, torch.einsum("jpbn,pbn->jpb", basis, r))
-    return r
+@dataclass(frozen=True)
+class SLQParams:
+    """``steps`` Golub-Kahan steps x ``probes`` probes (default 50 x 4 = 200 products: on ill-conditioned
+    spectra the quadrature bias of few steps dominates the probe variance, so steps buy more than probes);
+    ``confidence`` the level of the interval."""
 
+    steps: int = param(50, "SLQ Golub-Kahan steps per probe.")
+    probes: int = param(4, "SLQ probe vectors (>= 2, for the interval).")
+    confidence: float = param(0.95, "SLQ confidence level of the interval.")
 
-def golub_kahan(fn: Fn, z: torch.Tensor, v: torch.Tensor, steps: int) -> Bidiagonalisation:
-    """Golub-Kahan bidiagonalisation of J(z) from start vectors v (P, B, nz), full reorthogonalisation.
-
-    Runs without autograd. Breakdown (an invariant subspace: always by step nz)
-    is handled per probe by decoupling the remaining steps (alpha = 1,
-    beta = 0), which adds quadrature nodes of zero weight.
-    """
-    steps = min(steps, z.shape[-1])
-    dtype = z.dtype
-    with torch.no_grad():
-        z = z.detach()
-        norm = v.norm(dim=-1)
-        vj = v / norm[..., None]
-        vs, us, alphas, betas = [vj], [], [], []
-        u = jvp_batched(fn, z, vj.to(dtype)).to(torch.float64)
-        alive = torch.ones_like(norm, dtype=torch.bool)
-        scale = None
-        for j in range(steps):
-            if us:
-                u = _reorthogonalise(u - betas[-1][..., None] * us[-1], torch.stack(us))
-            a = u.norm(dim=-1)
-            scale = a.clamp_min(1e-300) if scale is None else torch.maximum(scale, a)
-            # alpha -> 0: J is singular on the Krylov space; keep the tiny value (ln det -> very negative)
-            a = torch.where(alive, a, torch.ones_like(a))
-            us.append(torch.where(alive[..., None], u / a.clamp_min(1e-300)[..., None], torch.zeros_like(u)))
-            alphas.append(a)
-            if j == steps - 1:
-                break
-            r = vjp_batched(fn, z, us[-1].to(dtype)).to(torch.float64) - a[..., None] * vs[-1]
-            r = _reorthogonalise(r, torch.stack(vs))
-            b = r.norm(dim=-1)
-            broke = alive & (b <= scale * 1e-12 * math.sqrt(z.shape[-1]))
-            alive = alive & ~broke
-            b = torch.where(alive, b, torch.zeros_like(b))
-            vs.append(torch.where(alive[..., None], r / b.clamp_min(1e-300)[..., None], torch.zeros_like(r)))
-            betas.append(b)
-            u = jvp_batched(fn, z, vs[-1].to(dtype)).to(torch.float64)
-        alpha = torch.stack(alphas, -1)
-        beta = torch.stack(betas, -1) if betas else alpha.new_zeros(*alpha.shape[:-1], 0)
-        return Bidiagonalisation(alpha, beta, torch.stack(us), norm, len(alphas))
-
-
-def ritz_values(bd: Bidiagonalisation) -> torch.Tensor:
-    """(P, B, k) Ritz values of M (eigenvalues of T_k = B_k^T B_k), descending; they lie in [lambda_min, lambda_max]."""
-    return torch.linalg.svdvals(bd.bidiagonal()) ** 2
+    def __post_init__(self) -> None:
+        check_int("slq", "steps", self.steps)
+        check_int("slq", "probes", self.probes)
+        if self.probes < 2:
+            raise GanProbeError(f"slq needs at least 2 probes for its interval, got {self.probes}", param="slq.probes")
+        check_float("slq", "confidence", self.confidence, low=0.0, high=1.0, open_low=True)
 
 
 def gauss_quadrature(bmat: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,16 +93,8 @@ def gauss_quadrature(bmat: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tens
     return norm**2 * (weights * log_s).sum(-1), s, weights
 
 
-def slq_logdet(
-    fn: Fn,
-    z: torch.Tensor,
-    *,
-    steps: int = 10,
-    probes: int = 20,
-    confidence: float = 0.95,
-    generator: Generators,
-) -> LogdetEstimate:
-    """SLQ estimate of 1/2 ln det M(z) for z (B, nz) with ``probes`` Rademacher probes and ``steps`` steps.
+def slq_logdet(op: JacobianOperator, params: SLQParams = SLQParams(), *, generator: Generators) -> LogdetEstimate:
+    """SLQ estimate of 1/2 ln det M(z) per latent with ``probes`` Rademacher probes and ``steps`` steps.
 
     Returns a :class:`LogdetEstimate` with a ``confidence`` interval (probe
     variance plus the estimated one-sided quadrature bias); extras ``ritz_min`` /
@@ -156,11 +102,8 @@ def slq_logdet(
     (B,) the bias estimate in nats of 1/2 ln det M.
     Differentiable (Hutchinson + CG surrogate) when grad mode is on.
     """
-    from scipy.stats import t as student_t
-
-    batch, nz = z.shape
-    v = draw_rademacher(generator, probes, batch, nz).to(z.device)
-    bd = golub_kahan(fn, z, v, steps)
+    v = draw_rademacher(generator, params.probes, op.batch, op.nz).to(op.device)
+    bd = golub_kahan(op, v, params.steps)
     bmat = bd.bidiagonal()
     per_probe, s, weights = gauss_quadrature(bmat, bd.norm)  # (P, B)
     mean, stderr = probe_statistics(per_probe)
@@ -170,7 +113,7 @@ def slq_logdet(
         bias = (coarse - per_probe).mean(0).clamp_min(0.0)
     else:
         bias = torch.zeros_like(mean)
-    q = float(student_t.ppf(0.5 + confidence / 2, probes - 1))
+    q = float(student_t.ppf(0.5 + params.confidence / 2, params.probes - 1))
     interval = torch.stack([mean - q * stderr - bias, mean + q * stderr], -1)
     # nodes of zero weight come from decoupled steps after a breakdown: not Ritz values
     real = weights > 1e-24
@@ -178,17 +121,17 @@ def slq_logdet(
     ritz_min = torch.where(real, ritz, torch.full_like(ritz, math.inf)).amin(-1).amin(0)
     ritz_max = torch.where(real, ritz, torch.zeros_like(ritz)).amax(-1).amax(0)
     value = mean
-    num = bd.num_matvecs * probes
+    num = bd.num_matvecs * params.probes
     if torch.is_grad_enabled():
         # J w = |v| U_k B_k^{-T} e_1 (k CG steps on M w = v), then <stopgrad(J w), J v>
         e1 = torch.zeros_like(bd.alpha)
         e1[..., 0] = 1.0
         y = torch.linalg.solve_triangular(bmat.transpose(-1, -2), e1[..., None], upper=False).squeeze(-1)
         jw = bd.norm[..., None] * torch.einsum("kpbn,pbk->pbn", bd.u, y)
-        jv = jvp_batched(fn, z, v.to(z.dtype)).to(torch.float64)
+        jv = op.jvp(v).to(torch.float64)
         surrogate = (jw * jv).sum(-1).mean(0)
         value = mean + surrogate - surrogate.detach()
-        num += probes  # one more JVP per probe (counted as a product)
+        num += params.probes  # one more JVP per probe (counted as a product)
     return LogdetEstimate(
         method="slq",
         half_logdet=value,
@@ -201,4 +144,14 @@ def slq_logdet(
     )
 
 
-__all__ = ["Bidiagonalisation", "gauss_quadrature", "golub_kahan", "ritz_values", "slq_logdet"]
+ESTIMATOR = register(
+    Estimator(
+        name="slq",
+        params=SLQParams,
+        run=slq_logdet,
+        num_products=lambda p: p.steps * p.probes,
+        summary="stochastic Lanczos quadrature by Golub-Kahan on J, with an interval",
+    )
+)
+
+__all__ = ["SLQParams", "gauss_quadrature", "slq_logdet"]

@@ -1,0 +1,260 @@
+"""The options every command shares, and the estimator options built from the estimator registry.
+
+Declared once: :data:`COMMON_OPTIONS` (CKPT flags and the common ones) and
+:func:`estimator_options` (one option per distinct field of the registered
+estimators' parameter dataclasses, with the dataclass default, so adding an
+estimator or a parameter touches only its own module). A command whose own
+option takes an estimator flag (``ascend --steps``) gets that estimator's flag
+prefixed with its name (``--slq-steps``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadOptions
+from gan_probe.spectral.estimators import REGISTRY
+
+CKPT_PANEL = "Checkpoint"
+COMMON_PANEL = "Common"
+
+CkptArg = Annotated[
+    Optional[Path],
+    typer.Argument(
+        help="Generator checkpoint (.safetensors, .pth/.pt). Omitted: the bundled MNIST DCGAN (nz=32).",
+        show_default=False,
+    ),
+]
+
+# name -> (annotation, default); the order is the order in --help
+COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "arch": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="Architecture of a foreign file: dcgan or mlp.", rich_help_panel=CKPT_PANEL),
+        ],
+        None,
+    ),
+    "nz": (
+        Annotated[
+            Optional[int], typer.Option(help="Latent size (checked against the weights).", rich_help_panel=CKPT_PANEL)
+        ],
+        None,
+    ),
+    "prior": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="Latent prior: normal or uniform (overrides the file's).", rich_help_panel=CKPT_PANEL),
+        ],
+        None,
+    ),
+    "sigma": (
+        Annotated[Optional[float], typer.Option(help="Std. dev. of a normal prior.", rich_help_panel=CKPT_PANEL)],
+        None,
+    ),
+    "low": (
+        Annotated[Optional[float], typer.Option(help="Lower bound of a uniform prior.", rich_help_panel=CKPT_PANEL)],
+        None,
+    ),
+    "high": (
+        Annotated[Optional[float], typer.Option(help="Upper bound of a uniform prior.", rich_help_panel=CKPT_PANEL)],
+        None,
+    ),
+    "generator": (
+        Annotated[
+            Optional[str],
+            typer.Option(
+                help="Custom architecture package.module:factory (runs that code; CKPT, if given, holds its weights).",
+                rich_help_panel=CKPT_PANEL,
+            ),
+        ],
+        None,
+    ),
+    "device": (
+        Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=COMMON_PANEL)],
+        "auto",
+    ),
+    "dtype": (
+        Annotated[str, typer.Option(help="float32 or float64 for the generator.", rich_help_panel=COMMON_PANEL)],
+        "float32",
+    ),
+    "seed": (
+        Annotated[
+            int,
+            typer.Option(help="Random seed: the same command gives the same numbers.", rich_help_panel=COMMON_PANEL),
+        ],
+        0,
+    ),
+    "threads": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                help="CPU threads for torch [default: torch's]; 1 is often faster on a small busy CPU.",
+                rich_help_panel=COMMON_PANEL,
+            ),
+        ],
+        None,
+    ),
+    "batch_size": (
+        Annotated[
+            int,
+            typer.Option("--batch-size", help="Latents (or images) processed together.", rich_help_panel=COMMON_PANEL),
+        ],
+        16,
+    ),
+    "out": (
+        Annotated[
+            Optional[Path],
+            typer.Option(help="Output folder [default: gan-probe-out/COMMAND].", rich_help_panel=COMMON_PANEL),
+        ],
+        None,
+    ),
+    "json": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print the report as one JSON document on stdout.", rich_help_panel=COMMON_PANEL
+            ),
+        ],
+        False,
+    ),
+    "quiet": (
+        Annotated[
+            bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.", rich_help_panel=COMMON_PANEL)
+        ],
+        False,
+    ),
+    "debug": (
+        Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.", rich_help_panel=COMMON_PANEL)],
+        False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    ckpt: Path | None
+    arch: str | None
+    nz: int | None
+    prior: str | None
+    sigma: float | None
+    low: float | None
+    high: float | None
+    generator: str | None
+    device: str
+    dtype: str
+    seed: int
+    threads: int | None
+    batch_size: int
+    out: Path | None
+    json: bool
+    quiet: bool
+    debug: bool
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(self.arch, self.nz, self.prior, self.sigma, self.low, self.high, self.generator)
+
+
+EST_PANEL = f"Estimators (--method {'|'.join(REGISTRY)})"
+
+#: Library parameter names whose flag is not simply --NAME (with _ and . as -).
+FLAG_ALIASES = {
+    "num": "--n",
+    "taus": "--tau",
+    "num_directions": "--k",
+    "num_prior_samples": "--prior-samples",
+    "num_top": "--top",
+}
+
+
+def flag_for(param: str) -> str:
+    """The command-line flag of a library parameter (``batch_size`` -> ``--batch-size``, ``grid.size`` -> ...)."""
+    return FLAG_ALIASES.get(param, "--" + param.replace("_", "-").replace(".", "-"))
+
+
+@dataclass(frozen=True)
+class EstimatorOption:
+    """One command-line option shared by the estimator fields ``uses`` ((method, field) pairs)."""
+
+    name: str  # the keyword in the command's signature
+    flag: str
+    kind: type
+    default: Any
+    help: str
+    uses: tuple[tuple[str, str], ...]
+
+    def annotation(self) -> Any:
+        return Annotated[self.kind, typer.Option(self.flag, help=self.help, rich_help_panel=EST_PANEL)]
+
+
+def _field_type(cls: type, f: dataclasses.Field[Any]) -> type:
+    if f.metadata.get("cli_type") is not None:
+        return f.metadata["cli_type"]
+    hint = typing.get_type_hints(cls)[f.name]
+    if hint not in (int, float, str, bool):
+        raise TypeError(f"{cls.__name__}.{f.name}: give cli_type for the command line ({hint})")
+    return hint
+
+
+def estimator_options(taken: Iterable[str]) -> list[EstimatorOption]:
+    """One option per distinct flag of the registered estimators' fields; ``taken`` flags are prefixed.
+
+    Fields that share a flag (chebyshev and taylor's ``--m``) must share its
+    type and default: a disagreement is a bug in the estimators, raised here.
+    """
+    taken = set(taken)
+    merged: dict[str, dict[str, Any]] = {}
+    for method, est in REGISTRY.items():
+        for f in dataclasses.fields(est.params):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            if flag in taken:
+                flag = f"--{method}-{flag[2:]}"
+            kind = _field_type(est.params, f)
+            default = kind(f.default) if kind is str else f.default
+            entry = merged.setdefault(
+                flag, {"kind": kind, "default": default, "help": f.metadata.get("help", ""), "uses": []}
+            )
+            if (entry["kind"], entry["default"]) != (kind, default):
+                raise TypeError(f"estimators disagree on {flag}: {entry['kind'], entry['default']} vs {kind, default}")
+            entry["uses"].append((method, f.name))
+    return [
+        EstimatorOption(flag[2:].replace("-", "_"), flag, e["kind"], e["default"], e["help"], tuple(e["uses"]))
+        for flag, e in merged.items()
+    ]
+
+
+def build_estimator_params(options: list[EstimatorOption], values: dict[str, Any]) -> dict[str, Any]:
+    """{method: its parameter dataclass} from the option values; a bad value names its flag."""
+    kwargs: dict[str, dict[str, Any]] = {method: {} for method in REGISTRY}
+    flags = {}
+    for opt in options:
+        for method, name in opt.uses:
+            kwargs[method][name] = values[opt.name]
+            flags[f"{method}.{name}"] = opt.flag
+    out = {}
+    for method, est in REGISTRY.items():
+        try:
+            out[method] = est.params(**kwargs[method])
+        except GanProbeError as exc:
+            flag = flags.get(exc.param or "", "")
+            raise GanProbeError(f"{exc} ({flag})" if flag else str(exc), param=exc.param) from None
+    return out
+
+
+__all__ = [
+    "COMMON_OPTIONS",
+    "CkptArg",
+    "CommonOptions",
+    "EstimatorOption",
+    "build_estimator_params",
+    "estimator_options",
+    "flag_for",
+]

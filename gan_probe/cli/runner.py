@@ -1,0 +1,236 @@
+"""Running a command: load the checkpoint, call the analysis, write the report, print, exit.
+
+A command is a plain function ``body(ctx: RunContext, **own_options) -> Outcome``
+registered with :func:`probe_command`, which adds the CKPT argument, the
+common options and (with ``estimators=True``) the estimator options to its
+signature and runs it inside :func:`execute`: load the checkpoint, stage the
+output files, write ``report.json``, print a table or one JSON document, and
+map failures to exit codes (0 ok, 1 error, 2 usage, 3 gate failed, 130
+interrupted). Library errors name a parameter; here it becomes its flag.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gan_probe.cli.options import (
+    COMMON_OPTIONS,
+    CkptArg,
+    CommonOptions,
+    EstimatorOption,
+    build_estimator_params,
+    estimator_options,
+    flag_for,
+)
+from gan_probe.cli.progress import RichProgress
+from gan_probe.device import resolve_device, resolve_dtype
+from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator, load_generator
+from gan_probe.report.files import OutputDir, dumps_strict
+from gan_probe.report.report import Gate, build_report
+
+
+@dataclass
+class Outcome:
+    """What a command hands back: the report's ``parameters`` and ``results``, a table, a gate, notes."""
+
+    parameters: dict[str, Any]
+    results: dict[str, Any]
+    table: Table | None = None
+    gate: Gate | None = None
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    #: replaces the report's ``checkpoint`` block when the command analysed another model (bench --synthetic)
+    checkpoint: dict[str, Any] | None = None
+
+
+@dataclass
+class RunContext:
+    """What a command body gets: the options, the loaded generator, the output folder, progress,
+    and (for commands that take them) every estimator's parameters, name -> dataclass."""
+
+    common: CommonOptions
+    gen: LoadedGenerator
+    out: OutputDir | None
+    progress: RichProgress
+    console: Console
+    estimators: dict[str, Any] = field(default_factory=dict)
+
+
+def check_gate_bounds(minimum: float | None, maximum: float | None) -> None:
+    """``--min`` above ``--max`` can never pass: a usage error (exit 2) before any work."""
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise typer.BadParameter(f"{minimum:g} is above --max {maximum:g}: the gate can never pass", param_hint="--min")
+
+
+def probe_command(
+    app: typer.Typer, name: str, *, writes_files: bool = True, estimators: bool = False
+) -> Callable[[Callable[..., Outcome]], Callable[..., Outcome]]:
+    """Register ``body(ctx, **own)`` as command ``name`` with CKPT, the common and (optionally) estimator options."""
+
+    def decorate(body: Callable[..., Outcome]) -> Callable[..., Outcome]:
+        own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+        taken = {_flag_of(p) for p in own}
+        est_opts: list[EstimatorOption] = estimator_options(taken) if estimators else []
+        params = [
+            inspect.Parameter("typer_ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+            inspect.Parameter("ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=CkptArg, default=None),
+        ]
+        params += [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in own]
+        params += [
+            inspect.Parameter(
+                o.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=o.annotation(), default=o.default
+            )
+            for o in est_opts
+        ]
+        params += [
+            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ann, default=default)
+            for n, (ann, default) in COMMON_OPTIONS.items()
+        ]
+
+        def wrapper(**kwargs: Any) -> None:
+            common = CommonOptions(ckpt=kwargs.pop("ckpt"), **{n: kwargs.pop(n) for n in COMMON_OPTIONS})
+            est_values = {o.name: kwargs.pop(o.name) for o in est_opts}
+            root = kwargs.pop("typer_ctx").find_root()
+            argv = root.obj if isinstance(root.obj, list) else None
+            execute(name, common, body, kwargs, est_opts, est_values, argv=argv, writes_files=writes_files)
+
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__doc__ = body.__doc__
+        wrapper.__name__ = body.__name__
+        app.command(name)(wrapper)
+        return body
+
+    return decorate
+
+
+def _flag_of(p: inspect.Parameter) -> str:
+    for meta in getattr(p.annotation, "__metadata__", ()):
+        decls = getattr(meta, "param_decls", None) or ()
+        for decl in decls:
+            if decl.startswith("--"):
+                return str(decl)
+    return "--" + p.name.replace("_", "-")
+
+
+def execute(
+    name: str,
+    common: CommonOptions,
+    body: Callable[..., Outcome],
+    own: dict[str, Any],
+    est_opts: list[EstimatorOption],
+    est_values: dict[str, Any],
+    *,
+    argv: list[str] | None,
+    writes_files: bool,
+) -> None:
+    console = Console(stderr=True, quiet=common.quiet, highlight=False)
+    out: OutputDir | None = None
+    try:
+        if common.batch_size < 1:
+            raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
+        if common.threads is not None:
+            if common.threads < 1:
+                raise GanProbeError(f"--threads must be at least 1, got {common.threads}")
+            torch.set_num_threads(common.threads)
+        estimators = build_estimator_params(est_opts, est_values) if est_opts else {}
+        device = resolve_device(common.device)
+        dtype = resolve_dtype(common.dtype, device)
+        torch.manual_seed(common.seed)
+        t0 = time.perf_counter()
+        gen = load_generator(common.ckpt, common.load_options(), device=device, dtype=dtype)
+        load_s = time.perf_counter() - t0
+        if writes_files:
+            out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
+        enabled = sys.stderr.isatty() and not common.quiet and not common.json
+        with RichProgress(console, enabled) as progress:
+            t1 = time.perf_counter()
+            outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
+            run_s = time.perf_counter() - t1
+        files = [] if out is None else [str(out.root / f) for f in [*out.files, "report.json"]]
+        report = build_report(
+            name,
+            argv=argv,
+            checkpoint=outcome.checkpoint if outcome.checkpoint is not None else gen.describe(),
+            device=device,
+            dtype=dtype,
+            seed=common.seed,
+            batch_size=common.batch_size,
+            parameters=outcome.parameters,
+            timings={"load_s": load_s, "run_s": run_s},
+            results=outcome.results,
+            files=files,
+            gate=outcome.gate,
+            interrupted=outcome.interrupted,
+        )
+        if out is not None:
+            out.write_json("report.json", report)
+            out.commit()
+    except GanProbeError as exc:
+        _fail(console, out, common, _with_flag(exc))
+    except KeyboardInterrupt:
+        _fail(console, out, common, "interrupted", code=130)
+    except torch.OutOfMemoryError:
+        _fail(console, out, common, "out of device memory: lower --batch-size (or use --device cpu)")
+    except (typer.Exit, typer.BadParameter):
+        raise
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+        _fail(
+            console, out, common, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        )
+    for note in outcome.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    if common.json:
+        sys.stdout.write(dumps_strict(report) + "\n")
+        sys.stdout.flush()
+    else:
+        stdout = Console(highlight=False)
+        if outcome.table is not None:
+            stdout.print(outcome.table)
+        if out is not None:
+            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}")
+    if outcome.interrupted:
+        console.print("[yellow]interrupted:[/] the report and files hold the work done so far")
+        raise typer.Exit(130)
+    if outcome.gate is not None and (why := outcome.gate.failure()) is not None:
+        console.print(f"[red]gate failed:[/] {escape(why)}")
+        raise typer.Exit(3)
+
+
+def _with_flag(exc: GanProbeError) -> str:
+    """The error's message with the flag of its parameter appended (unless the message names one already)."""
+    message = str(exc)
+    if exc.param is None:
+        return message
+    flag = flag_for(exc.param)
+    return message if flag in message else f"{message} ({flag})"
+
+
+def _fail(console: Console, out: OutputDir | None, common: CommonOptions, message: str, code: int = 1) -> None:
+    if out is not None:
+        out.discard()
+    if common.debug:
+        console.print_exception()
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def fmt(value: float | None, spec: str = ".4g") -> str:
+    """A number for a table cell; None or a non-finite value (undefined, null in JSON) shows as a dash."""
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+__all__ = ["Outcome", "RunContext", "check_gate_bounds", "execute", "fmt", "probe_command"]

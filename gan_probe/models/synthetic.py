@@ -1,0 +1,101 @@
+"""Synthetic generators with known answers, for ``bench`` and the tests.
+
+- :class:`LinearGenerator` G(z) = A z: ln det M = 2 sum ln s_i(A) exactly.
+- :func:`log_spaced_spectrum`: A = U diag(sqrt(lambda)) V^T with Haar-random
+  orthogonal U, V (QR of Gaussian matrices), so M = A^T A = V diag(lambda) V^T
+  and 1/2 ln det M = 1/2 sum_i ln lambda_i; the eigenvalues are log-spaced from
+  lam_max down to lam_max / cond, the hardest case for polynomial and
+  quadrature estimators (half of the spectrum sits in the bottom few decades).
+- :func:`synthetic_dcgan`: the PyTorch-examples 64x64x3 DCGAN with the
+  examples' initialisation (no trained 64x64 checkpoint ships).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gan_probe.models.architectures import DCGANGenerator
+from gan_probe.models.checkpoint import LoadedGenerator, wrap_module
+
+
+class LinearGenerator(nn.Module):
+    """G(z) = A z (B, nz) -> (B, N): the closed-form reference, ln det M = 2 sum ln s_i(A)."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("a", a.clone())
+        self.nz = a.shape[1]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.a.T
+
+
+def log_spaced_spectrum(
+    nz: int, cond: float, *, seed: int = 0, lam_max: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(A (nz, nz) float64, lambda (nz,) descending, exact 1/2 ln det A^T A) with cond(A^T A) = ``cond``."""
+    gen = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(nz, nz, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(nz, nz, generator=gen, dtype=torch.float64))
+    lam = lam_max * torch.logspace(0, -math.log10(cond), nz, dtype=torch.float64)
+    a = (u * lam.sqrt()) @ v.T
+    return a, lam, 0.5 * float(torch.log(lam).sum())
+
+
+def dcgan_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """The PyTorch-examples DCGAN init (conv N(0, 0.02), BN weight N(1, 0.02), bias 0) plus random
+    BatchNorm running statistics, as a trained model has (eval mode uses them)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                m.weight.copy_(0.02 * torch.randn(m.weight.shape, generator=generator))
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(1 + 0.02 * torch.randn(m.num_features, generator=generator))
+                m.bias.zero_()
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=generator))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=generator))
+    return module
+
+
+def synthetic_dcgan(nz: int, *, seed: int, device: torch.device, dtype: torch.dtype) -> LoadedGenerator:
+    """PyTorch-examples 64x64x3 DCGAN (ngf = 64) with DCGAN init."""
+    module = dcgan_init_(DCGANGenerator(nz, 64, 3, 64), torch.Generator().manual_seed(seed + 17))
+    return wrap_module(
+        module,
+        arch="dcgan",
+        config={"nz": nz, "ngf": 64, "nc": 3, "image_size": 64},
+        nz=nz,
+        source="synthetic",
+        output_shape=(3, 64, 64),
+        output_range=(-1.0, 1.0),
+        provenance=f"synthetic: DCGAN init N(0, 0.02), random BatchNorm statistics, seed {seed}",
+        device=device,
+        dtype=dtype,
+    )
+
+
+def synthetic_linear(
+    nz: int, cond: float, *, seed: int, device: torch.device, dtype: torch.dtype
+) -> tuple[LoadedGenerator, float]:
+    """(G(z) = A z with log-spaced eigenvalues of M and condition number ``cond``, exact 1/2 ln det M)."""
+    a, _, half = log_spaced_spectrum(nz, cond, seed=seed)
+    gen = wrap_module(
+        LinearGenerator(a),
+        arch="linear",
+        config={"nz": nz, "cond": cond},
+        nz=nz,
+        source="synthetic",
+        output_shape=(nz,),
+        output_range=None,
+        provenance=f"synthetic: U diag(s) V^T, eigenvalues of M log-spaced over cond {cond:g}, seed {seed}",
+        device=device,
+        dtype=dtype,
+    )
+    return gen, half
+
+
+__all__ = ["LinearGenerator", "dcgan_init_", "log_spaced_spectrum", "synthetic_dcgan", "synthetic_linear"]

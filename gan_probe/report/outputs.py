@@ -1,0 +1,221 @@
+"""Results into files: every PNG and array a command writes, one writer per result type.
+
+Analyses return result objects and write nothing; :func:`write_outputs` turns
+a result into files inside an :class:`~gan_probe.report.files.OutputDir`
+(staged, then committed atomically by the caller). ``report.json`` itself is
+:func:`gan_probe.report.report.build_report`.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+
+import numpy as np
+import torch
+
+from gan_probe.analyses.ascend import AscendResult
+from gan_probe.analyses.eigvecs import EigvecsResult
+from gan_probe.analyses.loglik import LoglikResult
+from gan_probe.analyses.pag import NUM_SHOWN, SHOWN_PER_ROW, PagResult
+from gan_probe.analyses.veff import VeffResult
+from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.report.files import OutputDir
+from gan_probe.report.images import save_grid
+from gan_probe.report.plots import (
+    plot_ascent,
+    plot_log_spectra,
+    plot_loglik_contour,
+    plot_pag_diagnostics,
+    plot_veff_curve,
+)
+
+
+@singledispatch
+def write_outputs(result: object, gen: LoadedGenerator, out: OutputDir) -> None:
+    """Write the files of ``result`` (a command's result object) into ``out``."""
+    raise TypeError(f"no writer for {type(result).__name__}")
+
+
+def write_samples(images: torch.Tensor, z: torch.Tensor, gen: LoadedGenerator, out: OutputDir) -> None:
+    """samples.png and samples.npz (``z`` and the raw ``images`` in the generator's own units)."""
+    save_grid(out.path("samples.png"), images, value_range=gen.output_range, scale=2)
+    np.savez_compressed(out.path("samples.npz"), z=z.numpy(), images=images.float().numpy())
+
+
+@write_outputs.register
+def _write_loglik(result: LoglikResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """samples.png, and with a grid: grid_samples.png, grid_loglik.png, grid.npz."""
+    save_grid(out.path("samples.png"), result.images, value_range=gen.output_range, scale=2)
+    if result.grid is None:
+        return
+    g = result.grid
+    size = g.coords.numel()
+    # images row-major with b increasing downwards; flip so b grows upwards as in the contour plot
+    imgs = (
+        result.grid.images.reshape(size, size, *result.grid.images.shape[1:])
+        .flip(0)
+        .reshape(size * size, *result.grid.images.shape[1:])
+    )
+    save_grid(out.path("grid_samples.png"), imgs, value_range=gen.output_range, ncol=size, scale=2)
+    labels = (
+        (f"z[{g.dims[0]}]", f"z[{g.dims[1]}]")
+        if g.dims is not None
+        else ("u1 (random direction)", "u2 (random direction)")
+    )
+    plot_loglik_contour(
+        out.path("grid_loglik.png"),
+        g.coords.numpy() + (float(g.center @ g.basis[0]) if g.dims is not None else 0.0),
+        g.coords.numpy() + (float(g.center @ g.basis[1]) if g.dims is not None else 0.0),
+        g.values.loglik.reshape(size, size).numpy(),
+        labels=labels,
+        title=f"ln Q(G(z)) over a latent plane [nats], {gen.arch} nz={gen.nz}",
+    )
+    np.savez_compressed(
+        out.path("grid.npz"),
+        z=g.values.z.numpy(),
+        coords=g.coords.numpy(),
+        center=g.center.numpy(),
+        basis=g.basis.numpy(),
+        loglik=g.values.loglik.reshape(size, size).numpy(),
+        half_logdet=g.values.half_logdet.reshape(size, size).numpy(),
+    )
+
+
+@write_outputs.register
+def _write_ascend(result: AscendResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """strips.png (a row per latent), strip_KKK.png, ascent.png, latents.npz (key z), trajectories.npz."""
+    ncol = len(result.frame_steps)
+    save_grid(out.path("strips.png"), result.frames, value_range=gen.output_range, ncol=ncol, scale=2)
+    for k in range(result.z.shape[1]):
+        save_grid(
+            out.path(f"strip_{k:03d}.png"),
+            result.frames[k * ncol : (k + 1) * ncol],
+            value_range=gen.output_range,
+            ncol=ncol,
+            scale=2,
+        )
+    plot_ascent(
+        out.path("ascent.png"),
+        result.loglik.numpy(),
+        result.condition.numpy(),
+        title=f"likelihood ascent ({result.method} gradient, {result.params.optimizer}, lr {result.params.lr:g})",
+    )
+    np.savez_compressed(out.path("latents.npz"), z=result.z[-1].numpy())
+    np.savez_compressed(
+        out.path("trajectories.npz"),
+        z=result.z.numpy(),
+        loglik=result.loglik.numpy(),
+        half_logdet=result.half_logdet.numpy(),
+        lambda_min=result.lambda_min.numpy(),
+        lambda_max=result.lambda_max.numpy(),
+        condition=result.condition.numpy(),
+        frame_steps=np.asarray(result.frame_steps),
+    )
+
+
+@write_outputs.register
+def _write_eigvecs(result: EigvecsResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """spectra.png, perturbations.png (all trials), trial_TT.png, traversal_TT.png and eigvecs.npz."""
+    num, top = result.z.shape[0], result.top
+    plot_log_spectra(
+        out.path("spectra.png"),
+        result.eigenvalues.numpy(),
+        title=f"Spectrum of M = J^T J at {num} trial latents ({gen.arch}, nz={gen.nz})",
+    )
+    rows = []
+    for t in range(num):
+        orig = result.originals[t : t + 1]
+        grid = torch.cat([orig, result.random_images[t], orig, result.eigen_images[t]])
+        save_grid(out.path(f"trial_{t:02d}.png"), grid, value_range=gen.output_range, ncol=top + 1, scale=2)
+        trav = result.traversal_images[t].reshape(-1, *result.originals.shape[1:])
+        save_grid(
+            out.path(f"traversal_{t:02d}.png"),
+            trav,
+            value_range=gen.output_range,
+            ncol=result.params.traversal_steps,
+            scale=2,
+        )
+        rows.append(grid)
+    save_grid(out.path("perturbations.png"), torch.cat(rows), value_range=gen.output_range, ncol=top + 1, scale=2)
+    np.savez_compressed(
+        out.path("eigvecs.npz"),
+        z=result.z.numpy(),
+        eigenvalues=result.eigenvalues.numpy(),
+        eigenvectors=result.eigenvectors.numpy(),
+        condition=result.condition.numpy(),
+        random_directions=result.random_directions.numpy(),
+        step=np.float64(result.step),
+        traversal_t=result.traversal_t.numpy(),
+    )
+
+
+@write_outputs.register
+def _write_veff(result: VeffResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """veff_curve.png and veff.npz (latents, eigenvalues, delta(j, 0), delta(j, i), counts, curve)."""
+    plot_veff_curve(
+        out.path("veff_curve.png"),
+        result.curve_tau.numpy(),
+        result.curve_counts.numpy().astype(np.float64),
+        marks=[(tau, float(v)) for tau, v in zip(result.taus, result.veff, strict=True)],
+        title=(
+            f"v_eff(tau), {gen.arch} nz={gen.nz}: M={result.z.shape[0]} latents, "
+            f"K={result.params.num_directions} {result.params.directions} directions, alpha={result.step:g}"
+        ),
+    )
+    np.savez_compressed(
+        out.path("veff.npz"),
+        z=result.z.numpy(),
+        eigenvalues=result.eigenvalues.numpy(),
+        delta0=result.delta0.numpy(),
+        delta=result.delta.numpy(),
+        taus=np.asarray(result.taus, dtype=np.float64),
+        counts=result.counts.numpy(),
+        curve_tau=result.curve_tau.numpy(),
+        curve_veff=result.curve_counts.double().mean(0).numpy(),
+        step=np.float64(result.step),
+    )
+
+
+@write_outputs.register
+def _write_pag(result: PagResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """latents.npz (key ``z``, for ``loglik --latents``), reconstructions.png, disagreement.png, pag.png."""
+    rev = result.reversal
+    if not rev.num_done:
+        return
+    with open(out.path("latents.npz"), "wb") as fh:
+        np.savez(
+            fh,
+            z=rev.z.numpy(),
+            mse=rev.mse.numpy(),
+            loss_history=rev.loss_history.numpy(),
+            index=np.arange(rev.num_done),
+        )
+    ncol = min(SHOWN_PER_ROW, rev.num_done)
+    k = min(NUM_SHOWN, rev.num_done // ncol * ncol)
+    originals, recs = result.data.images[:k].float(), rev.reconstructions[:k]
+    # row pairs: ncol originals, then their reconstructions underneath
+    rows = [block[start : start + ncol] for start in range(0, k, ncol) for block in (originals, recs)]
+    save_grid(
+        out.path("reconstructions.png"),
+        torch.cat(rows),
+        value_range=gen.output_range,
+        ncol=ncol,
+        scale=2,
+    )
+    if result.disagreement is not None:
+        top = result.disagreement.images
+        save_grid(out.path("disagreement.png"), top, value_range=gen.output_range, ncol=10, scale=2)
+        save_grid(
+            out.path("agreement.png"), result.disagreement.agree_images, value_range=gen.output_range, ncol=10, scale=2
+        )
+    if result.score is not None:
+        plot_pag_diagnostics(
+            out.path("pag.png"),
+            loss_history=rev.loss_history.numpy(),
+            nu_over_sigma=(result.score.nu / result.score.sigma).numpy(),
+            title=f"PAG = {result.score.pag:.4g} nats (paper-literal {result.score.pag_paper_literal:.4g}), "
+            f"{rev.num_done} images",
+        )
+
+
+__all__ = ["write_outputs", "write_samples"]
