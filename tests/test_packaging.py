@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,3 +22,10 @@ def test_bundled_files_match_package_data():
     shipped = {p for pattern in patterns for p in (ROOT / "sample_checkpoints").glob(pattern)}
     names = {p.name for p in shipped}
     assert "mnist-dcgan-nz32.safetensors" in names and "mnist-heldout.npz" in names
+
+
+def test_python_floor_matches_ruff_target():
+    """The floor is the oldest Python the suite is run on (no torch for 3.10 could be installed to test it)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["requires-python"] == ">=3.11"
+    assert config["tool"]["ruff"]["target-version"] == "py311"
