@@ -6,4 +6,4 @@ Distributions for Deep Generative Models". The numerics live in
 :mod:`gan_probe.spectral` and need neither Typer nor Rich.
 """
 
-__version__ = "0.1.0"
+from gan_probe._version import __version__ as __version__

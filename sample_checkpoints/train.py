@@ -275,8 +275,14 @@ def train(args: argparse.Namespace) -> list[dict]:
     shuffle_gen = torch.Generator().manual_seed(args.seed + 1)
     latent_gen = torch.Generator().manual_seed(args.seed + 2)
     command = " ".join(
-        ["python sample_checkpoints/train.py", f"--nz {args.nz}", f"--prior {args.prior}", f"--epochs {args.epochs}",
-         f"--seed {args.seed}", f"--out sample_checkpoints/{out.name}"]
+        [
+            "python sample_checkpoints/train.py",
+            f"--nz {args.nz}",
+            f"--prior {args.prior}",
+            f"--epochs {args.epochs}",
+            f"--seed {args.seed}",
+            f"--out sample_checkpoints/{out.name}",
+        ]
         + ([f"--snapshot-epoch {args.snapshot_epoch}"] if args.snapshot_epoch else [])
     )
 
@@ -318,13 +324,31 @@ def train(args: argparse.Namespace) -> list[dict]:
         if args.snapshot_epoch and epoch == args.snapshot_epoch and epoch < args.epochs:
             snap = out.with_name(f"{out.name.removesuffix('.safetensors')}-epoch{epoch}.safetensors")
             results.append(
-                finalize_and_save(netG, snap, args=args, prior=prior, epochs_done=epoch, losses=losses, ndf=ndf,
-                                  command=command, elapsed=elapsed)
+                finalize_and_save(
+                    netG,
+                    snap,
+                    args=args,
+                    prior=prior,
+                    epochs_done=epoch,
+                    losses=losses,
+                    ndf=ndf,
+                    command=command,
+                    elapsed=elapsed,
+                )
             )
     elapsed = time.perf_counter() - start
     results.append(
-        finalize_and_save(netG, out, args=args, prior=prior, epochs_done=args.epochs, losses=losses, ndf=ndf,
-                          command=command, elapsed=elapsed)
+        finalize_and_save(
+            netG,
+            out,
+            args=args,
+            prior=prior,
+            epochs_done=args.epochs,
+            losses=losses,
+            ndf=ndf,
+            command=command,
+            elapsed=elapsed,
+        )
     )
     return results
 
@@ -336,21 +360,35 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--all", action="store_true", help="train the whole bundled set, one run after another")
     p.add_argument("--nz", type=int, default=32, help="latent dimension")
-    p.add_argument("--prior", choices=("normal", "uniform"), default="normal",
-                   help="latent prior: N(0, I) or U([-1, 1]^nz)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"training epochs (default {DEFAULT_EPOCHS}; with --all, overrides every run's)")
+    p.add_argument(
+        "--prior", choices=("normal", "uniform"), default="normal", help="latent prior: N(0, I) or U([-1, 1]^nz)"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"training epochs (default {DEFAULT_EPOCHS}; with --all, overrides every run's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="torch seed (init, shuffling, latents)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train / held-out split")
-    p.add_argument("--out", default=None, help="output .safetensors (default sample_checkpoints/mnist-dcgan-nz<NZ>[-uniform].safetensors)")
-    p.add_argument("--snapshot-epoch", type=int, default=None,
-                   help="also save <out-stem>-epoch<K>.safetensors after epoch K")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output .safetensors (default sample_checkpoints/mnist-dcgan-nz<NZ>[-uniform].safetensors)",
+    )
+    p.add_argument(
+        "--snapshot-epoch", type=int, default=None, help="also save <out-stem>-epoch<K>.safetensors after epoch K"
+    )
     p.add_argument("--ngf", type=int, default=32, help="generator width")
     p.add_argument("--ndf", type=int, default=32, help="discriminator width")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--bn-batches", type=int, default=100,
-                   help="forward passes used to recompute BatchNorm running stats before saving")
+    p.add_argument(
+        "--bn-batches",
+        type=int,
+        default=100,
+        help="forward passes used to recompute BatchNorm running stats before saving",
+    )
     p.add_argument("--sample-seed", type=int, default=1234, help="seed of the latents of the 8x8 sample grids")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     args = p.parse_args(argv)
