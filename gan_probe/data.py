@@ -63,6 +63,32 @@ class ImageData:
         }
 
 
+def images_from_tensor(x: torch.Tensor, *, output_shape: tuple[int, ...], limit: int | None = None) -> ImageData:
+    """In-memory images (N, *output_shape), already in the generator's output units (the Python API's route)."""
+    if limit is not None and limit < 1:
+        raise DataError(f"the image limit must be at least 1, got {limit}", param="limit")
+    t = torch.as_tensor(x)
+    if t.is_complex() or not t.is_floating_point():
+        raise _data_error(f"images must be a floating-point array in the generator's units, got dtype {t.dtype}")
+    if tuple(t.shape[1:]) != tuple(output_shape) or t.shape[0] < 1:
+        raise _data_error(f"images have shape {tuple(t.shape)}; expected (N, {', '.join(map(str, output_shape))})")
+    t = t.detach().to("cpu", torch.float64)
+    if not torch.isfinite(t).all():
+        raise _data_error("images contain NaN or infinite values")
+    num = int(t.shape[0])
+    t = t[:limit] if limit is not None else t
+    return ImageData(
+        images=t,
+        source="in-memory tensor",
+        kind="tensor",
+        raw_shape=tuple(x.shape),
+        raw_dtype=str(x.dtype).replace("torch.", ""),
+        raw_range=(float(t.min()), float(t.max())),
+        num_available=num,
+        conversion=["none (given in the generator's units)"],
+    )
+
+
 def load_images(
     path: str | Path | None,
     *,

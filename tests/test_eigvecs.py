@@ -12,7 +12,6 @@ from PIL import Image
 from gan_probe.analyses.common import generate
 from gan_probe.analyses.eigvecs import EigvecsParams, run_eigvecs
 from gan_probe.analyses.perturbation import default_step, perturb
-from gan_probe.models.bundled import samples_dir
 from gan_probe.models.priors import Prior
 from tests.conftest import invoke, invoke_json, wrap
 from tests.test_eigen import dense_metric, eigh_descending
@@ -124,10 +123,6 @@ def test_cli_bad_input(extra, needle, tiny_ckpt, tmp_path, runner):
 
 
 def test_cli_bundled_default(tmp_path, runner):
-    try:
-        samples_dir()
-    except Exception:  # noqa: BLE001 - checkpoints still being trained
-        pytest.skip("bundled checkpoints are not in place")
     out = tmp_path / "default"
     report = invoke_json(runner, ["eigvecs", "--n", 2, "--top", 4, "--traversal-steps", 3, "--out", out])
     assert report["checkpoint"]["nz"] == 32 and len(report["results"]["trials"][0]["eigenvalues"]) == 32

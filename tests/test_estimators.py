@@ -217,7 +217,7 @@ def test_chebyshev_flags_a_spectrum_below_eps():
     assert not good.bounds_violated.any()
 
 
-#: docs/design.md §2.6: where a trained bundled model's estimate is not flagged, its error is at most this.
+#: docs/design.md §3.5: where a trained bundled model's estimate is not flagged, its error is at most this.
 DOCUMENTED_UNFLAGGED_ERROR_NATS_PER_DIM = {"chebyshev": 0.3, "taylor": 0.3}
 
 

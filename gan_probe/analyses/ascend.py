@@ -5,7 +5,7 @@ Ramesh & LeCun (2018), section 4 and Figure 4: maximise
     ln Q(G(z)) = ln P_Z(z) - 1/2 ln det M(z)
 
 over z from K starting latents. The gradient of 1/2 ln det M comes from the
-exact QR surrogate (``method="exact"``, docs/design.md §2.4) or from a
+exact QR surrogate (``method="exact"``, docs/design.md §2.3) or from a
 stochastic estimator's spectral backpropagation. A uniform prior's box is kept
 by projection after every step. Each step records ln Q (exact whenever nz <=
 AUTO_EXACT_MAX_NZ), lambda_min, lambda_max and cond(M). For ReLU generators J
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gan_probe.analyses.common import (
+    Latents,
     Progress,
     check_positive,
     draw_or_load_latents,
@@ -44,7 +45,7 @@ OPTIMIZERS = ("sgd", "adam")
 @dataclass(frozen=True)
 class AscendParams:
     num: int = 4
-    latents: str | None = None
+    latents: Latents = None
     method: str = "exact"
     steps: int = 50
     lr: float = 0.05

@@ -1,6 +1,6 @@
 """``gan-probe bench``: the exact method timed against its limit, the naive peer and the estimators.
 
-All in one run, on one generator and device (docs/design.md §4):
+All in one run, on one generator and device (docs/design.md §9):
 
 - ``limit``: the cost floor of the exact method, nz forward-mode products
   (:meth:`JacobianOperator.dense`, chunked as ``loglik`` chunks them) plus
@@ -51,7 +51,7 @@ from gan_probe.spectral.operator import JacobianOperator
 SYNTHETIC = ("dcgan64", "dcgan64-nz128", "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
 
-#: docs/design.md §4
+#: docs/design.md §9
 TARGET_EXACT_OVER_LIMIT = 1.3
 TARGET_NAIVE_OVER_EXACT = 50.0
 TARGET_GRADIENT_OVER_VALUE = 3.5
@@ -179,7 +179,7 @@ def _row(name: str, seconds: float, times: list[float], num: int, note: str) -> 
 
 @dataclass
 class BenchResult:
-    """One bench run: ``rows`` (one per method), ``targets`` (docs/design.md §4), the machine."""
+    """One bench run: ``rows`` (one per method), ``targets`` (docs/design.md §9), the machine."""
 
     mode: str
     device: str

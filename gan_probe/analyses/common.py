@@ -125,8 +125,27 @@ def _pick_array(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
     raise DataError(f"{path} holds arrays {sorted(arrays)}; name the latents 'z' or 'latents'")
 
 
-def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: str | Path | None, seed: int) -> torch.Tensor:
-    """(N, nz) float64 latents: from ``latents`` if given, else ``num`` draws from the prior."""
+#: Latents as an analysis takes them: a file (.npy/.npz/.safetensors), an (N, nz) array, or None (prior draws).
+Latents = str | Path | torch.Tensor | np.ndarray | None
+
+
+def check_latents(z: torch.Tensor | np.ndarray, nz: int) -> torch.Tensor:
+    """An in-memory (N, nz) array of real, finite numbers, as float64 on the CPU."""
+    t = torch.as_tensor(z)
+    if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise DataError(f"latents must be real numbers, got dtype {t.dtype}", param="latents")
+    if t.ndim != 2 or t.shape[1] != nz or t.shape[0] < 1:
+        raise DataError(f"latents have shape {tuple(t.shape)}; expected (N, {nz}) with N >= 1", param="latents")
+    t = t.detach().to("cpu", torch.float64)
+    if not torch.isfinite(t).all():
+        raise DataError("latents contain NaN or infinite values", param="latents")
+    return t
+
+
+def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: Latents, seed: int) -> torch.Tensor:
+    """(N, nz) float64 latents: from ``latents`` (a file or an array) if given, else ``num`` draws from the prior."""
+    if isinstance(latents, (torch.Tensor, np.ndarray)):
+        return check_latents(latents, gen.nz)
     if latents is not None:
         return load_latents(latents, gen.nz)
     if num < 1:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import (
+    Latents,
     Progress,
     batches,
     check_positive,
@@ -39,7 +40,7 @@ class EigvecsParams:
     ``step`` alpha (None: :func:`default_step`); ``traversal_steps`` values of t in [-alpha, alpha]."""
 
     num: int = 12
-    latents: str | None = None
+    latents: Latents = None
     top: int | None = None
     step: float | None = None
     traversal_steps: int = 9

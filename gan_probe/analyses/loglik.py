@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import (
+    Latents,
     Progress,
     batches,
     check_positive,
@@ -60,7 +61,7 @@ class LoglikParams:
     ``check`` adds the exact value beside an estimate; ``grid`` a latent plane too."""
 
     num: int = 16
-    latents: str | None = None
+    latents: Latents = None
     method: str = "exact"
     batch_size: int = 16
     chunk_size: int | None = None

@@ -35,7 +35,7 @@ import torch
 
 from gan_probe.analyses.common import Progress, check_positive, finite_stats, generate, seeded_generator
 from gan_probe.analyses.reversal import ReversalParams, ReversalResult, invert_generator, psnr
-from gan_probe.data import ImageData, load_images
+from gan_probe.data import ImageData, images_from_tensor, load_images
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import Prior
@@ -47,7 +47,11 @@ SHOWN_PER_ROW = 8
 
 @dataclass(frozen=True)
 class PagParams:
-    data: str | None = None
+    """``data``: an image folder or array file (None: the bundled held-out MNIST images), or a tensor
+    (N, *output_shape) in the generator's units; ``limit`` the first N; ``reversal`` its parameters;
+    ``num_prior_samples`` prior draws ranked, the ``num_top`` farthest rendered."""
+
+    data: str | torch.Tensor | None = None
     limit: int | None = None
     resize: bool = False
     reversal: ReversalParams = ReversalParams()
@@ -242,13 +246,16 @@ class PagResult:
 
 def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | None = None) -> PagResult:
     """Load the data, reverse the generator on it, score the recovered latents, rank prior draws."""
-    data = load_images(
-        params.data,
-        output_shape=gen.output_shape,
-        output_range=gen.output_range,
-        limit=params.limit,
-        resize=params.resize,
-    )
+    if isinstance(params.data, torch.Tensor):
+        data = images_from_tensor(params.data, output_shape=gen.output_shape, limit=params.limit)
+    else:
+        data = load_images(
+            params.data,
+            output_shape=gen.output_shape,
+            output_range=gen.output_range,
+            limit=params.limit,
+            resize=params.resize,
+        )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rev = invert_generator(gen, data.images, params.reversal, progress=progress)

@@ -13,7 +13,7 @@ that reading a linear generator has v_eff(1) = 0 whatever its spectrum.
 ``directions="unit"`` (the default) draws eps uniformly on the unit sphere, so
 that eigen- and random perturbations have the same length; ``"normal"`` is the
 literal reading. For a linear G(z) = A z and unit directions,
-delta(j, 0) * delta(j, i) = alpha sqrt(lambda_i) exactly (docs/design.md §2.8).
+delta(j, 0) * delta(j, i) = alpha sqrt(lambda_i) exactly (docs/design.md §6.3).
 
 All M (nz + K) perturbed latents are generated in chunks of at most
 ``forward_budget`` rows; the only Python loop is over batches of latents.
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import (
+    Latents,
     Progress,
     batches,
     check_positive,
@@ -55,7 +56,7 @@ class VeffParams:
     as for eigvecs), thresholds ``taus`` (the first is the headline and the gated figure)."""
 
     num: int = 64
-    latents: str | None = None
+    latents: Latents = None
     num_directions: int = 32
     step: float | None = None
     taus: tuple[float, ...] = (1.0,)

@@ -75,7 +75,7 @@ def bench(
     One run on the given checkpoint (or --synthetic model) and --device; prints ratios and each
     estimator's error against exact. --synthetic spectrum measures estimator accuracy and slq interval
     coverage on linear generators with known log-spaced spectra instead. No timing is a test: this is
-    where speed is measured (docs/design.md §4).
+    where speed is measured (docs/design.md §9).
     """
     if synthetic is not None and synthetic not in SYNTHETIC:
         raise GanProbeError(f"--synthetic {synthetic!r}: use one of {', '.join(SYNTHETIC)}")

@@ -1,6 +1,6 @@
 """The report every command writes (``report.json``, and stdout with ``--json``) and its gates.
 
-docs/design.md §3: every report records the tool version, the command and its
+docs/design.md §8.4: every report records the tool version, the command and its
 argv, the checkpoint (path, sha256, arch, nz, prior, ...), the device, dtype,
 seed and batch size, every parameter, the timings, the headline figures under
 ``results``, the files written, and the gate when one was set.

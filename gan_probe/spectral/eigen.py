@@ -7,7 +7,7 @@ taken by the one exact route (:func:`gan_probe.spectral.exact.spectrum_from_jaco
 float64, QR first, J^T J never formed), so eigenvectors of eigenvalues far
 below eps * lambda_max keep their accuracy.
 
-Sign convention (docs/design.md §2.7; eigenvectors are unique only up to
+Sign convention (docs/design.md §5; eigenvectors are unique only up to
 sign): each v_i is flipped so that its component of largest magnitude is
 positive (scikit-learn's ``svd_flip``). Eigenvectors of repeated eigenvalues
 are not unique beyond that; trained generators have simple spectra almost surely.

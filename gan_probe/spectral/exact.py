@@ -1,6 +1,6 @@
 r"""The exact spectrum of M = J^T J, and the exact ln det M with its gradient: one routine.
 
-docs/design.md §2.4. J is promoted to float64; when it is tall (N > nz) a QR
+docs/design.md §2.2-2.3. J is promoted to float64; when it is tall (N > nz) a QR
 reduces it to R (nz x nz, the same singular values and right singular vectors)
 before the SVD. J^T J is never formed, so condition numbers of M far beyond
 1/eps(float32) keep their accuracy, and

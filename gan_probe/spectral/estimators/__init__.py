@@ -1,4 +1,4 @@
-"""Stochastic estimators of ln det M, M = J^T J, from matrix-vector products only. docs/design.md §2.5.
+"""Stochastic estimators of ln det M, M = J^T J, from matrix-vector products only. docs/design.md §3.
 
 One module per method, named after it, each registering itself with its own
 frozen parameter dataclass (the single source of its defaults):

@@ -41,7 +41,7 @@ class LogdetEstimate:
     polynomial/quadrature bias); ``interval`` (B, 2) a confidence interval
     (SLQ); ``num_matvecs`` products with M per latent (one JVP + one VJP each);
     ``bounds_violated`` (B,) the spectrum can leave the interval the
-    polynomial was built on (docs/design.md §2.6); ``lambda_max`` (B,) the
+    polynomial was built on (docs/design.md §3.5); ``lambda_max`` (B,) the
     estimate used for the bounds; ``extras`` per-latent tensors specific to the method.
     """
 

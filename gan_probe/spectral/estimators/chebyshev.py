@@ -1,6 +1,6 @@
 r"""Chebyshev estimator of ln det M: Han, Malioutov, Avron & Shin, "Approximating spectral sums
 of large-scale matrices using stochastic Chebyshev approximations", SIAM J. Sci. Comput. 39
-(2017); Ramesh & LeCun (2018), Algorithm 1 and eq. 4-7. docs/design.md §2.5.
+(2017); Ramesh & LeCun (2018), Algorithm 1 and eq. 4-7. docs/design.md §3.2.
 
 With spectral bounds Sp(M) in [mu, nu] (mu = eps, nu = g * theta_max),
 A_bar = M / (mu + nu) has its spectrum in [a, b], a = mu/(mu+nu),
@@ -21,7 +21,7 @@ a + b = 1 that is Gamma alone, which drops the scale n ln(mu + nu). This module
 returns the correct value (``extras["scale_term"]`` holds the dropped term and
 ``extras["gamma"]`` the printed value, both as ln det, not halved).
 
-**Bounds** (docs/design.md §2.6). theta_max comes from t Golub-Kahan steps
+**Bounds** (docs/design.md §3.5). theta_max comes from t Golub-Kahan steps
 (where the paper takes t power iterations: the same t products, a better
 lambda_max, and the low end of the spectrum too). A spectrum below mu (or above
 nu) is evaluated outside [-1, 1], where T_i grows like cosh(i arccosh|x|) and

@@ -13,7 +13,7 @@ theta_i = s_i(B_k)^2) lie inside [lambda_min, lambda_max], and the Ritz pair
 (theta_i, y_i) has residual rho_i = |alpha_k beta_k y_i[k]|: an eigenvalue of
 M lies within rho_i of theta_i. :func:`spectral_bounds` turns that into the
 bounds the polynomial estimators are built on and the evidence for their
-``bounds_violated`` flag (docs/design.md §2.6). Working on J rather than M
+``bounds_violated`` flag (docs/design.md §3.5). Working on J rather than M
 sees singular values, so a condition number of 1e7 in M is 3e3 in J.
 """
 
@@ -132,7 +132,7 @@ class SpectralBounds:
     num_products: int
 
     def can_leave(self, mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: the spectrum of M can reach outside [mu, nu] (docs/design.md §2.6).
+        """(B,) bool: the spectrum of M can reach outside [mu, nu] (docs/design.md §3.5).
 
         True when theta_min - rho_min < mu or theta_max + rho_max > nu: either an
         eigenvalue is known to lie outside, or the Krylov space has not yet

@@ -1,7 +1,7 @@
 r"""Stochastic Lanczos quadrature (SLQ) for ln det M by Golub-Kahan bidiagonalisation of J.
 
 Ubaru, Chen & Saad, "Fast estimation of tr(f(A)) via stochastic Lanczos
-quadrature", SIAM J. Matrix Anal. Appl. 38 (2017); Golub & Kahan (1965). docs/design.md §2.5.
+quadrature", SIAM J. Matrix Anal. Appl. 38 (2017); Golub & Kahan (1965). docs/design.md §3.4.
 
 For a Rademacher probe v, k steps of Golub-Kahan on J from v_1 = v/|v| give
 J V_k = U_k B_k with B_k upper bidiagonal (alphas on the diagonal, betas

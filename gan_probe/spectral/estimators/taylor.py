@@ -1,7 +1,7 @@
 r"""Taylor estimator of ln det M: Boutsidis, Drineas, Kambadur, Kontopoulou & Zouzias,
 "A randomized algorithm for approximating the log determinant of a symmetric positive
 definite matrix", Linear Algebra Appl. 533 (2017); Ramesh & LeCun (2018), section 2.2.
-docs/design.md §2.5.
+docs/design.md §3.3.
 
 With nu = g * theta_max (t Golub-Kahan steps), B = M / nu and X = I - B
 (spectrum in [0, 1) when Sp(M) lies in (0, nu]):
@@ -15,7 +15,7 @@ The truncated series drops -sum_{k>m} tr(X^k)/k < 0, so the estimate is
 biased upwards, badly so for small eigenvalues: an eigenvalue lambda = nu (1 - x)
 loses e_m(x) = sum_{k>m} x^k / k nats. The estimator's accuracy interval is
 therefore [mu_m, nu], mu_m the smallest lambda with e_m <= ``tol`` nats
-(docs/design.md §2.6); ``bounds_violated`` is set whenever the Ritz values and
+(docs/design.md §3.5); ``bounds_violated`` is set whenever the Ritz values and
 their residuals allow an eigenvalue outside it (below mu_m: the truncation
 error of that eigenvalue exceeds ``tol``; above nu, or some |v^T X^k v| > |v|^2:
 the series diverges). Cost: t + m p products per latent. Differentiable by
