@@ -1,4 +1,4 @@
-"""ruff (in the test extras) keeps lint and formatting as they are: CI fails when they drift."""
+"""ruff and mypy (in the test extras) keep lint, formatting and types as they are: CI fails when they drift."""
 
 from __future__ import annotations
 
@@ -19,4 +19,10 @@ def test_ruff(args):
     if shutil.which("ruff") is None and subprocess.run([sys.executable, "-m", "ruff", "--version"]).returncode:
         pytest.fail("ruff is not installed: pip install -e '.[test]'")
     proc = subprocess.run([sys.executable, "-m", "ruff", *args, *LINTED], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_clean_on_the_package():
+    """Type hints on the public functions are checked, not decorative (configuration in pyproject.toml)."""
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

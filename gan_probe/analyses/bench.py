@@ -336,7 +336,8 @@ def run_spectrum_bench(params: BenchParams, *, nz: int = 512, device: torch.devi
             row.update(error_stats(est.half_logdet.detach().cpu(), exact, nz, est.interval))
             row.update(flag_stats(est, exact, nz))
             if "quadrature_bias" in est.extras and est.interval is not None:
-                row["median_quadrature_bias_nats_per_dim"] = finite_stats(est.extras["quadrature_bias"])["median"] / nz
+                bias = finite_stats(est.extras["quadrature_bias"])["median"]
+                row["median_quadrature_bias_nats_per_dim"] = None if bias is None else bias / nz
                 # the symmetric probe-variance-only interval (mean +- t s.e.), for comparison
                 value = est.half_logdet.detach().cpu()
                 half_width = est.interval[:, 1].cpu() - value

@@ -278,8 +278,8 @@ def evaluate_loglik(
                 stats = [lam_max, nan, nan, no, no]
             parts.append([half.cpu(), *(x.cpu() for x in stats)])
             advance(op.batch)
-    cols = [torch.cat(c) for c in zip(*parts)]
-    values = LoglikValues(z, gen.prior.log_prob(z), *cols, method=method)
+    half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c = (torch.cat(c) for c in zip(*parts))
+    values = LoglikValues(z, gen.prior.log_prob(z), half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, method=method)
     if method != "exact":
         values.stderr = torch.cat(stderr)
         values.interval = torch.cat(interval) if interval else None
@@ -348,7 +348,7 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     timings["samples_s"] = time.perf_counter() - t0
     images = generate(gen, z, params.batch_size)
     grid = None
-    if grid_spec is not None:
+    if grid_spec is not None and params.grid is not None:
         center, basis, coords = grid_spec
         a, b = torch.meshgrid(coords, coords, indexing="xy")  # row = b, column = a
         zg = center + a.reshape(-1, 1) * basis[0] + b.reshape(-1, 1) * basis[1]

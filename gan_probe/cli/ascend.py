@@ -50,7 +50,7 @@ def ascend(
         estimators=ctx.estimators,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.files)
     res = result.to_json()
     table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")
     for col in ("#", "ln Q start", "ln Q end", "cond start", "cond end"):

@@ -47,7 +47,7 @@ def eigvecs(
         seed=ctx.common.seed,
     )
     result = run_eigvecs(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.files)
     return Outcome(
         parameters={
             "n": n,

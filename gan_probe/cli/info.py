@@ -34,8 +34,7 @@ def sample(
     """Render a PNG grid of G(z) for latents drawn from the prior (samples.png, latents in samples.npz)."""
     z = draw_or_load_latents(ctx.gen, num=n, latents=None, seed=ctx.common.seed)
     images = generate(ctx.gen, z, ctx.common.batch_size)
-    assert ctx.out is not None
-    write_samples(images, z, ctx.gen, ctx.out)
+    write_samples(images, z, ctx.gen, ctx.files)
     results = {
         "num_samples": n,
         "output_min": float(images.min()),

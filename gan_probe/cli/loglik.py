@@ -70,7 +70,7 @@ def loglik(
         check=check,
     )
     result = run_loglik(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.files)
     return Outcome(
         parameters={
             "n": n,

@@ -57,7 +57,7 @@ def pag(
         seed=ctx.common.seed,
     )
     result = run_pag(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.files)
     value = result.score.pag if result.score is not None else None
     return Outcome(
         parameters={

@@ -69,6 +69,13 @@ class RunContext:
     console: Console
     estimators: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def files(self) -> OutputDir:
+        """The output folder of a command that writes files."""
+        if self.out is None:
+            raise RuntimeError("this command was registered with writes_files=False")
+        return self.out
+
 
 def check_gate_bounds(minimum: float | None, maximum: float | None) -> None:
     """``--min`` above ``--max`` can never pass: a usage error (exit 2) before any work."""

@@ -76,7 +76,7 @@ def veff(
         seed=ctx.common.seed,
     )
     result = run_veff(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.out)
+    write_outputs(result, ctx.gen, ctx.files)
     results = result.to_json()
     return Outcome(
         parameters={

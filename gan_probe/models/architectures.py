@@ -16,7 +16,7 @@ Every built-in takes latents of shape (B, nz) at its interface.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from torch import nn
 from gan_probe.errors import CheckpointError
 
 ARCHITECTURES = ("dcgan", "mlp")
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
     "tanh": nn.Tanh,

@@ -99,7 +99,7 @@ class LoadedGenerator:
         }
 
 
-def _range_json(r: tuple[float, float] | None) -> list[float] | None:
+def _range_json(r: tuple[float, float] | list[float] | None) -> list[float] | None:
     return None if r is None else [float(r[0]), float(r[1])]
 
 
@@ -153,7 +153,7 @@ def wrap_module(
         nz=int(nz),
         prior=prior,
         output_shape=tuple(int(v) for v in output_shape),
-        output_range=tuple(float(v) for v in output_range) if output_range is not None else None,
+        output_range=(float(output_range[0]), float(output_range[1])) if output_range is not None else None,
         provenance=provenance,
         path=path,
         sha256=sha256,
@@ -368,7 +368,7 @@ def _load_custom(
     sha = None
     if path is not None:
         state, _ = read_state_file(Path(path))
-        _load_state(module, state, path)
+        _load_state(module, state, str(path))
         sha = file_sha256(Path(path))
     module.eval()
     with torch.no_grad():

@@ -24,6 +24,8 @@ from gan_probe.models.checkpoint import LoadedGenerator, wrap_module
 class LinearGenerator(nn.Module):
     """G(z) = A z (B, nz) -> (B, N): the closed-form reference, ln det M = 2 sum ln s_i(A)."""
 
+    a: torch.Tensor
+
     def __init__(self, a: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("a", a.clone())

@@ -84,6 +84,7 @@ def _write_loglik(result: LoglikResult, gen: LoadedGenerator, out: OutputDir) ->
 @write_outputs.register
 def _write_ascend(result: AscendResult, gen: LoadedGenerator, out: OutputDir) -> None:
     """strips.png (a row per latent), strip_KKK.png, ascent.png, latents.npz (key z), trajectories.npz."""
+    assert result.frames is not None
     ncol = len(result.frame_steps)
     save_grid(out.path("strips.png"), result.frames, value_range=gen.output_range, ncol=ncol, scale=2)
     for k in range(result.z.shape[1]):

@@ -66,7 +66,7 @@ class JacobianOperator:
         """J^T u: (P, B, N) -> (P, B, nz). The forward pass is taken once and reused by later calls."""
         grad = torch.is_grad_enabled()
         if self._pullback is None or self._pullback_grad != grad:
-            _, self._pullback = vjp(self.fn, self.z)
+            self._pullback = vjp(self.fn, self.z)[1]
             self._pullback_grad = grad
         pullback = self._pullback
         return vmap(lambda w: pullback(w)[0])(u.to(self.dtype))

@@ -92,8 +92,8 @@ def check_int(method: str, name: str, value: object, low: int = 1) -> None:
 
 def check_float(method: str, name: str, value: object, *, low: float, high: float = math.inf, open_low: bool) -> None:
     """Raise unless ``value`` is a finite number in (low, high) / [low, high)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
+    ok = False
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         ok = (value > low if open_low else value >= low) and value < high
     if not ok:
         bound = f"{'>' if open_low else '>='} {low:g}" + (f" and < {high:g}" if math.isfinite(high) else "")

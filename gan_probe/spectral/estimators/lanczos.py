@@ -74,7 +74,10 @@ def golub_kahan(op: JacobianOperator, v: torch.Tensor, steps: int, *, residual: 
         op = op.detached()
         norm = v.norm(dim=-1)
         vj = v / norm[..., None]
-        vs, us, alphas, betas = [vj], [], [], []
+        vs: list[torch.Tensor] = [vj]
+        us: list[torch.Tensor] = []
+        alphas: list[torch.Tensor] = []
+        betas: list[torch.Tensor] = []
         u = op.jvp(vj).to(torch.float64)
         alive = torch.ones_like(norm, dtype=torch.bool)
         scale: torch.Tensor | None = None
