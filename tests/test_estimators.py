@@ -218,7 +218,7 @@ def test_chebyshev_flags_a_spectrum_below_eps():
 
 
 #: docs/design.md §3.5: where a trained bundled model's estimate is not flagged, its error is at most this.
-DOCUMENTED_UNFLAGGED_ERROR_NATS_PER_DIM = {"chebyshev": 0.3, "taylor": 0.3}
+DOCUMENTED_UNFLAGGED_ERROR_NATS_PER_DIM = {"chebyshev": 0.4, "taylor": 0.4}
 
 
 @pytest.mark.parametrize("name", ["mnist-dcgan-nz64", "mnist-dcgan-nz32", "mnist-dcgan-nz16", "mnist-dcgan-nz2"])
