@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch.func import vjp, vmap
 
-from gan_probe.spectral.jacobian import Fn, batched_jvp, jacobian
+from gan_probe.spectral.jacobian import Fn, JacobianRoutes, jacobian, jvp_blocks
 
 
 class JacobianOperator:
@@ -26,15 +26,20 @@ class JacobianOperator:
     (P, B, nz), :meth:`metric_matvec` (P, B, nz) to (P, B, nz). Each works in
     the generator's dtype; callers accumulate in float64. Under grad mode the
     products are differentiable w.r.t. z and the generator's parameters
-    ("spectral backpropagation").
+    ("spectral backpropagation"). ``routes``: how J is built for this generator
+    (:class:`~gan_probe.spectral.jacobian.JacobianRoutes`, shared by every
+    operator of one generator so a fallback is learnt once).
     """
 
-    def __init__(self, fn: Fn, z: torch.Tensor, *, chunk_size: int | None = None) -> None:
+    def __init__(
+        self, fn: Fn, z: torch.Tensor, *, chunk_size: int | None = None, routes: JacobianRoutes | None = None
+    ) -> None:
         if z.ndim != 2:
             raise ValueError(f"latents must have shape (B, nz), got {tuple(z.shape)}")
         self.fn = fn
         self.z = z
         self.chunk_size = chunk_size
+        self.routes = routes if routes is not None else JacobianRoutes()
         self._pullback: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
         self._pullback_grad: bool | None = None
 
@@ -56,11 +61,11 @@ class JacobianOperator:
 
     def detached(self) -> JacobianOperator:
         """The same operator at z.detach() (for the parts of an estimator held fixed under differentiation)."""
-        return JacobianOperator(self.fn, self.z.detach(), chunk_size=self.chunk_size)
+        return JacobianOperator(self.fn, self.z.detach(), chunk_size=self.chunk_size, routes=self.routes)
 
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """J v: (P, B, nz) -> (P, B, N), one forward-mode product per probe, all probes batched."""
-        return batched_jvp(self.fn, self.z, v.to(self.dtype))
+        return jvp_blocks(self.fn, self.z, [v.to(self.dtype)], self.routes)[0]
 
     def vjp(self, u: torch.Tensor) -> torch.Tensor:
         """J^T u: (P, B, N) -> (P, B, nz). The forward pass is taken once and reused by later calls."""
@@ -69,7 +74,7 @@ class JacobianOperator:
             self._pullback = vjp(self.fn, self.z)[1]
             self._pullback_grad = grad
         pullback = self._pullback
-        return vmap(lambda w: pullback(w)[0])(u.to(self.dtype))
+        return vmap(lambda w: pullback(w)[0], randomness=self.routes.randomness)(u.to(self.dtype))
 
     def metric_matvec(self, v: torch.Tensor) -> torch.Tensor:
         """M v = J^T (J v): (P, B, nz) -> (P, B, nz), one JVP and one VJP per probe."""
@@ -77,7 +82,7 @@ class JacobianOperator:
 
     def dense(self) -> torch.Tensor:
         """J (B, N, nz) from nz forward-mode products in chunks (differentiable under grad mode)."""
-        return jacobian(self.fn, self.z, chunk_size=self.chunk_size)
+        return jacobian(self.fn, self.z, chunk_size=self.chunk_size, routes=self.routes)
 
 
-__all__ = ["Fn", "JacobianOperator"]
+__all__ = ["Fn", "JacobianOperator", "JacobianRoutes"]
