@@ -37,7 +37,7 @@ def load_generator(
     path: str | os.PathLike[str] | None = None,
     *,
     device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype = "auto",
     arch: str | None = None,
     nz: int | None = None,
     prior: str | None = None,
@@ -45,16 +45,26 @@ def load_generator(
     low: float | None = None,
     high: float | None = None,
     generator: str | None = None,
+    key: str | None = None,
+    output_range: tuple[float, float] | str | None = None,
+    seed: int = 0,
 ) -> LoadedGenerator:
     """Load a checkpoint (None: the bundled default) onto ``device`` (auto: the GPU when there is one).
 
-    ``arch``, ``nz``, ``prior``, ``sigma``, ``low``, ``high`` supply or override
-    what a foreign file lacks; ``generator`` ("package.module:factory") builds a
-    custom architecture (the only route that runs code, yours).
+    ``dtype``: auto (float32, with float64 for the latents whose float32 J is
+    flagged), float32 or float64. ``arch``, ``nz``, ``prior``, ``sigma``,
+    ``low``, ``high``, ``output_range`` ((low, high) or "none") supply or
+    override what a foreign file lacks; ``key`` selects the generator's entry in
+    a training checkpoint ("g_ema", "GAN.GE"); ``generator``
+    ("package.module:factory") builds a custom architecture (the only route that
+    runs code, yours); ``seed`` freezes a stochastic generator's noise.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
-    options = LoadOptions(arch, nz, prior, sigma, low, high, generator)
+    auto = isinstance(dtype, str) and dtype.strip().lower() == "auto"
+    options = LoadOptions(
+        arch, nz, prior, sigma, low, high, generator, key=key, output_range=output_range, seed=seed, dtype_auto=auto
+    )
     return _load(path, options, device=dev, dtype=dt)
 
 

@@ -346,7 +346,7 @@ def _scale_values(
         if output_range is None:
             raise _data_error(
                 f"{path} holds integer pixels but the checkpoint declares no output range to map them to; "
-                "give float data in the generator's own units"
+                "declare it with --output-range LOW,HIGH (e.g. 0,1) or give float data in the generator's own units"
             )
         label = f"{dtype} {src[0]:g}..{src[1]:g}"
     else:

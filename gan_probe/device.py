@@ -37,12 +37,16 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """float32 or float64; MPS has no float64."""
+    """float32 or float64; MPS has no float64. ``auto`` runs float32 (the loader marks the generator for
+    float64 promotion of flagged latents)."""
+    if name.strip().lower() == "auto":
+        return torch.float32
     try:
         dtype = DTYPES[name.strip().lower()]
     except KeyError:
         raise GanProbeError(
-            f"--dtype {name!r} is not supported: use float32 or float64 (Jacobians in half precision lose the spectrum)"
+            f"--dtype {name!r} is not supported: use auto, float32 or float64 (Jacobians in half precision lose "
+            "the spectrum)"
         ) from None
     if dtype == torch.float64 and device.type == "mps":
         raise GanProbeError("--dtype float64 is not available on MPS: use --dtype float32 or --device cpu")

@@ -61,7 +61,7 @@ def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
 
 def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None = None) -> JacobianOperator:
     """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype)."""
-    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk_size)
+    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk_size, routes=gen.routes)
 
 
 def batches(num: int, size: int) -> Iterator[slice]:

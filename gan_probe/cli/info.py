@@ -21,7 +21,8 @@ def info(ctx: RunContext) -> Outcome:
     table = Table(title="checkpoint", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    for key in ("path", "sha256", "source", "arch", "config", "nz", "prior", "output", "num_params", "provenance"):
+    fields = ("path", "sha256", "source", "key", "arch", "config", "nz", "prior", "output", "num_params")
+    for key in (*fields, "provenance", "dtype", "noise", "extras"):
         table.add_row(key, escape(str(d[key])))
     return Outcome(parameters={}, results=d, table=table)
 

@@ -29,7 +29,8 @@ COMMON_PANEL = "Common"
 CkptArg = Annotated[
     Optional[Path],
     typer.Argument(
-        help="Generator checkpoint (.safetensors, .pth/.pt). Omitted: the bundled MNIST DCGAN (nz=32).",
+        help="Generator checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, TorchScript, .pt2). "
+        "Omitted: the bundled MNIST DCGAN (nz=32).",
         show_default=False,
     ),
 ]
@@ -72,7 +73,30 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             Optional[str],
             typer.Option(
-                help="Custom architecture package.module:factory (runs that code; CKPT, if given, holds its weights).",
+                help="Custom architecture package.module:factory (runs that code; CKPT, if given, holds its weights; "
+                "a factory taking ckpt_path and device gets them).",
+                rich_help_panel=CKPT_PANEL,
+            ),
+        ],
+        None,
+    ),
+    "key": (
+        Annotated[
+            Optional[str],
+            typer.Option(
+                help="Entry of a training checkpoint holding the generator: nested entries, then a key prefix "
+                "(e.g. g_ema, state_dict.generator, GAN.GE) [default: found by rule].",
+                rich_help_panel=CKPT_PANEL,
+            ),
+        ],
+        None,
+    ),
+    "output_range": (
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--output-range",
+                help="Pixel range of the output, LOW,HIGH (e.g. 0,1) or none [default: the file's or module's].",
                 rich_help_panel=CKPT_PANEL,
             ),
         ],
@@ -83,8 +107,15 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         "auto",
     ),
     "dtype": (
-        Annotated[str, typer.Option(help="float32 or float64 for the generator.", rich_help_panel=COMMON_PANEL)],
-        "float32",
+        Annotated[
+            str,
+            typer.Option(
+                help="auto (float32, and float64 for latents whose float32 J is at rounding level), float32 or "
+                "float64 for the generator.",
+                rich_help_panel=COMMON_PANEL,
+            ),
+        ],
+        "auto",
     ),
     "seed": (
         Annotated[
@@ -149,6 +180,8 @@ class CommonOptions:
     low: float | None
     high: float | None
     generator: str | None
+    key: str | None
+    output_range: str | None
     device: str
     dtype: str
     seed: int
@@ -160,7 +193,19 @@ class CommonOptions:
     debug: bool
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(self.arch, self.nz, self.prior, self.sigma, self.low, self.high, self.generator)
+        return LoadOptions(
+            self.arch,
+            self.nz,
+            self.prior,
+            self.sigma,
+            self.low,
+            self.high,
+            self.generator,
+            key=self.key,
+            output_range=self.output_range,
+            seed=self.seed,
+            dtype_auto=self.dtype.strip().lower() == "auto",
+        )
 
 
 EST_PANEL = f"Estimators (--method {'|'.join(REGISTRY)})"

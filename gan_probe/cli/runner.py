@@ -198,7 +198,7 @@ def execute(
         _fail(
             console, out, common, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
         )
-    for note in outcome.notes:
+    for note in [*gen.notes, *outcome.notes]:
         console.print(f"[yellow]note:[/] {escape(note)}")
     if common.json:
         sys.stdout.write(dumps_strict(report) + "\n")

@@ -3,25 +3,32 @@
 Native format: a ``.safetensors`` file holding the generator's state dict,
 with a metadata key ``gan_probe`` whose JSON value records ``format_version``,
 ``arch``, ``config``, ``prior``, ``output`` (shape and range) and
-``provenance``. Foreign files are ``.pth``/``.pt`` state dicts (read with
-``torch.load(weights_only=True)`` only: a checkpoint never runs code) and bare
-safetensors; flags in :class:`LoadOptions` supply or override what they lack.
-A custom architecture comes from ``--generator package.module:factory``, the
-one path that runs code, and only the user's own, by explicit request.
+``provenance``. Foreign files are PyTorch files (``.pth``, ``.pt``, ``.ckpt``,
+``.bin``, ``.model``, ``.tar``; read with ``torch.load(weights_only=True)``
+only: a checkpoint never runs code) whose generator state dict is found inside
+training checkpoints by :mod:`gan_probe.models.containers`, bare safetensors,
+and TorchScript or torch.export programs (:mod:`gan_probe.models.programs`);
+flags in :class:`LoadOptions` supply or override what they lack. A custom
+architecture comes from ``--generator package.module:factory``, the one path
+that runs code, and only the user's own, by explicit request. A generator that
+draws noise inside ``forward`` is run with its noise frozen
+(:mod:`gan_probe.models.noise`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
+import inspect
 import json
 import math
 import os
-import pickle
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,11 +37,15 @@ from gan_probe.atomic import write_atomic
 from gan_probe.errors import CheckpointError
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.bundled import default_checkpoint
+from gan_probe.models.containers import Container, find_generator_state, read_container
+from gan_probe.models.noise import FrozenNoise, detect_noise, freeze, frozen_call
 from gan_probe.models.priors import Prior
+from gan_probe.spectral.jacobian import JacobianRoutes
 
 FORMAT_VERSION = 1
 METADATA_KEY = "gan_probe"
-_WRAPPER_KEYS = ("state_dict", "generator", "netG", "G", "model", "gen", "generator_state_dict")
+#: Suffixes read as PyTorch files (torch.load, weights only); any file may also be a TorchScript program.
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".model", ".tar")
 
 
 @dataclass(frozen=True)
@@ -48,11 +59,28 @@ class LoadOptions:
     low: float | None = None
     high: float | None = None
     generator: str | None = None
+    #: the entry of a checkpoint container holding the generator ("a.b": nested entries, then a key prefix)
+    key: str | None = None
+    #: (low, high) of the output, or "none" for no pixel range (None: the file's or the module's)
+    output_range: tuple[float, float] | str | None = None
+    #: the seed of a stochastic generator's frozen noise
+    seed: int = 0
+    #: --dtype auto: run in float32 and recompute in float64 the latents whose float32 J is flagged
+    dtype_auto: bool = False
 
 
 @dataclass
 class LoadedGenerator:
-    """A generator ready to run: eval mode, on its device and dtype, latents (B, nz) in."""
+    """A generator ready to run: eval mode, on its device and dtype, latents (B, nz) in.
+
+    ``key``: the checkpoint entry the weights came from (None: the whole file).
+    ``extras``: non-weight values stored beside them (see
+    :class:`~gan_probe.models.containers.Container`: ``latent_avg``, ``args``).
+    ``noise``: how a stochastic generator's noise is frozen (None: deterministic).
+    ``notes``: what the user should be told about how it runs (shared with
+    ``routes``, which adds a note when J needs another route). ``auto_float64``:
+    ``--dtype auto``, latents flagged in float32 are recomputed by :meth:`float64`.
+    """
 
     module: nn.Module
     arch: str
@@ -67,6 +95,18 @@ class LoadedGenerator:
     source: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    key: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    noise: FrozenNoise | None = None
+    notes: list[str] = field(default_factory=list)
+    auto_float64: bool = False
+    #: why the float64 copy cannot run (``--dtype auto`` then promotes nothing), None when it can or is untried
+    float64_unavailable: str | None = None
+    routes: JacobianRoutes = field(default_factory=JacobianRoutes)
+    _twin: LoadedGenerator | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.routes.notes = self.notes  # one list: notes from loading and from the Jacobian's routes
 
     @property
     def num_params(self) -> int:
@@ -77,18 +117,32 @@ class LoadedGenerator:
         return math.prod(self.output_shape)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) for z of shape (B, nz); returns (B, *output_shape)."""
-        return self.module(z)
+        """G(z) for z of shape (B, nz); returns (B, *output_shape). A stochastic generator's noise is frozen."""
+        if self.noise is None:
+            return self.module(z)
+        return frozen_call(self.module, z, self.noise)
 
     def flat(self, z: torch.Tensor) -> torch.Tensor:
         """G(z) flattened to (B, N)."""
-        return self.module(z).reshape(z.shape[0], -1)
+        return self(z).reshape(z.shape[0], -1)
+
+    def float64(self) -> LoadedGenerator:
+        """This generator in float64 (a copy of the module, made on first use and kept): ``--dtype auto``
+        recomputes with it the latents whose float32 J is flagged. Itself when already float64."""
+        if self.dtype == torch.float64:
+            return self
+        if self._twin is None:
+            module = copy.deepcopy(self.module).to(torch.float64)
+            # the copy shares the notes and the routes (replace passes the same objects)
+            self._twin = replace(self, module=module, dtype=torch.float64, auto_float64=False)
+        return self._twin
 
     def describe(self) -> dict:
         return {
             "path": self.path,
             "sha256": self.sha256,
             "source": self.source,
+            "key": self.key,
             "arch": self.arch,
             "config": self.config,
             "nz": self.nz,
@@ -96,6 +150,10 @@ class LoadedGenerator:
             "output": {"shape": list(self.output_shape), "range": _range_json(self.output_range)},
             "num_params": self.num_params,
             "provenance": self.provenance,
+            "dtype": "auto" if self.auto_float64 else str(self.dtype).replace("torch.", ""),
+            "noise": None if self.noise is None else self.noise.describe(),
+            "extras": sorted(self.extras),
+            "notes": list(self.notes),
         }
 
 
@@ -118,12 +176,51 @@ def load_generator(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> LoadedGenerator:
-    """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode."""
-    if options.generator is not None:
-        return _load_custom(path, options, device=device, dtype=dtype)
-    file = Path(path) if path is not None else default_checkpoint()
-    state, meta = read_state_file(file)
-    return _build_builtin(file, state, meta, options, device=device, dtype=dtype)
+    """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode.
+
+    ``options.dtype_auto`` (``--dtype auto``) runs float32 and marks the generator for float64 promotion."""
+    if options.dtype_auto:
+        dtype = torch.float32
+    if options.generator is not None and (path is None or _program_kind(Path(path)) is None):
+        gen = _load_custom(path, options, device=device, dtype=dtype)
+    else:
+        file = Path(path) if path is not None else default_checkpoint()
+        kind = _program_kind(file)
+        if kind is not None:
+            from gan_probe.models.programs import load_program
+
+            gen = load_program(file, kind, options, device=device, dtype=dtype)
+        else:
+            container, meta = read_checkpoint(file, options.key)
+            gen = _build_builtin(file, container.state, meta, options, device=device, dtype=dtype, container=container)
+    if options.output_range is not None:
+        gen.output_range = parse_output_range(options.output_range)
+    gen.auto_float64 = options.dtype_auto
+    return gen
+
+
+def parse_output_range(value: tuple[float, float] | list[float] | str | None) -> tuple[float, float] | None:
+    """``(low, high)`` from a pair or from "LOW,HIGH" text; "none" (or None) for no pixel range."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        low, high = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"output range {value!r}: give LOW,HIGH (e.g. -1,1 or 0,1) or none", param="output_range"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise CheckpointError(f"output range [{low:g}, {high:g}] needs finite LOW < HIGH", param="output_range")
+    return low, high
+
+
+def _program_kind(file: Path) -> str | None:
+    if file.suffix == ".safetensors" or not file.is_file():
+        return None
+    from gan_probe.models.programs import program_kind
+
+    return program_kind(file)
 
 
 def wrap_module(
@@ -141,10 +238,14 @@ def wrap_module(
     source: str = "module",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    key: str | None = None,
+    extras: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> LoadedGenerator:
     """An ``nn.Module`` mapping (B, nz) latents to outputs, ready to run: eval mode, weights frozen, on
     ``device``/``dtype``. One forward pass at the prior's centre learns the output shape (and checks it
-    against ``output_shape`` when that is given)."""
+    against ``output_shape`` when that is given). A module that draws noise inside ``forward`` is run with
+    its noise frozen by ``seed`` (:mod:`gan_probe.models.noise`), and a note says so."""
     module = module.eval().requires_grad_(False).to(device=device, dtype=dtype)
     loaded = LoadedGenerator(
         module=module,
@@ -160,28 +261,58 @@ def wrap_module(
         source=source,
         device=torch.device(device),
         dtype=dtype,
+        key=key,
+        extras=dict(extras or {}),
     )
-    return _with_output_shape(loaded)
+    return _with_frozen_noise(_with_output_shape(loaded), seed)
+
+
+def _with_frozen_noise(loaded: LoadedGenerator, seed: int) -> LoadedGenerator:
+    """Freeze a stochastic generator's noise (detected at seeded prior draws) and say so."""
+    z = loaded.prior.sample(2, loaded.nz, generator=torch.Generator().manual_seed(seed + 12345))
+    z = z.to(loaded.device, loaded.dtype)
+    why = detect_noise(loaded.module, z)
+    if why is None:
+        return loaded
+    loaded.noise = freeze(loaded.module, z, seed)
+    loaded.routes.randomness = "same"
+    loaded.notes.append(
+        f"the generator draws noise inside forward ({why}): noise: frozen, seed {seed}. Every evaluation is "
+        "seeded alike, each latent gets the noise a batch of one draws, and the primal and every tangent see it; "
+        "--seed picks another draw"
+    )
+    return loaded
 
 
 def read_state_file(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Read a state dict and the gan_probe metadata (None for foreign files) without running code."""
+    container, meta = read_checkpoint(file)
+    return container.state, meta
+
+
+def read_checkpoint(file: Path, key: str | None = None) -> tuple[Container, dict | None]:
+    """The generator's weights in ``file`` (found by ``key`` or by rule, with the values stored beside them)
+    and the gan_probe metadata (None for foreign files), without running code."""
     if not file.exists():
         raise CheckpointError(f"checkpoint not found: {file}")
     if not file.is_file():
         raise CheckpointError(f"checkpoint is not a file: {file}")
     if file.suffix == ".safetensors":
         state, meta = _read_safetensors(file)
-    elif file.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        state, meta = _read_torch(file), None
+        container = find_generator_state(state, key=key, where=file.name) if state else Container({})
+    elif file.suffix in TORCH_SUFFIXES:
+        container, meta = read_container(file, key), None
     else:
-        raise CheckpointError(f"unknown checkpoint type {file.suffix!r} for {file}: use .safetensors, .pth or .pt")
-    if not state:
+        raise CheckpointError(
+            f"unknown checkpoint type {file.suffix!r} for {file}: use .safetensors, a PyTorch file "
+            f"({', '.join(TORCH_SUFFIXES)}), a TorchScript archive or a torch.export .pt2 program"
+        )
+    if not container.state:
         raise CheckpointError(f"{file} holds no tensors")
-    for key, tensor in state.items():
+    for name, tensor in container.state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{file}: tensor {key!r} has NaN or infinite values")
-    return state, meta
+            raise CheckpointError(f"{file}: tensor {name!r} has NaN or infinite values")
+    return container, meta
 
 
 def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -207,33 +338,6 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
     return _strip_prefix(state), meta
 
 
-def _read_torch(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{file} was refused: it holds pickled objects other than tensors ({first}); "
-            "gan-probe loads .pth files with weights_only=True and never runs code from a checkpoint"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file} is not a readable PyTorch file (truncated or corrupt): {exc}") from None
-    if isinstance(obj, Mapping) and not _is_state_dict(obj):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping) and _is_state_dict(obj[key]):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not _is_state_dict(obj):
-        raise CheckpointError(
-            f"{file} does not hold a state dict (a mapping of names to tensors) but {type(obj).__name__}"
-        )
-    return _strip_prefix(dict(obj))
-
-
-def _is_state_dict(obj: Mapping) -> bool:
-    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the ``module.`` prefix that DataParallel adds."""
     if state and all(k.startswith("module.") for k in state):
@@ -242,13 +346,22 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _build_builtin(
-    file: Path, state: dict, meta: dict | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype
+    file: Path,
+    state: dict,
+    meta: dict | None,
+    options: LoadOptions,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    container: Container | None = None,
 ) -> LoadedGenerator:
     meta = dict(meta or {})
+    key = container.key if container is not None else None
     arch = options.arch or meta.get("arch") or detect_arch(state)
     if arch is None:
+        entry = f" (entry {key}; --key picks another)" if key else ""
         raise CheckpointError(
-            f"{file}: cannot tell the architecture from its keys (e.g. {next(iter(state))!r}); "
+            f"{file}: cannot tell the architecture from its keys{entry} (e.g. {next(iter(state))!r}); "
             "pass --arch dcgan|mlp or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
@@ -276,6 +389,9 @@ def _build_builtin(
         source="native" if meta else ("safetensors" if file.suffix == ".safetensors" else "pth"),
         device=device,
         dtype=dtype,
+        key=key,
+        extras=container.extras if container is not None else None,
+        seed=options.seed,
     )
 
 
@@ -296,6 +412,11 @@ def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path
                 f"{file}: {key!r} has shape {tuple(state[key].shape)}, the architecture expects {tuple(ref.shape)}"
             )
     module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected})
+
+
+def resolve_prior(meta: dict | None, options: LoadOptions) -> Prior:
+    """The prior of the file's metadata (N(0, I) without), with the options' overrides."""
+    return _resolve_prior(meta, options)
 
 
 def _resolve_prior(meta: dict | None, options: LoadOptions) -> Prior:
@@ -346,6 +467,9 @@ class _Unsqueezed(nn.Module):
 def _load_custom(
     path: str | os.PathLike | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype
 ) -> LoadedGenerator:
+    """Build ``--generator package.module:factory``. A factory taking ``ckpt_path`` gets CKPT's path and loads
+    the weights itself; one taking ``device`` gets the device. Otherwise CKPT's weights are loaded into the
+    module (found by ``--key`` or by rule). The module's ``nz`` and ``output_range`` attributes are read."""
     spec = options.generator or ""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -356,38 +480,84 @@ def _load_custom(
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise CheckpointError(f"--generator {spec}: cannot import it ({exc})") from None
+    takes = _factory_parameters(factory)
+    if "ckpt_path" in takes and options.key is not None:
+        raise CheckpointError(f"--generator {spec} loads CKPT itself (it takes ckpt_path): drop --key", param="key")
+    kwargs: dict[str, Any] = {}
+    if "ckpt_path" in takes:
+        kwargs["ckpt_path"] = str(path) if path is not None else None
+    if "device" in takes:
+        kwargs["device"] = torch.device(device)
     try:
-        module = factory()
+        module = factory(**kwargs)
     except Exception as exc:  # noqa: BLE001 - user code, reported on one line
         raise CheckpointError(f"--generator {spec}: the factory raised {type(exc).__name__}: {exc}") from None
     if not isinstance(module, nn.Module):
         raise CheckpointError(f"--generator {spec}: the factory returned {type(module).__name__}, not an nn.Module")
     nz = options.nz or getattr(module, "nz", None)
     if nz is None:
-        raise CheckpointError(f"--generator {spec}: give --nz (the module has no 'nz' attribute)")
-    sha = None
+        raise CheckpointError(f"--generator {spec}: give --nz (the module has no 'nz' attribute)", param="nz")
+    output_range = _range_attribute(module, spec)
+    sha, container = None, None
     if path is not None:
-        state, _ = read_state_file(Path(path))
-        _load_state(module, state, str(path))
         sha = file_sha256(Path(path))
+        if "ckpt_path" not in takes:
+            container, _ = read_checkpoint(Path(path), options.key)
+            _load_state(module, container.state, str(path))
     module.eval()
+    probe = next(iter(module.parameters()), None)
     with torch.no_grad():
         try:
-            module(torch.zeros(2, int(nz)))
+            module(
+                torch.zeros(
+                    2,
+                    int(nz),
+                    device=probe.device if probe is not None else "cpu",
+                    dtype=probe.dtype if probe is not None and probe.is_floating_point() else None,
+                )
+            )
         except Exception:  # noqa: BLE001 - try the DCGAN-style (B, nz, 1, 1) input next
             module = _Unsqueezed(module)
+    weights = ""
+    if path is not None:
+        weights = (
+            f" with weights {path}" if "ckpt_path" not in takes else f", weights loaded by the factory from {path}"
+        )
     return wrap_module(
         module,
         nz=int(nz),
         prior=_resolve_prior(None, options),
+        output_range=output_range,
         arch=f"custom:{spec}",
-        provenance=f"custom architecture {spec}" + (f" with weights {path}" if path else ""),
+        provenance=f"custom architecture {spec}{weights}",
         path=str(path) if path is not None else None,
         sha256=sha,
         source="custom",
         device=device,
         dtype=dtype,
+        key=container.key if container is not None else None,
+        extras=container.extras if container is not None else None,
+        seed=options.seed,
     )
+
+
+def _factory_parameters(factory: Any) -> set[str]:
+    """The names of the parameters a factory accepts (empty when its signature cannot be read)."""
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _range_attribute(module: nn.Module, spec: str) -> tuple[float, float] | None:
+    """A module's ``output_range`` attribute, checked: a pair low < high, or None."""
+    value = getattr(module, "output_range", None)
+    if value is None:
+        return None
+    try:
+        return parse_output_range(value)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--generator {spec}: its output_range attribute: {exc}") from None
 
 
 def save_checkpoint(

@@ -1,0 +1,463 @@
+"""TorchScript and torch.export programs as generators: they carry their own architecture.
+
+A TorchScript archive (``torch.jit.save`` of a traced or scripted module) holds
+TorchScript code and its weights; a torch.export archive (``torch.export.save``,
+``.pt2``) holds an ATen graph and its weights. Either loads with no
+``--generator`` and runs tensor operations, not Python:
+
+- TorchScript is recognised by its content (a zip holding ``code/`` or
+  ``constants.pkl``, whatever the extension), loaded by ``torch.jit.load``
+  (TorchScript's own unpickler and interpreter, no Python objects), and refused
+  when its graph calls anything but ``aten::``/``prim::`` operators (custom
+  operators, ``aten::from_file``).
+- torch.export's loader can run Python from a crafted file (sympy expressions
+  are evaluated, guard code is executed, non-tensor constants are unpickled,
+  AOTInductor libraries are loaded), so the archive is checked first
+  (:func:`check_export_archive`): only the members a plain export writes, every
+  pickled payload loadable with ``weights_only=True``, symbolic expressions made
+  of symbols, numbers and sympy's integer functions, no guard code, and every
+  graph node an ATen or higher-order operator (or one of a few arithmetic
+  builtins on sizes). The loaded graph is checked again before it runs.
+
+What a program does not record comes from flags: ``--nz`` (read from a scripted
+module's ``nz`` attribute or the export's input spec otherwise), the prior, and
+``--output-range`` (a scripted module's ``output_range`` attribute otherwise).
+A program exported with a fixed batch size is refused with the
+``torch.export.Dim`` to use; a program whose samples mix in a batch (traced or
+exported in training mode) is refused too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import operator
+import re
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan_probe.errors import CheckpointError
+from gan_probe.models.checkpoint import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
+
+TORCHSCRIPT = "torchscript"
+EXPORT = "torch.export"
+
+#: Node kinds a TorchScript program may not call even in the aten namespace (they read or write files).
+_SCRIPT_DENY = {"aten::from_file", "aten::save", "aten::load"}
+_SCRIPT_NAMESPACES = ("aten::", "prim::")
+_EXPORT_NAMESPACES = ("aten", "prims", "higher_order")
+#: Python callables an exported graph may call: arithmetic on sizes.
+_EXPORT_BUILTINS: dict[str, Any] = {
+    **{
+        f"_operator.{n}": getattr(operator, n)
+        for n in (
+            "getitem",
+            "add",
+            "sub",
+            "mul",
+            "floordiv",
+            "truediv",
+            "mod",
+            "neg",
+            "pow",
+            "eq",
+            "ne",
+            "lt",
+            "le",
+            "gt",
+            "ge",
+            "and_",
+            "or_",
+            "not_",
+        )
+    },  # fmt: skip
+    **{f"torch.{n}": getattr(torch, n) for n in ("sym_int", "sym_float", "sym_max", "sym_min", "sym_not", "sym_ite")},
+    **{f"math.{n}": getattr(math, n) for n in ("floor", "ceil", "sqrt", "trunc")},
+}
+_ARCHIVE_MEMBERS = re.compile(
+    r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/[\w.-]+\.json|data/weights/[\w.-]+|data/constants/[\w.-]+|data/sample_inputs/[\w.-]+\.pt"
+    r"|extra/[\w./-]+)"
+)
+_SYMBOL = re.compile(r"[a-z]{1,8}\d+")
+_SYMPY_NAMES = {
+    "Symbol", "Integer", "Float", "Rational", "true", "false", "True", "False", "oo", "zoo", "nan", "int_oo",
+    "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite",
+    "Max", "Min", "Abs", "Mod", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "Piecewise", "ITE",
+    "sqrt", "floor", "ceiling", "Pow", "Mul", "Add",
+    "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv",
+    "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv",
+    "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat",
+    "Identity",
+}  # fmt: skip
+
+
+def program_kind(file: Path) -> str | None:
+    """``torchscript`` for a TorchScript archive (by content), ``torch.export`` for a torch.export archive, else
+    None (a torch.save file, or not a zip at all)."""
+    try:
+        if not zipfile.is_zipfile(file):
+            return EXPORT if file.suffix == ".pt2" else None
+        with zipfile.ZipFile(file) as zf:
+            names = zf.namelist()
+    except OSError:
+        return None
+    rel = [n.split("/", 1)[1] if "/" in n else n for n in names]
+    if any(r.startswith("code/") or r == "constants.pkl" for r in rel):
+        return TORCHSCRIPT
+    if "archive_format" in rel or file.suffix == ".pt2":
+        return EXPORT
+    return None
+
+
+class ProgramModule(nn.Module):
+    """A loaded program as an ``nn.Module`` mapping (B, nz) latents to outputs.
+
+    A program's training mode was fixed when it was traced or exported, and a
+    torch.export module refuses ``train()``/``eval()``: both are no-ops here.
+    ``requires_grad_`` acts on the parameters one by one (ScriptModules refuse
+    it). ``unsqueeze``: the program wants (B, nz, 1, 1).
+    """
+
+    def __init__(self, program: nn.Module, *, unsqueeze: bool = False) -> None:
+        super().__init__()
+        self.program = program
+        self.unsqueeze = unsqueeze
+
+    def train(self, mode: bool = True) -> ProgramModule:
+        self.training = mode
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> ProgramModule:
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.program(z[:, :, None, None] if self.unsqueeze else z)
+
+
+def load_torchscript(file: Path) -> tuple[nn.Module, int | None, tuple[float, float] | None]:
+    """(the program, its ``nz`` attribute, its ``output_range`` attribute) from a TorchScript archive."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.load. is deprecated", category=DeprecationWarning)
+            program = torch.jit.load(str(file), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise CheckpointError(f"{file} is not a readable TorchScript archive: {_first_line(exc)}") from None
+    if not hasattr(program, "forward"):
+        raise CheckpointError(f"{file}: the TorchScript program has no forward method")
+    kinds = sorted(_script_kinds(program))
+    bad = [k for k in kinds if not k.startswith(_SCRIPT_NAMESPACES) or k in _SCRIPT_DENY or k == "prim::PythonOp"]
+    if bad:
+        raise CheckpointError(
+            f"{file} was refused: its TorchScript calls {', '.join(bad[:5])}; gan-probe runs programs made of "
+            "aten and prim tensor operators only"
+        )
+    nz = getattr(program, "nz", None)
+    return program, nz if isinstance(nz, int) and not isinstance(nz, bool) else None, _range_attr(program)
+
+
+def _script_kinds(program: Any) -> set[str]:
+    try:
+        graph = program.inlined_graph
+    except Exception as exc:  # noqa: BLE001 - a forward TorchScript cannot show
+        raise CheckpointError(f"cannot read the TorchScript program's graph: {_first_line(exc)}") from None
+    kinds: set[str] = set()
+
+    def visit(block: Any) -> None:
+        for node in block.nodes():
+            kinds.add(node.kind())
+            for sub in node.blocks():
+                visit(sub)
+
+    visit(graph)
+    return kinds
+
+
+def _range_attr(program: Any) -> tuple[float, float] | None:
+    value = getattr(program, "output_range", None)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def load_export(file: Path) -> tuple[nn.Module, int | None, bool]:
+    """(the program's module, nz from its input spec, whether it wants (B, nz, 1, 1)) from a torch.export archive."""
+    check_export_archive(file)
+    try:
+        ep = torch.export.load(str(file))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise CheckpointError(f"{file} is not a readable torch.export archive: {_first_line(exc)}") from None
+    _check_export_graph(ep.graph_module, file)
+    user_inputs = list(ep.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        raise CheckpointError(
+            f"{file}: the exported program takes {len(user_inputs)} inputs ({', '.join(map(str, user_inputs))}); "
+            "gan-probe feeds it one tensor of latents (B, nz)"
+        )
+    name = str(user_inputs[0])
+    node = next((n for n in ep.graph.nodes if n.op == "placeholder" and n.name == name), None)
+    val = node.meta.get("val") if node is not None else None
+    shape = tuple(val.shape) if isinstance(val, torch.Tensor) else None
+    if shape is None or not (len(shape) == 2 or (len(shape) == 4 and tuple(shape[2:]) == (1, 1))):
+        raise CheckpointError(
+            f"{file}: the exported program's input {name} has shape {shape}; gan-probe feeds latents (B, nz) "
+            "or (B, nz, 1, 1)"
+        )
+    batch, width = shape[0], shape[1]
+    if isinstance(batch, int):
+        raise CheckpointError(
+            f"{file}: the program was exported with a fixed batch size of {batch} (input {name}: "
+            f"{[int(s) for s in shape]}); gan-probe evaluates batches of latents: export it with a dynamic batch, "
+            f"torch.export.export(G, (z,), dynamic_shapes={{{name!r}: {{0: torch.export.Dim('batch')}}}})"
+        )
+    nz = int(width) if isinstance(width, int) else None
+    return ProgramModule(ep.module(), unsqueeze=len(shape) == 4), nz, len(shape) == 4
+
+
+def check_export_archive(file: Path) -> None:
+    """Refuse a torch.export archive whose loading could run Python (see the module docstring)."""
+    try:
+        with zipfile.ZipFile(file) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            roots = {n.split("/", 1)[0] for n in names if "/" in n}
+            if len(roots) != 1 or any("/" not in n for n in names):
+                raise CheckpointError(f"{file} is not a torch.export archive (expected one top-level folder)")
+            root = roots.pop() + "/"
+            rel = {n[len(root) :]: n for n in names}
+            if "archive_format" not in rel or zf.read(rel["archive_format"]).decode(errors="replace") != "pt2":
+                raise CheckpointError(
+                    f"{file} is not a torch.export archive in the current format (archive_format 'pt2'); "
+                    "save it again with torch.export.save from torch >= 2.8"
+                )
+            for r in rel:
+                if not _ARCHIVE_MEMBERS.fullmatch(r):
+                    raise CheckpointError(
+                        f"{file} was refused: it holds {r!r}, which a plain torch.export.save does not write "
+                        "(compiled code or objects gan-probe does not load)"
+                    )
+            for r, n in rel.items():
+                if r.startswith("models/"):
+                    _check_model_json(zf.read(n), file, r)
+                elif r.endswith("_config.json"):
+                    _check_payloads(zf, root, r, file)
+                elif r.endswith(".pt"):
+                    _check_pickle(zf.read(n), file, r)
+    except CheckpointError:
+        raise
+    except (OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, KeyError) as exc:
+        raise CheckpointError(f"{file} is not a readable torch.export archive: {_first_line(exc)}") from None
+
+
+def _check_pickle(data: bytes, file: Path, member: str) -> None:
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - anything but plain tensors and containers is refused
+        raise CheckpointError(
+            f"{file} was refused: {member} holds pickled objects other than tensors ({_first_line(exc)}); "
+            "gan-probe never runs code from a checkpoint"
+        ) from None
+
+
+def _check_payloads(zf: zipfile.ZipFile, root: str, member: str, file: Path) -> None:
+    config = json.loads(zf.read(root + member)).get("config", {})
+    folder = member.rsplit("/", 1)[0] + "/"
+    for fqn, meta in config.items():
+        path = str(meta.get("path_name", ""))
+        if path.startswith(("custom_obj_", "opaque_obj_")):
+            raise CheckpointError(
+                f"{file} was refused: constant {fqn!r} is a pickled object ({path}), not a tensor; "
+                "gan-probe never runs code from a checkpoint"
+            )
+        if meta.get("use_pickle"):
+            _check_pickle(zf.read(root + folder + path), file, folder + path)
+
+
+def _check_model_json(data: bytes, file: Path, member: str) -> None:
+    model = json.loads(data)
+    if model.get("guards_code"):
+        raise CheckpointError(
+            f"{file} was refused: {member} carries guard code (Python source run on loading); "
+            "gan-probe never runs code from a checkpoint"
+        )
+    for node in _walk(model):
+        target = node.get("target")
+        if isinstance(target, str) and "inputs" in node and not _safe_target(target):
+            raise CheckpointError(
+                f"{file} was refused: its graph calls {target!r}; gan-probe runs ATen and higher-order operators only"
+            )
+        expr = node.get("expr_str")
+        if isinstance(expr, str) and not _safe_sym_expr(expr):
+            raise CheckpointError(f"{file} was refused: its symbolic shape expression {expr[:80]!r} is not plain")
+    for name in model.get("range_constraints", {}):
+        if not _SYMBOL.fullmatch(str(name)):
+            raise CheckpointError(f"{file} was refused: its range constraint names {str(name)[:40]!r}")
+
+
+def _walk(obj: Any) -> Iterator[dict]:
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
+
+
+def _safe_target(target: str) -> bool:
+    if target in _EXPORT_BUILTINS:
+        return True
+    parts = target.split(".")
+    return (
+        len(parts) >= 4
+        and parts[:2] == ["torch", "ops"]
+        and parts[2] in _EXPORT_NAMESPACES
+        and parts[3] not in ("from_file", "save", "load")
+        and all(p.isidentifier() and not p.startswith("__") for p in parts)
+    )
+
+
+def _safe_sym_expr(text: str) -> bool:
+    """A sympy expression made of symbols (s0, u1, ...), numbers and sympy's integer functions only."""
+    if len(text) > 2000 or "__" in text or re.search(r"\.\s*[A-Za-z_]", text):
+        return False
+    if not re.fullmatch(r"[A-Za-z0-9_ +\-*/%(),.'<>=!&|~\[\]]*", text):
+        return False
+    if any(not _SYMBOL.fullmatch(q) for q in re.findall(r"'([^']*)'", text)):
+        return False
+    unquoted = re.sub(r"'[^']*'", "", text)
+    return all(n in _SYMPY_NAMES or _SYMBOL.fullmatch(n) for n in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", unquoted))
+
+
+def _check_export_graph(graph_module: nn.Module, file: Path) -> None:
+    """Every node of every graph is a placeholder, output, attribute or a call of an allowed operator."""
+    allowed = set(_EXPORT_BUILTINS.values())
+    for module in graph_module.modules():
+        graph = getattr(module, "graph", None)
+        if not isinstance(graph, torch.fx.Graph):
+            continue
+        for node in graph.nodes:
+            if node.op in ("placeholder", "output", "get_attr"):
+                continue
+            target = node.target
+            ok = node.op == "call_function" and (
+                isinstance(target, torch._ops.HigherOrderOperator)
+                or (
+                    isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket))
+                    and target.namespace in _EXPORT_NAMESPACES
+                    and target.__name__.split(".")[0] not in ("from_file", "save", "load")
+                )
+                or any(target is a for a in allowed)
+            )
+            if not ok:
+                raise CheckpointError(
+                    f"{file} was refused: its graph has a {node.op} of {target!r}; gan-probe runs ATen and "
+                    "higher-order operators only"
+                )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = [
+    "EXPORT",
+    "TORCHSCRIPT",
+    "ProgramModule",
+    "check_export_archive",
+    "load_export",
+    "load_program",
+    "load_torchscript",
+    "program_kind",
+]
+
+
+def load_program(
+    file: Path, kind: str, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype
+) -> LoadedGenerator:
+    """A TorchScript (``kind`` TORCHSCRIPT) or torch.export (EXPORT) program as a generator."""
+    for flag, value in (("--generator", options.generator), ("--arch", options.arch), ("--key", options.key)):
+        if value is not None:
+            raise CheckpointError(
+                f"{file} is a {kind} program: it carries its own architecture and weights; drop {flag}"
+            )
+    unsqueeze = False
+    range_attr = None
+    if kind == TORCHSCRIPT:
+        program, nz_found, range_attr = load_torchscript(file)
+    else:
+        program, nz_found, unsqueeze = load_export(file)
+    if options.nz is not None and nz_found is not None and options.nz != nz_found:
+        raise CheckpointError(f"{file}: --nz {options.nz} does not match the program, which takes nz = {nz_found}")
+    nz = options.nz or nz_found
+    if nz is None:
+        raise CheckpointError(
+            f"{file}: the {kind} program does not record its latent size (no 'nz' attribute); give --nz", param="nz"
+        )
+    module = program if isinstance(program, ProgramModule) else ProgramModule(program)
+    if kind == TORCHSCRIPT:
+        unsqueeze = _wants_4d(module, nz)
+        module.unsqueeze = unsqueeze
+    gen = wrap_module(
+        module,
+        nz=nz,
+        prior=resolve_prior(None, options),
+        arch=kind,
+        config={"nz": nz, "input": "(B, nz, 1, 1)" if unsqueeze else "(B, nz)"},
+        output_range=range_attr,
+        provenance=f"{kind} program {file.name}",
+        path=str(file),
+        sha256=file_sha256(file),
+        source=kind,
+        device=device,
+        dtype=dtype,
+        seed=options.seed,
+    )
+    _check_batch(gen, file)
+    return gen
+
+
+def _wants_4d(module: ProgramModule, nz: int) -> bool:
+    """Whether a TorchScript program fails on (2, nz) latents but runs on (2, nz, 1, 1)."""
+    param = next(iter(module.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    z = torch.zeros(2, nz, dtype=dtype)
+    with torch.no_grad():
+        try:
+            module.program(z)
+            return False
+        except Exception:  # noqa: BLE001 - try the DCGAN-style (B, nz, 1, 1) input next
+            try:
+                module.program(z[:, :, None, None])
+            except Exception:  # noqa: BLE001 - neither: wrap_module reports the (B, nz) failure
+                return False
+            return True
+
+
+def _check_batch(gen: LoadedGenerator, file: Path) -> None:
+    """The program must take any batch size and keep samples apart (no batch statistics)."""
+    z = gen.prior.sample(3, gen.nz, generator=torch.Generator().manual_seed(7)).to(gen.device, gen.dtype)
+    try:
+        with torch.no_grad():
+            whole, single = gen(z), gen(z[1:2])
+    except Exception as exc:  # noqa: BLE001 - the program fixed a batch size when it was traced
+        raise CheckpointError(
+            f"{file}: the program fails on a batch of 3 latents ({_first_line(exc)}); it was probably traced "
+            "with a fixed batch size: script it (torch.jit.script) or export it with a dynamic batch "
+            "(torch.export.Dim)"
+        ) from None
+    scale = float(whole.abs().max()) + 1e-30
+    if not torch.allclose(whole[1:2], single, rtol=1e-4, atol=1e-5 * scale):
+        raise CheckpointError(
+            f"{file}: the program's output for a latent depends on the other latents of its batch (traced or "
+            "exported in training mode, e.g. BatchNorm on batch statistics?): save it after model.eval()"
+        )
