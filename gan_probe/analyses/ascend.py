@@ -34,10 +34,11 @@ from gan_probe.analyses.common import (
     probe_streams,
     progress_task,
 )
+from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.exact import Spectrum, exact_spectrum
-from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, half_logdet, resolve_method
+from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, HalfLogdet, half_logdet, resolve_method
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -85,6 +86,7 @@ class AscendResult:
     interrupted: bool = False
     frames: torch.Tensor | None = None  # (K * F, C, H, W)
     frame_steps: list[int] = field(default_factory=list)
+    num_promoted: int | None = None  # (step, latent) pairs recomputed in float64 (--dtype auto, exact method)
 
     @property
     def steps_done(self) -> int:
@@ -118,6 +120,7 @@ class AscendResult:
             "start": {"loglik": finite_stats(self.loglik[start]), "condition": finite_stats(self.condition[start])},
             "end": {"loglik": finite_stats(self.loglik[end]), "condition": finite_stats(self.condition[end])},
             "loglik_gain": finite_stats(self.loglik[end] - self.loglik[start]),
+            **({} if self.num_promoted is None else {"num_promoted": self.num_promoted}),
             "latents": per_latent,
             "trajectory": {"loglik": self.loglik.T, "condition": self.condition.T},
         }
@@ -143,18 +146,24 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     opt = torch.optim.Adam([z], lr=params.lr) if params.optimizer == "adam" else torch.optim.SGD([z], lr=params.lr)
     trail, records = [z.detach().clone()], []
     interrupted = False
+    num_promoted = 0
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):
-                op = jacobian_operator(gen, z)
-                res = half_logdet(
-                    op,
-                    method,
-                    params.estimators,
-                    generator=probe_streams(params.seed + 7 * step, 0, op.batch),
-                    grad=True,
-                    check=method != "exact" and exact_recorded,
-                )
+                if method == "exact":
+                    spec, up = auto_spectrum(gen, z, grad=True)
+                    num_promoted += int(up.sum())
+                    res = HalfLogdet("exact", spec.half_logdet, spec, None)
+                else:
+                    op = jacobian_operator(gen, z)
+                    res = half_logdet(
+                        op,
+                        method,
+                        params.estimators,
+                        generator=probe_streams(params.seed + 7 * step, 0, op.batch),
+                        grad=True,
+                        check=exact_recorded,
+                    )
                 half = res.value
                 if res.spectrum is not None:
                     rec = _record(res.spectrum)
@@ -186,6 +195,7 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     zs = torch.stack(trail)
     loglik = gen.prior.log_prob(zs) - half_t
     result = AscendResult(params, method, zs, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
+    result.num_promoted = num_promoted if gen.auto_float64 and method == "exact" else None
     _add_frames(gen, result)
     return result
 

@@ -25,13 +25,13 @@ from gan_probe.analyses.common import (
     check_positive,
     draw_or_load_latents,
     generate,
-    jacobian_operator,
     progress_task,
 )
 from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
+from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.eigen import exact_eigen, spectrum_concentration
+from gan_probe.spectral.eigen import spectrum_concentration
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class EigvecsResult:
     outside_box: int | None
     num_perturbed: int
     timings: dict[str, float] = field(default_factory=dict)
+    promoted: torch.Tensor | None = None  # (T,) bool: recomputed in float64 (--dtype auto); None without auto
 
     def per_trial(self) -> list[dict[str, Any]]:
         rows = []
@@ -105,6 +106,7 @@ class EigvecsResult:
             "change_ratio_top1_median": median(self.change_eigen[:, 0] / self.change_random.mean(1)),
             "num_singular": int(self.singular.sum()),
             "num_precision_warning": int(self.precision_warning.sum()),
+            **({} if self.promoted is None else {"num_promoted": int(self.promoted.sum())}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -147,10 +149,12 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
     parts = []
     with progress_task(progress, "eigenvectors", num) as advance:
         for sl in batches(num, params.batch_size):
-            spec = exact_eigen(jacobian_operator(gen, z[sl], params.chunk_size))
-            parts.append([spec.eigenvalues, spec.eigenvectors, spec.condition, spec.singular, spec.precision_warning])
+            spec, up = auto_spectrum(gen, z[sl], params.chunk_size, eigen=True)
+            parts.append(
+                [spec.eigenvalues, spec.eigenvectors, spec.condition, spec.singular, spec.precision_warning, up]
+            )
             advance(z[sl].shape[0])
-    lam, vec, cond, singular, pwarn = (torch.cat(c).cpu() for c in zip(*parts, strict=True))
+    lam, vec, cond, singular, pwarn, promoted = (torch.cat(c).cpu() for c in zip(*parts, strict=True))
     eigen_s = time.perf_counter() - t0
 
     rand = random_unit_directions(num, top, nz, seed=params.seed + 1)
@@ -197,6 +201,7 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
         outside_box=outside if gen.prior.kind == "uniform" else None,
         num_perturbed=int(flat.shape[0]),
         timings={"eigen_s": eigen_s, "render_s": render_s},
+        promoted=promoted if gen.auto_float64 else None,
     )
 
 

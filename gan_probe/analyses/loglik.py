@@ -31,9 +31,11 @@ from gan_probe.analyses.common import (
     progress_task,
     seeded_generator,
 )
+from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.estimators import params_json
+from gan_probe.spectral.exact import Spectrum
 from gan_probe.spectral.logdet import METHODS, estimator_params, half_logdet, resolve_method
 
 
@@ -99,6 +101,16 @@ class LoglikValues:
     bounds_violated: torch.Tensor | None = None
     # --check: the exact 1/2 ln det M next to the estimate
     exact_half_logdet: torch.Tensor | None = None
+    # --dtype auto (exact method): the latents recomputed in float64; their flags are float64's, and a latent
+    # still flagged precision_warning is rounding noise, left out of the summary's ln Q
+    promoted: torch.Tensor | None = None
+
+    @property
+    def rounding_noise(self) -> torch.Tensor:
+        """(n,) bool: ln Q known to be rounding noise (still flagged after --dtype auto's float64 recomputation)."""
+        if self.promoted is None:
+            return torch.zeros_like(self.precision_warning)
+        return self.precision_warning
 
     @property
     def loglik(self) -> torch.Tensor:
@@ -127,6 +139,8 @@ class LoglikValues:
                 "singular": bool(self.singular[i]),
                 "precision_warning": bool(self.precision_warning[i]),
             }
+            if self.promoted is not None:
+                row["promoted"] = bool(self.promoted[i])
             if self.stderr is not None:
                 row["half_logdet_stderr"] = float(self.stderr[i])
             if self.interval is not None:
@@ -147,8 +161,9 @@ class LoglikValues:
 
     def summary(self) -> dict[str, Any]:
         ll = self.loglik
-        return {
-            "loglik": finite_stats(ll),
+        noise = self.rounding_noise
+        out = {
+            "loglik": finite_stats(ll[~noise]),
             "num_samples": int(ll.numel()),
             "num_finite": int(torch.isfinite(ll).sum()),
             "num_singular": int(self.singular.sum()),
@@ -156,6 +171,10 @@ class LoglikValues:
             "condition_median": finite_stats(self.condition)["median"],
             **self._estimator_summary(),
         }
+        if self.promoted is not None:
+            out["num_promoted"] = int(self.promoted.sum())
+            out["num_rounding_noise"] = int(noise.sum())
+        return out
 
     def _estimator_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method}
@@ -253,13 +272,19 @@ def evaluate_loglik(
     method = resolve_method(method, gen.nz, estimators)
     z = z.to(torch.float64)
     parts = []
-    stderr, interval, violated, exact_parts = [], [], [], []
+    stderr, interval, violated, exact_parts, promoted = [], [], [], [], []
     num_matvecs = None
     with progress_task(progress, description, z.shape[0]) as advance:
         for sl in batches(z.shape[0], batch_size):
-            op = jacobian_operator(gen, z[sl], chunk_size)
-            res = half_logdet(op, method, estimators, generator=probe_streams(seed, sl.start, sl.stop), check=check)
-            half, spec, est = res.value, res.spectrum, res.estimate
+            spec: Spectrum | None
+            if method == "exact":  # with --dtype auto, latents flagged in float32 are recomputed in float64
+                spec, up = auto_spectrum(gen, z[sl], chunk_size)
+                half, est = spec.half_logdet, None
+                promoted.append(up)
+            else:
+                op = jacobian_operator(gen, z[sl], chunk_size)
+                res = half_logdet(op, method, estimators, generator=probe_streams(seed, sl.start, sl.stop), check=check)
+                half, spec, est = res.value, res.spectrum, res.estimate
             if est is not None:
                 num_matvecs = est.num_matvecs
                 stderr.append(est.stderr.cpu() if est.stderr is not None else torch.full_like(half.cpu(), float("nan")))
@@ -277,7 +302,7 @@ def evaluate_loglik(
                 no = torch.zeros_like(half, dtype=torch.bool)
                 stats = [lam_max, nan, nan, no, no]
             parts.append([half.cpu(), *(x.cpu() for x in stats)])
-            advance(op.batch)
+            advance(sl.stop - sl.start)
     half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c = (torch.cat(c) for c in zip(*parts))
     values = LoglikValues(z, gen.prior.log_prob(z), half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, method=method)
     if method != "exact":
@@ -288,6 +313,8 @@ def evaluate_loglik(
         values.exact_half_logdet = torch.cat(exact_parts) if exact_parts else None
     elif check:
         values.exact_half_logdet = values.half_logdet.clone()
+    if method == "exact" and gen.auto_float64:
+        values.promoted = torch.cat(promoted)
     return values
 
 

@@ -37,14 +37,13 @@ from gan_probe.analyses.common import (
     draw_or_load_latents,
     finite_stats,
     generate,
-    jacobian_operator,
     progress_task,
     seeded_generator,
 )
 from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
+from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.eigen import exact_eigen
 from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
 
 DIRECTIONS = ("unit", "normal")
@@ -98,6 +97,7 @@ class VeffResult:
     outside_box: int | None
     num_perturbed: int
     timings: dict[str, float] = field(default_factory=dict)
+    num_promoted: int | None = None  # latents whose eigenvectors were recomputed in float64 (--dtype auto)
 
     @property
     def veff(self) -> torch.Tensor:
@@ -133,6 +133,7 @@ class VeffResult:
             "delta0": finite_stats(self.delta0),
             "delta1_median": finite_stats(self.delta[:, 0])["median"],
             "num_flat": self.num_flat,
+            **({} if self.num_promoted is None else {"num_promoted": self.num_promoted}),
             "outside_box": None
             if self.outside_box is None
             else {"num_outside": self.outside_box, "num_perturbed": self.num_perturbed},
@@ -170,12 +171,13 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
         eps = torch.randn(num, k, nz, generator=seeded_generator(params.seed + 1), dtype=torch.float64)
 
     lam_parts, delta0_parts, delta_parts = [], [], []
-    outside = 0
+    outside = num_promoted = 0
     t0 = time.perf_counter()
     with progress_task(progress, "v_eff", num) as advance:
         for sl in batches(num, params.batch_size):
             zb = z[sl]
-            eig = exact_eigen(jacobian_operator(gen, zb, params.chunk_size))
+            eig, up = auto_spectrum(gen, zb, params.chunk_size, eigen=True)
+            num_promoted += int(up.sum())
             assert eig.eigenvectors is not None
             dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
             zp, out_b = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
@@ -207,6 +209,7 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
         outside_box=outside if gen.prior.kind == "uniform" else None,
         num_perturbed=num * (nz + k),
         timings={"veff_s": run_s},
+        num_promoted=num_promoted if gen.auto_float64 else None,
     )
 
 

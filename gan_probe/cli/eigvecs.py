@@ -106,10 +106,16 @@ def _notes(result: EigvecsResult) -> list[str]:
         notes.append(
             f"{s['num_singular']} trial latents have a singular J (lambda_min = 0, condition reported as null)"
         )
+    if s.get("num_promoted"):
+        notes.append(
+            f"--dtype auto: {s['num_promoted']} trial latents had a float32 J at rounding level and were "
+            "recomputed in float64"
+        )
     if s["num_precision_warning"]:
         notes.append(
-            f"{s['num_precision_warning']} trial latents have lambda_min below float32 rounding of J; "
-            "rerun with --dtype float64 for their small eigenvalues and eigenvectors"
+            f"{s['num_precision_warning']} trial latents have lambda_min below the rounding level of J; "
+            "their small eigenvalues and eigenvectors are rounding noise"
+            + ("" if "num_promoted" in s else " (rerun with --dtype float64 or auto)")
         )
     if result.outside_box:
         action = "clamped into it (--project)" if result.params.project else "kept as they are (--project clamps them)"

@@ -154,9 +154,19 @@ def _notes(result: LoglikResult) -> list[str]:
         s = values.summary()
         if s["num_singular"]:
             notes.append(f"{s['num_singular']} {label} have a singular J (ln Q undefined, reported as null)")
-        if s["num_precision_warning"]:
+        if s.get("num_promoted"):
+            notes.append(
+                f"--dtype auto: {s['num_promoted']} {label} had a float32 J at rounding level (flagged "
+                "precision_warning or singular) and were recomputed in float64"
+            )
+        if s.get("num_rounding_noise"):
+            notes.append(
+                f"{s['num_rounding_noise']} {label} have lambda_min below the rounding level of J even so: their "
+                "ln Q is rounding noise, reported per latent but left out of the summary"
+            )
+        elif s["num_precision_warning"] and "num_promoted" not in s:
             notes.append(
                 f"{s['num_precision_warning']} {label} have lambda_min below float32 rounding of J; "
-                "rerun with --dtype float64 for their small eigenvalues"
+                "rerun with --dtype float64 (or auto) for their small eigenvalues"
             )
     return notes
