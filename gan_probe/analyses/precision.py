@@ -38,8 +38,8 @@ def auto_spectrum(
     """
     spec = _spectrum(gen, z, chunk_size, eigen=eigen, grad=grad)
     promoted = torch.zeros(z.shape[0], dtype=torch.bool)
-    if not gen.auto_float64 or gen.dtype == torch.float64:
-        return spec, promoted
+    if not gen.auto_float64 or gen.dtype == torch.float64 or gen.output_dim < gen.nz:
+        return spec, promoted  # (a wide J, N < nz, is singular in every dtype)
     flagged = (spec.precision_warning | spec.singular).cpu()
     if not bool(flagged.any()) or gen.float64_unavailable is not None:
         return spec, promoted
