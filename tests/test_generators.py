@@ -199,6 +199,12 @@ SOURCE = textwrap.dedent(
 
     def unit():
         return Unit()
+
+
+    def bad_range():
+        module = Unit()
+        module.output_range = (1.0, 0.0)
+        return module
     '''
 )
 
@@ -418,3 +424,8 @@ def test_output_range_flag_overrides_the_checkpoint(tiny_ckpt, runner, tmp_path,
 def test_bad_output_range_names_the_flag(tiny_ckpt, runner, flag):
     result = invoke(runner, ["info", tiny_ckpt, "--output-range", flag])
     assert result.exit_code == 1 and "--output-range" in result.stderr and "output range" in result.stderr
+
+
+def test_bad_output_range_attribute_is_refused(user_dir):
+    with pytest.raises(GanProbeError, match=r"its output_range attribute: output range \[1, 0\] needs finite LOW"):
+        _load("bad_range")

@@ -237,7 +237,7 @@ def _exploit_sample_inputs(marker: Path):
 
 
 def _set_guards(model: dict) -> dict:
-    model["guards_code"] = ["__import__('os').system('true')"]
+    model["guards_code"] = ["L['z'].size()[0] >= 0", "__import__('os').system('true')"]
     return model
 
 
@@ -261,7 +261,7 @@ def _add_library(members: dict[str, bytes], root: str) -> None:
     ("case", "needle"),
     [
         ("sample_inputs", "pickled objects other than tensors"),
-        ("guards", "carries guard code"),
+        ("guards", 'carries guard code "__import__'),
         ("target", "its graph calls 'torch.os.system'"),
         ("expr", "symbolic shape expression"),
         ("library", "data/aotinductor/model/model.so"),
@@ -283,3 +283,73 @@ def test_export_archive_that_could_run_python_is_refused(tmp_path, runner, case,
     result = invoke(runner, ["loglik", path, "--n", "2", "--out", tmp_path / "o"])
     assert result.exit_code == 1 and needle in result.stderr and not (tmp_path / "o").exists()
     assert not marker.exists()
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(NZ, 8)
+
+    def forward(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(z) + noise)
+
+
+class ThreeD(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(NZ, 8)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(z))
+
+
+BATCH = torch.export.Dim("batch")
+
+
+def _export_any(tmp_path: Path, module: nn.Module, args: tuple, shapes) -> Path:
+    path = tmp_path / "other.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(module.eval(), args, dynamic_shapes=shapes), path)
+    return path
+
+
+def _custom_object_constant(members: dict[str, bytes], root: str) -> None:
+    name = root + "data/constants/model_constants_config.json"
+    members[name] = json.dumps({"config": {"obj": {"path_name": "custom_obj_0", "use_pickle": True}}}).encode()
+
+
+def _old_format(members: dict[str, bytes], root: str) -> None:
+    del members[root + "archive_format"]
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (
+            lambda tmp: _export_any(
+                tmp, TwoInputs(), (torch.randn(2, NZ), torch.randn(2, 8)), ({0: BATCH}, {0: BATCH})
+            ),
+            "takes 2 inputs (z, noise)",
+        ),
+        (
+            lambda tmp: _export_any(tmp, ThreeD(), (torch.randn(2, 3, NZ),), ({0: torch.export.Dim("b")},)),
+            "has shape",
+        ),
+        (lambda tmp: _tampered(tmp, _custom_object_constant), "constant 'obj' is a pickled object"),
+        (lambda tmp: _tampered(tmp, _old_format), "not a torch.export archive in the current format"),
+    ],
+)
+def test_export_programs_gan_probe_cannot_feed_are_refused(tmp_path, make, needle):
+    with pytest.raises(CheckpointError) as info:
+        load_generator(make(tmp_path))
+    assert needle in str(info.value)
+
+
+def test_unreadable_pt2_and_nz_mismatch(tmp_path):
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(CheckpointError, match="not a readable torch.export archive"):
+        load_generator(junk)
+    with pytest.raises(CheckpointError, match="--nz 3 does not match the program, which takes nz = 5"):
+        load_generator(_export(tmp_path, Small()), LoadOptions(nz=3))

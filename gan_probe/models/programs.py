@@ -15,9 +15,10 @@ TorchScript code and its weights; a torch.export archive (``torch.export.save``,
   AOTInductor libraries are loaded), so the archive is checked first
   (:func:`check_export_archive`): only the members a plain export writes, every
   pickled payload loadable with ``weights_only=True``, symbolic expressions made
-  of symbols, numbers and sympy's integer functions, no guard code, and every
-  graph node an ATen or higher-order operator (or one of a few arithmetic
-  builtins on sizes). The loaded graph is checked again before it runs.
+  of symbols, numbers and sympy's integer functions, guard code that only
+  compares input sizes (checked on its syntax tree), and every graph node an
+  ATen or higher-order operator (or one of a few arithmetic builtins on sizes).
+  The loaded graph is checked again before it runs.
 
 What a program does not record comes from flags: ``--nz`` (read from a scripted
 module's ``nz`` attribute or the export's input spec otherwise), the prior, and
@@ -29,6 +30,7 @@ exported in training mode) is refused too.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import math
@@ -283,11 +285,12 @@ def _check_payloads(zf: zipfile.ZipFile, root: str, member: str, file: Path) -> 
 
 def _check_model_json(data: bytes, file: Path, member: str) -> None:
     model = json.loads(data)
-    if model.get("guards_code"):
-        raise CheckpointError(
-            f"{file} was refused: {member} carries guard code (Python source run on loading); "
-            "gan-probe never runs code from a checkpoint"
-        )
+    for guard in model.get("guards_code") or []:
+        if not isinstance(guard, str) or not _safe_guard(guard):
+            raise CheckpointError(
+                f"{file} was refused: {member} carries guard code {str(guard)[:80]!r} (Python source run on "
+                "loading) that is not a plain comparison of input sizes; gan-probe never runs code from a checkpoint"
+            )
     for node in _walk(model):
         target = node.get("target")
         if isinstance(target, str) and "inputs" in node and not _safe_target(target):
@@ -323,6 +326,38 @@ def _safe_target(target: str) -> bool:
         and parts[3] not in ("from_file", "save", "load")
         and all(p.isidentifier() and not p.startswith("__") for p in parts)
     )
+
+
+_GUARD_NODES = (
+    ast.Expression, ast.Compare, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Constant, ast.Name, ast.Subscript, ast.Attribute,
+    ast.Call, ast.Load,
+)  # fmt: skip
+_GUARD_ATTRIBUTES = {"size", "stride", "storage_offset", "dim", "shape", "isnan", "inf"}
+
+
+def _safe_guard(text: str) -> bool:
+    """A guard torch.export writes: comparisons of input sizes (``L['z'].size()[0] == L['noise'].size()[0]``),
+    numbers and strings, ``math.isnan``/``math.inf``; no other names, attributes or calls."""
+    if len(text) > 2000:
+        return False
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, _GUARD_NODES):
+            return False
+        if isinstance(node, ast.Name) and node.id not in ("L", "math"):
+            return False
+        if isinstance(node, ast.Attribute) and node.attr not in _GUARD_ATTRIBUTES:
+            return False
+        if isinstance(node, ast.Call) and (node.keywords or not isinstance(node.func, ast.Attribute)):
+            return False
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
+            return False
+    return True
 
 
 def _safe_sym_expr(text: str) -> bool:
