@@ -120,7 +120,8 @@ def exact_value_and_gradient(op: JacobianOperator) -> tuple[torch.Tensor, torch.
     """(1/2 ln det M (B,), d/dz (B, nz)) through a differentiable J and the QR surrogate."""
     with torch.enable_grad():
         zz = op.z.detach().clone().requires_grad_(True)
-        half = exact_spectrum(JacobianOperator(op.fn, zz, chunk_size=op.chunk_size), grad=True).half_logdet
+        diff = JacobianOperator(op.fn, zz, chunk_size=op.chunk_size, routes=op.routes)  # the route is learnt once
+        half = exact_spectrum(diff, grad=True).half_logdet
         (grad,) = torch.autograd.grad(half.sum(), zz)
     return half.detach(), grad
 
