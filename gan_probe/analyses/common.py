@@ -13,6 +13,7 @@ import torch
 
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.spectral.geometry import GEOMETRIES
 from gan_probe.spectral.operator import JacobianOperator
 
 Advance = Callable[[int], None]
@@ -162,3 +163,20 @@ def generate(
         for sl in batches(z.shape[0], batch_size):
             out.append(gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype))
     return torch.cat(out)
+
+
+def resolve_geometry(gen: LoadedGenerator, geometry: str) -> str:
+    """The geometry to read latents in: ``auto`` is sphere for a generator known to ignore |z|, per-latent
+    detection otherwise; the sphere reading needs a normal prior (a box is not rotation-invariant)."""
+    if geometry not in GEOMETRIES:
+        raise GanProbeError(f"unknown geometry {geometry!r}: use one of {', '.join(GEOMETRIES)}", param="geometry")
+    if gen.prior.kind != "normal":
+        if geometry == "sphere":
+            raise GanProbeError(
+                "the sphere geometry needs a normal prior: under a uniform box the direction z/|z| is not uniform",
+                param="geometry",
+            )
+        return "euclidean"
+    if geometry == "auto" and gen.ignores_norm:
+        return "sphere"
+    return geometry

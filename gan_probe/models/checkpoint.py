@@ -67,6 +67,8 @@ class LoadedGenerator:
     source: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    #: G(c z) = G(z) for c > 0 by construction (StyleGAN2's PixelNorm in z): read in the sphere geometry
+    ignores_norm: bool = False
 
     @property
     def num_params(self) -> int:
