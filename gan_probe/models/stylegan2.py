@@ -24,7 +24,9 @@ the same layout (``channel_multiplier`` 1 or 2, or any other table) load.
 Everything is ordinary autograd-visible torch (``F.linear``, ``F.conv2d``, ``F.conv_transpose2d``, ``F.pad``,
 ``F.leaky_relu``): no custom ``autograd.Function`` or compiled kernel, no in-place op on a differentiable
 tensor and no random draw inside ``forward``, so ``torch.func.jvp`` under ``torch.func.vmap`` (exact forward-mode
-Jacobians) works on CPU and CUDA, in float32 and float64.
+Jacobians) works on CPU and CUDA, in float32 and float64. Forward-mode AD is not switched off by
+``torch.no_grad()``: run Jacobians under it (or with ``requires_grad_(False)`` parameters), else each output
+keeps the reverse-mode graph of the parameters alive.
 """
 
 from __future__ import annotations
