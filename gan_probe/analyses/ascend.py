@@ -32,6 +32,7 @@ from gan_probe.analyses.common import (
     jacobian_operator,
     probe_streams,
     progress_task,
+    require_density,
     resolve_geometry,
 )
 from gan_probe.errors import GanProbeError
@@ -140,6 +141,7 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     the gradient is projected on the tangent plane and |z| is kept.
     """
     params.validate()
+    require_density(gen, "ascend")
     method = resolve_method(params.method, gen.nz, params.estimators)
     geometry = resolve_geometry(gen, params.geometry)
     exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ

@@ -29,6 +29,7 @@ from gan_probe.analyses.common import (
     load_latents,
     probe_streams,
     progress_task,
+    require_density,
     resolve_geometry,
     seeded_generator,
 )
@@ -337,6 +338,7 @@ def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[tor
 def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress | None = None) -> LoglikResult:
     """Evaluate ln Q at prior draws (or given latents) and, with a grid, over a latent plane."""
     params.validate()
+    require_density(gen, "loglik")
     z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     grid_spec = latent_plane(gen, params.grid, params.seed) if params.grid is not None else None
     timings: dict[str, float] = {}

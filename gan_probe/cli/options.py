@@ -39,7 +39,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "arch": (
         Annotated[
             Optional[str],
-            typer.Option(help="Architecture of a foreign file: dcgan or mlp.", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="Architecture of a foreign file: dcgan, mlp or stylegan2.", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -75,6 +75,29 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="Custom architecture package.module:factory (runs that code; CKPT, if given, holds its weights).",
                 rich_help_panel=CKPT_PANEL,
             ),
+        ],
+        None,
+    ),
+    "space": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="StyleGAN2 latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
+        ],
+        None,
+    ),
+    "truncation": (
+        Annotated[
+            Optional[float],
+            typer.Option(
+                help="StyleGAN2 truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
+            ),
+        ],
+        None,
+    ),
+    "noise": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="StyleGAN2 noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -149,6 +172,9 @@ class CommonOptions:
     low: float | None
     high: float | None
     generator: str | None
+    space: str | None
+    truncation: float | None
+    noise: str | None
     device: str
     dtype: str
     seed: int
@@ -160,7 +186,18 @@ class CommonOptions:
     debug: bool
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(self.arch, self.nz, self.prior, self.sigma, self.low, self.high, self.generator)
+        return LoadOptions(
+            self.arch,
+            self.nz,
+            self.prior,
+            self.sigma,
+            self.low,
+            self.high,
+            self.generator,
+            space=self.space,
+            truncation=self.truncation,
+            noise=self.noise,
+        )
 
 
 EST_PANEL = f"Estimators (--method {'|'.join(REGISTRY)})"

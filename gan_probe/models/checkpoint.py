@@ -30,7 +30,9 @@ from gan_probe.atomic import write_atomic
 from gan_probe.errors import CheckpointError
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.bundled import default_checkpoint
+from gan_probe.models.latent_spaces import check_space_options, stylegan2_latent
 from gan_probe.models.priors import Prior
+from gan_probe.models.stylegan2 import StyleGAN2Generator
 
 FORMAT_VERSION = 1
 METADATA_KEY = "gan_probe"
@@ -48,6 +50,10 @@ class LoadOptions:
     low: float | None = None
     high: float | None = None
     generator: str | None = None
+    #: StyleGAN2 only: latent space z, w or w+ (default z), truncation psi, noise stored|zero|seed:N
+    space: str | None = None
+    truncation: float | None = None
+    noise: str | None = None
 
 
 @dataclass
@@ -244,30 +250,56 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _build_builtin(
-    file: Path, state: dict, meta: dict | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype
+    file: Path,
+    state: dict,
+    meta: dict | None,
+    options: LoadOptions,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    latent_avg: torch.Tensor | None = None,
 ) -> LoadedGenerator:
     meta = dict(meta or {})
     arch = options.arch or meta.get("arch") or detect_arch(state)
     if arch is None:
         raise CheckpointError(
             f"{file}: cannot tell the architecture from its keys (e.g. {next(iter(state))!r}); "
-            "pass --arch dcgan|mlp or --generator package.module:factory"
+            "pass --arch dcgan|mlp|stylegan2 or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
     if options.nz is not None and int(config.get("nz", -1)) != options.nz:
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
+    check_space_options(arch, options.space, options.truncation, options.noise)
     module = build_generator(arch, config)
     _load_state(module, state, file)
     out_meta = meta.get("output", {})
     output_range = out_meta.get("range")
-    if output_range is None and (arch == "dcgan" or config.get("output_activation") == "tanh"):
+    if output_range is None and (arch in ("dcgan", "stylegan2") or config.get("output_activation") == "tanh"):
         output_range = [-1.0, 1.0]
-    return wrap_module(
+    prior = _resolve_prior(meta.get("prior"), options)
+    nz = int(config["nz"]) if "nz" in config else 0
+    ignores_norm = False
+    if isinstance(module, StyleGAN2Generator):
+        latent, space_prior, record = stylegan2_latent(
+            module,
+            space=options.space,
+            truncation=options.truncation,
+            noise=options.noise,
+            latent_avg=latent_avg,
+            device=device,
+            dtype=dtype,
+        )
+        module, nz, config = latent, latent.nz, {**config, **record}
+        prior = space_prior if record["space"] != "z" else prior
+        ignores_norm = record["space"] == "z"
+        if prior.kind != "normal" and record["space"] == "z":
+            raise CheckpointError("a StyleGAN2's z prior is normal(0, I): drop --prior/--low/--high", param="prior")
+    loaded = wrap_module(
         module,
-        nz=int(config["nz"]),
-        prior=_resolve_prior(meta.get("prior"), options),
+        nz=nz,
+        prior=prior,
         arch=arch,
         config=config,
         output_shape=tuple(int(v) for v in out_meta.get("shape", [])),
@@ -279,6 +311,8 @@ def _build_builtin(
         device=device,
         dtype=dtype,
     )
+    loaded.ignores_norm = ignores_norm
+    return loaded
 
 
 def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path | str) -> None:

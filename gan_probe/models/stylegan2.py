@@ -149,6 +149,8 @@ class EqualLinear(nn.Module):
 class Blur(nn.Module):
     """upfirdn2d with up = down = 1: FIR low-pass with buffer ``kernel`` (n, n) and padding (p0, p1)."""
 
+    kernel: torch.Tensor
+
     def __init__(self, taps: Sequence[float], pad: tuple[int, int], gain: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("kernel", fir_kernel(taps, gain))
@@ -160,6 +162,8 @@ class Blur(nn.Module):
 
 class Upsample(nn.Module):
     """2x FIR upsampling (zero insertion, filter with gain 4): (B, C, H, W) -> (B, C, 2H, 2W)."""
+
+    kernel: torch.Tensor
 
     def __init__(self, taps: Sequence[float], factor: int = 2) -> None:
         super().__init__()
@@ -571,7 +575,7 @@ def check_stylegan2_state(state_dict: Mapping[str, object], config: Mapping) -> 
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [
-        f"{k} {tuple(v.shape)} (expected {expected[k]})"
+        f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} (expected {expected[k]})"
         for k, v in state_dict.items()
         if k in expected and (not isinstance(v, torch.Tensor) or tuple(v.shape) != expected[k])
     ]
@@ -699,6 +703,7 @@ class StyleGAN2Latent(nn.Module):
         ref = _param_like(generator)
         if w_avg is None and space == "z" and self.truncation != 1.0:
             w_avg = mean_w(generator)
+        self.w_avg: torch.Tensor | None
         if w_avg is not None:
             if w_avg.numel() != generator.style_dim:
                 raise GanProbeError(f"w_avg must have {generator.style_dim} entries, got shape {tuple(w_avg.shape)}")
@@ -721,6 +726,7 @@ class StyleGAN2Latent(nn.Module):
         if self.space == "z":
             w = g.mapping(x)
             if self.truncation != 1.0:
+                assert self.w_avg is not None
                 w = truncate(w, self.w_avg, self.truncation)
         return w.unsqueeze(1).expand(-1, g.n_latent, -1)
 
