@@ -45,16 +45,20 @@ def load_generator(
     low: float | None = None,
     high: float | None = None,
     generator: str | None = None,
+    space: str | None = None,
+    truncation: float | None = None,
+    noise: str | None = None,
 ) -> LoadedGenerator:
     """Load a checkpoint (None: the bundled default) onto ``device`` (auto: the GPU when there is one).
 
     ``arch``, ``nz``, ``prior``, ``sigma``, ``low``, ``high`` supply or override
     what a foreign file lacks; ``generator`` ("package.module:factory") builds a
-    custom architecture (the only route that runs code, yours).
+    custom architecture (the only route that runs code, yours). For a StyleGAN2:
+    ``space`` z, w or w+ (default z), ``truncation`` psi, ``noise`` stored, zero or seed:N.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
-    options = LoadOptions(arch, nz, prior, sigma, low, high, generator)
+    options = LoadOptions(arch, nz, prior, sigma, low, high, generator, space, truncation, noise)
     return _load(path, options, device=dev, dtype=dt)
 
 
@@ -79,6 +83,7 @@ def loglik(
     estimator: Any = None,
     check: bool = False,
     grid: GridParams | None = None,
+    geometry: str = "auto",
     batch_size: int = 16,
     chunk_size: int | None = None,
     seed: int = 0,
@@ -99,6 +104,7 @@ def loglik(
         grid=grid,
         estimators=_estimators(method, estimator),
         check=check,
+        geometry=geometry,
     )
     return run_loglik(gen, params)
 
@@ -114,6 +120,7 @@ def ascend(
     method: str = "exact",
     estimator: Any = None,
     frames: int = 8,
+    geometry: str = "auto",
     seed: int = 0,
 ) -> AscendResult:
     """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
@@ -127,6 +134,7 @@ def ascend(
         frames=frames,
         seed=seed,
         estimators=_estimators(method, estimator),
+        geometry=geometry,
     )
     return run_ascend(gen, params)
 

@@ -272,7 +272,8 @@ def _build_builtin(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
     check_space_options(arch, options.space, options.truncation, options.noise)
-    module = build_generator(arch, config)
+    # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
+    module = build_generator(arch, config).to(dtype)
     _load_state(module, state, file)
     out_meta = meta.get("output", {})
     output_range = out_meta.get("range")
@@ -348,8 +349,12 @@ def _resolve_prior(meta: dict | None, options: LoadOptions) -> Prior:
 
 
 def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
-    """Run the generator once on the prior's centre to learn (and check) its output shape."""
-    z = torch.full((2, loaded.nz), loaded.prior.center, dtype=loaded.dtype, device=loaded.device)
+    """Run the generator once on two seeded prior draws to learn (and check) its output shape.
+
+    Prior draws rather than the prior's centre: a generator that ignores |z| is undefined at z = 0.
+    """
+    draws = loaded.prior.sample(2, loaded.nz, generator=torch.Generator().manual_seed(0))
+    z = draws.to(dtype=loaded.dtype, device=loaded.device)
     try:
         with torch.no_grad():
             x = loaded.module.eval()(z)
@@ -363,7 +368,7 @@ def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
             f"metadata says output shape {list(loaded.output_shape)}, the generator gives {list(shape)}"
         )
     if not torch.isfinite(x).all():
-        raise CheckpointError("the generator's output is not finite at the prior's centre")
+        raise CheckpointError("the generator's output is not finite at two prior draws")
     loaded.output_shape = shape
     return loaded
 
