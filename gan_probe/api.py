@@ -45,6 +45,9 @@ def load_generator(
     low: float | None = None,
     high: float | None = None,
     generator: str | None = None,
+    space: str | None = None,
+    truncation: float | None = None,
+    noise: str | None = None,
     key: str | None = None,
     output_range: tuple[float, float] | str | None = None,
     seed: int = 0,
@@ -57,13 +60,28 @@ def load_generator(
     override what a foreign file lacks; ``key`` selects the generator's entry in
     a training checkpoint ("g_ema", "GAN.GE"); ``generator``
     ("package.module:factory") builds a custom architecture (the only route that
-    runs code, yours); ``seed`` freezes a stochastic generator's noise.
+    runs code, yours); ``seed`` freezes the noise of a generator that draws it
+    inside forward. For a StyleGAN2: ``space`` z, w or w+ (default z),
+    ``truncation`` psi, ``noise`` stored, zero or seed:N.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
     auto = isinstance(dtype, str) and dtype.strip().lower() == "auto"
     options = LoadOptions(
-        arch, nz, prior, sigma, low, high, generator, key=key, output_range=output_range, seed=seed, dtype_auto=auto
+        arch,
+        nz,
+        prior,
+        sigma,
+        low,
+        high,
+        generator,
+        space,
+        truncation,
+        noise,
+        key=key,
+        output_range=output_range,
+        seed=seed,
+        dtype_auto=auto,
     )
     return _load(path, options, device=dev, dtype=dt)
 
@@ -89,6 +107,7 @@ def loglik(
     estimator: Any = None,
     check: bool = False,
     grid: GridParams | None = None,
+    geometry: str = "auto",
     batch_size: int = 16,
     chunk_size: int | None = None,
     seed: int = 0,
@@ -109,6 +128,7 @@ def loglik(
         grid=grid,
         estimators=_estimators(method, estimator),
         check=check,
+        geometry=geometry,
     )
     return run_loglik(gen, params)
 
@@ -124,6 +144,7 @@ def ascend(
     method: str = "exact",
     estimator: Any = None,
     frames: int = 8,
+    geometry: str = "auto",
     seed: int = 0,
 ) -> AscendResult:
     """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
@@ -137,6 +158,7 @@ def ascend(
         frames=frames,
         seed=seed,
         estimators=_estimators(method, estimator),
+        geometry=geometry,
     )
     return run_ascend(gen, params)
 

@@ -188,3 +188,23 @@ def test_bench_bad_input_names_the_flag(runner, tiny_ckpt, tmp_path, args, flag)
     assert result.exit_code == 1, result.output
     assert flag in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_rosinality_channel_table_and_the_stylegan2_bench_rows():
+    from gan_probe.analyses.bench import BenchParams, run_bench
+    from gan_probe.models.synthetic import rosinality_channels, synthetic_stylegan2
+
+    assert rosinality_channels(256, 2) == {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128}
+    assert rosinality_channels(64, 1)[64] == 256
+    gen = synthetic_stylegan2(8, channel_multiplier=1, style_dim=8, n_mlp=1, seed=0,
+                              device=torch.device("cpu"), dtype=torch.float64)  # fmt: skip
+    assert gen.nz == 8 and gen.output_shape == (3, 8, 8) and gen.prior.kind == "mapped"
+    res = run_bench(gen, BenchParams(num=1, repeats=1, methods=(), gradient=False, naive_rows=5))
+    naive = next(r for r in res.rows if r["name"] == "naive")
+    assert "5 of 192 rows timed" in naive["note"]
+    assert res.extra["ratios"]["naive_over_exact_per_latent"] == pytest.approx(
+        naive["seconds"] / res.rows[0]["seconds"]
+    )
+    target = next(t for t in res.targets if t["name"].startswith("naive"))
+    assert target["name"].endswith("StyleGAN2 256x256") and target["applies"] is False
+    assert res.extra["peak_memory_bytes"] > 0

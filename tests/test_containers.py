@@ -300,3 +300,29 @@ def test_nothing_fits_lists_what_the_file_holds(tmp_path, runner, content, key, 
     assert result.exit_code == 1 and needles[0] in result.stderr
     if key is not None:
         assert "--key" in result.stderr
+
+
+def test_rosinality_stylegan2_train_and_convert_weight_files(tmp_path):
+    """The built-in StyleGAN2 from rosinality's own files: g_ema taken over g, latent_avg used as the mean w."""
+    from safetensors.torch import load_file
+
+    data = load_file(str(Path(__file__).parent / "data" / "rosinality_stylegan2_tiny.safetensors"))
+    g_ema = {k[2:]: v for k, v in data.items() if k.startswith("g.")}  # rosinality's Generator.state_dict()
+    bare_file = tmp_path / "g_ema.pt"
+    torch.save(g_ema, bare_file)
+    g = {k: v + 0.05 if k.startswith("style.") and v.is_floating_point() else v for k, v in g_ema.items()}
+    train = tmp_path / "000100.pt"
+    torch.save(
+        {"g": g, "d": _discriminator().state_dict(), "g_ema": g_ema, "args": _train_py_args(), "ada_aug_p": 0.0},
+        train,
+    )
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    gen, bare = load_generator(train), load_generator(bare_file)
+    assert gen.arch == "stylegan2" and gen.key == "g_ema" and gen.extras["args"]["n_mlp"] == 8
+    with torch.no_grad():
+        assert torch.equal(gen(z), bare(z))
+    latent_avg = torch.zeros(8)
+    converted = tmp_path / "converted.pt"
+    torch.save({"g_ema": g_ema, "latent_avg": latent_avg}, converted)
+    gen = load_generator(converted, LoadOptions(truncation=0.5))
+    assert gen.key == "g_ema" and gen.config["w_avg"] == "latent_avg of the checkpoint"

@@ -15,7 +15,6 @@ smooth parts (tanh output, BatchNorm scale is constant in eval mode).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +32,12 @@ from gan_probe.analyses.common import (
     jacobian_operator,
     probe_streams,
     progress_task,
+    require_density,
+    resolve_geometry,
 )
-from gan_probe.analyses.precision import auto_spectrum
+from gan_probe.analyses.precision import auto_half_logdet
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.exact import Spectrum, exact_spectrum
 from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, HalfLogdet, half_logdet, resolve_method
 
 OPTIMIZERS = ("sgd", "adam")
@@ -54,6 +54,7 @@ class AscendParams:
     frames: int = 8
     seed: int = 0
     estimators: Mapping[str, Any] | None = None
+    geometry: str = "auto"
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -126,9 +127,11 @@ class AscendResult:
         }
 
 
-def _record(spec: Spectrum) -> list[torch.Tensor]:
-    """[half_logdet, lambda_min, lambda_max, condition] (K,) each, from the exact spectrum."""
-    values = (spec.half_logdet.detach(), spec.lambda_min, spec.lambda_max, spec.condition)
+def _record(res: HalfLogdet, log_base: torch.Tensor) -> list[torch.Tensor]:
+    """[half_logdet, lambda_min, lambda_max, condition, log base] (K,) each: exact when it was computed."""
+    half = res.exact_value if res.exact_value is not None else res.value.detach()
+    st = res.stats
+    values = (half, st["lambda_min"], st["lambda_max"], st["condition"], log_base.detach())
     return [x.cpu().to(torch.float64) for x in values]
 
 
@@ -136,10 +139,14 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     """Ascend ln Q from K latents; KeyboardInterrupt stops the loop and keeps the steps done.
 
     A latent whose J is singular (ln Q = -inf, e.g. a generator with fewer
-    outputs than latents) has no gradient and stays where it is.
+    outputs than latents) has no gradient and stays where it is. A latent read
+    in the sphere geometry (the generator ignores |z|) moves on its sphere:
+    the gradient is projected on the tangent plane and |z| is kept.
     """
     params.validate()
+    require_density(gen, "ascend")
     method = resolve_method(params.method, gen.nz, params.estimators)
+    geometry = resolve_geometry(gen, params.geometry)
     exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ
     z0 = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     z = gen.prior.project(z0.clone()).requires_grad_(True)
@@ -150,35 +157,36 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):
-                if method == "exact":
-                    spec, up = auto_spectrum(gen, z, grad=True)
-                    num_promoted += int(up.sum())
-                    res = HalfLogdet("exact", spec.half_logdet, spec, None)
-                else:
-                    op = jacobian_operator(gen, z)
-                    res = half_logdet(
-                        op,
-                        method,
-                        params.estimators,
-                        generator=probe_streams(params.seed + 7 * step, 0, op.batch),
-                        grad=True,
-                        check=exact_recorded,
-                    )
-                half = res.value
-                if res.spectrum is not None:
-                    rec = _record(res.spectrum)
-                else:
-                    nan = torch.full_like(half.detach().cpu(), math.nan)
-                    rec = [half.detach().cpu(), nan, nan, nan]
-                records.append(rec)
+                res, up = auto_half_logdet(
+                    gen,
+                    z,
+                    method=method,
+                    estimators=params.estimators,
+                    generator=probe_streams(params.seed + 7 * step, 0, z.shape[0]),
+                    grad=True,
+                    check=method != "exact" and exact_recorded,
+                    geometry=geometry,
+                )
+                num_promoted += int(up.sum())
+                sphere = res.sphere
+                base = torch.where(sphere, res.log_base, gen.prior.log_prob(z))
+                records.append(_record(res, base))
                 if step == params.steps:
                     break
-                objective = gen.prior.log_prob(z) - half.to(torch.float64).cpu()
+                objective = base - res.value.to(torch.float64).cpu()
                 finite = torch.isfinite(objective.detach())
                 opt.zero_grad()
                 if bool(finite.any()):
                     (-objective[finite].sum()).backward()
+                    radius = z.detach().norm(dim=-1, keepdim=True)
+                    if bool(sphere.any()) and z.grad is not None:
+                        u = z.detach() / radius
+                        tangent = z.grad - (z.grad * u).sum(-1, keepdim=True) * u
+                        z.grad.copy_(torch.where(sphere[:, None], tangent, z.grad))
                     opt.step()
+                    with torch.no_grad():
+                        rescaled = z * (radius / z.norm(dim=-1, keepdim=True))
+                        z.copy_(torch.where(sphere[:, None], rescaled, z))
                 with torch.no_grad():
                     z.copy_(gen.prior.project(z))
                 trail.append(z.detach().clone())
@@ -188,12 +196,13 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     n = min(len(trail), len(records))
     if n == 0:
         # interrupted before the first record: take it now so the result holds the starting point
-        records = [_record(exact_spectrum(jacobian_operator(gen, z.detach())))]
+        res = half_logdet(jacobian_operator(gen, z.detach()), "exact", geometry=geometry)
+        records = [_record(res, torch.where(res.sphere, res.log_base, gen.prior.log_prob(z.detach())))]
         n = 1
     trail, records = trail[:n], records[:n]
-    half_t, lmin, lmax, cond = (torch.stack(c) for c in zip(*records))
+    half_t, lmin, lmax, cond, base_t = (torch.stack(c) for c in zip(*records))
     zs = torch.stack(trail)
-    loglik = gen.prior.log_prob(zs) - half_t
+    loglik = base_t - half_t
     result = AscendResult(params, method, zs, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
     result.num_promoted = num_promoted if gen.auto_float64 and method == "exact" else None
     _add_frames(gen, result)

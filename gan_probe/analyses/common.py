@@ -13,6 +13,8 @@ import torch
 
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.models.priors import MappedPrior, Prior
+from gan_probe.spectral.geometry import GEOMETRIES
 from gan_probe.spectral.operator import JacobianOperator
 
 Advance = Callable[[int], None]
@@ -77,31 +79,49 @@ def check_positive(name: str, value: float, param: str, *, allow_zero: bool = Fa
         raise GanProbeError(f"{name} must be a finite number {bound}, got {value}", param=param)
 
 
-def load_latents(path: str | Path, nz: int) -> torch.Tensor:
+def load_latents(path: str | Path, nz: int, prior: Prior | None = None) -> torch.Tensor:
     """Latents (N, nz) as float64 from .npy, .npz or .safetensors.
 
     In an .npz or .safetensors file the array is the one named ``z`` or
-    ``latents``, or the only array in the file.
+    ``latents``, or the only array in the file. In a StyleGAN2's w or w+ space
+    (``prior`` a :class:`MappedPrior`) an array named ``w`` / ``w_plus`` holds
+    points of that space, while ``z`` (or an unnamed array) holds prior latents,
+    which are mapped.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"latents file not found: {path}", param="latents")
     try:
         if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arrays = {"": np.load(path, allow_pickle=False)}
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
-                arr = _pick_array({k: data[k] for k in data.files}, path)
+                arrays = {k: data[k] for k in data.files}
         elif path.suffix == ".safetensors":
             from safetensors.numpy import load_file
 
-            arr = _pick_array(load_file(str(path)), path)
+            arrays = dict(load_file(str(path)))
         else:
             raise DataError(f"latents file {path} must be .npy, .npz or .safetensors", param="latents")
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise DataError(f"cannot read latents from {path}: {exc}") from None
+        raise DataError(f"cannot read latents from {path}: {exc}", param="latents") from None
+    mapped = isinstance(prior, MappedPrior)
+    own = LATENT_KEYS.get(prior.space, "z") if isinstance(prior, MappedPrior) else "z"
+    if mapped and own in arrays:
+        arr = arrays[own]
+    else:
+        arr = arrays[""] if "" in arrays else _pick_array(arrays, path)
+        if isinstance(prior, MappedPrior):
+            z = _as_latents(arr, path, prior.z_dim)
+            return prior.map_z(z)
+    return _as_latents(arr, path, nz)
+
+
+def _as_latents(arr: np.ndarray, path: Path, nz: int) -> torch.Tensor:
+    if np.iscomplexobj(arr):
+        raise DataError(f"latents in {path} are complex ({arr.dtype}); give real numbers", param="latents")
     if arr.ndim != 2:
         raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz})", param="latents")
     if arr.shape[1] != nz:
@@ -114,6 +134,15 @@ def load_latents(path: str | Path, nz: int) -> torch.Tensor:
     if not torch.isfinite(z).all():
         raise DataError(f"latents in {path} contain NaN or infinite values")
     return z
+
+
+#: The array name of each latent space's points in a latents file (what the tool writes and reads back).
+LATENT_KEYS = {"z": "z", "w": "w", "w+": "w_plus"}
+
+
+def latent_key(gen: LoadedGenerator) -> str:
+    """The name under which latents of ``gen``'s space are saved (``z``, ``w`` or ``w_plus``)."""
+    return LATENT_KEYS.get(gen.prior.space, "z") if isinstance(gen.prior, MappedPrior) else "z"
 
 
 def _pick_array(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
@@ -147,7 +176,7 @@ def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: Latents, se
     if isinstance(latents, (torch.Tensor, np.ndarray)):
         return check_latents(latents, gen.nz)
     if latents is not None:
-        return load_latents(latents, gen.nz)
+        return load_latents(latents, gen.nz, gen.prior)
     if num < 1:
         raise GanProbeError(f"the number of latents must be at least 1, got {num}", param="num")
     return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
@@ -162,3 +191,30 @@ def generate(
         for sl in batches(z.shape[0], batch_size):
             out.append(gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype))
     return torch.cat(out)
+
+
+def resolve_geometry(gen: LoadedGenerator, geometry: str) -> str:
+    """The geometry to read latents in: ``auto`` is sphere for a generator known to ignore |z|, per-latent
+    detection otherwise; the sphere reading needs a normal prior (a box is not rotation-invariant)."""
+    if geometry not in GEOMETRIES:
+        raise GanProbeError(f"unknown geometry {geometry!r}: use one of {', '.join(GEOMETRIES)}", param="geometry")
+    if gen.prior.kind != "normal":
+        if geometry == "sphere":
+            raise GanProbeError(
+                "the sphere geometry needs a normal prior: under a uniform box the direction z/|z| is not uniform",
+                param="geometry",
+            )
+        return "euclidean"
+    if geometry == "auto" and gen.ignores_norm:
+        return "sphere"
+    return geometry
+
+
+def require_density(gen: LoadedGenerator, command: str) -> None:
+    """ln Q needs ln P_Z: a space without a closed-form prior (a StyleGAN2's w, w+) is refused."""
+    if isinstance(gen.prior, MappedPrior):
+        raise GanProbeError(
+            f"{command} needs a latent space with a closed-form prior; {gen.prior.space} has none "
+            "(its points are mapped draws): use the z space",
+            param="space",
+        )

@@ -25,18 +25,18 @@ from gan_probe.analyses.common import (
     draw_or_load_latents,
     finite_stats,
     generate,
-    jacobian_operator,
     load_latents,
     probe_streams,
     progress_task,
+    require_density,
+    resolve_geometry,
     seeded_generator,
 )
-from gan_probe.analyses.precision import auto_spectrum
+from gan_probe.analyses.precision import auto_half_logdet
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.estimators import params_json
-from gan_probe.spectral.exact import Spectrum
-from gan_probe.spectral.logdet import METHODS, estimator_params, half_logdet, resolve_method
+from gan_probe.spectral.logdet import METHODS, estimator_params, resolve_method
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class LoglikParams:
     grid: GridParams | None = None
     estimators: Mapping[str, Any] | None = None
     check: bool = False
+    geometry: str = "auto"
 
     def validate(self) -> None:
         check_positive("the batch size", self.batch_size, "batch_size")
@@ -101,6 +102,8 @@ class LoglikValues:
     bounds_violated: torch.Tensor | None = None
     # --check: the exact 1/2 ln det M next to the estimate
     exact_half_logdet: torch.Tensor | None = None
+    # latents read in the sphere geometry (the generator ignores |z|, docs/design.md §1.4)
+    sphere: torch.Tensor | None = None
     # --dtype auto (exact method): the latents recomputed in float64; their flags are float64's, and a latent
     # still flagged precision_warning is rounding noise, left out of the summary's ln Q
     promoted: torch.Tensor | None = None
@@ -138,6 +141,7 @@ class LoglikValues:
                 "condition": float(self.condition[i]),
                 "singular": bool(self.singular[i]),
                 "precision_warning": bool(self.precision_warning[i]),
+                "geometry": "sphere" if self.sphere is not None and bool(self.sphere[i]) else "euclidean",
             }
             if self.promoted is not None:
                 row["promoted"] = bool(self.promoted[i])
@@ -168,6 +172,7 @@ class LoglikValues:
             "num_finite": int(torch.isfinite(ll).sum()),
             "num_singular": int(self.singular.sum()),
             "num_precision_warning": int(self.precision_warning.sum()),
+            "num_sphere": int(self.sphere.sum()) if self.sphere is not None else 0,
             "condition_median": finite_stats(self.condition)["median"],
             **self._estimator_summary(),
         }
@@ -261,6 +266,7 @@ def evaluate_loglik(
     estimators: Mapping[str, Any] | None = None,
     seed: int = 0,
     check: bool = False,
+    geometry: str = "auto",
 ) -> LoglikValues:
     """ln Q(G(z)) and the spectrum statistics for latents z (n, nz), batch by batch.
 
@@ -268,23 +274,31 @@ def evaluate_loglik(
     For an estimator, lambda_max is its own estimate (a Ritz value), lambda_min
     and the condition number are unknown (NaN, null in JSON) unless ``check``
     also computes the exact spectrum, which then fills them and ``exact_half_logdet``.
+    ``geometry``: :func:`resolve_geometry`; a sphere latent's ``log_prior`` is ln P_U(u) = -ln|S^{nz-1}|
+    and its ``half_logdet`` that of the tangent metric (docs/design.md §1.4).
     """
     method = resolve_method(method, gen.nz, estimators)
+    geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
     parts = []
     stderr, interval, violated, exact_parts, promoted = [], [], [], [], []
     num_matvecs = None
     with progress_task(progress, description, z.shape[0]) as advance:
         for sl in batches(z.shape[0], batch_size):
-            spec: Spectrum | None
-            if method == "exact":  # with --dtype auto, latents flagged in float32 are recomputed in float64
-                spec, up = auto_spectrum(gen, z[sl], chunk_size)
-                half, est = spec.half_logdet, None
-                promoted.append(up)
-            else:
-                op = jacobian_operator(gen, z[sl], chunk_size)
-                res = half_logdet(op, method, estimators, generator=probe_streams(seed, sl.start, sl.stop), check=check)
-                half, spec, est = res.value, res.spectrum, res.estimate
+            streams = probe_streams(seed, sl.start, sl.stop)
+            # with --dtype auto, the exact method recomputes in float64 the latents flagged in float32
+            res, up = auto_half_logdet(
+                gen,
+                z[sl],
+                chunk_size,
+                method=method,
+                estimators=estimators,
+                generator=streams,
+                check=check,
+                geometry=geometry,
+            )
+            half, est = res.value.detach(), res.estimate
+            promoted.append(up)
             if est is not None:
                 num_matvecs = est.num_matvecs
                 stderr.append(est.stderr.cpu() if est.stderr is not None else torch.full_like(half.cpu(), float("nan")))
@@ -292,19 +306,15 @@ def evaluate_loglik(
                     interval.append(est.interval.cpu())
                 if est.bounds_violated is not None:
                     violated.append(est.bounds_violated.cpu())
-                if spec is not None:
-                    exact_parts.append(spec.half_logdet.cpu())
-            if spec is not None:
-                stats = [spec.lambda_max, spec.lambda_min, spec.condition, spec.singular, spec.precision_warning]
-            else:
-                nan = torch.full_like(half, float("nan"))
-                lam_max = est.lambda_max if est is not None and est.lambda_max is not None else nan
-                no = torch.zeros_like(half, dtype=torch.bool)
-                stats = [lam_max, nan, nan, no, no]
-            parts.append([half.cpu(), *(x.cpu() for x in stats)])
+                if res.exact_value is not None:
+                    exact_parts.append(res.exact_value.cpu())
+            st = res.stats
+            stats = [st["lambda_max"], st["lambda_min"], st["condition"], st["singular"], st["precision_warning"]]
+            parts.append([half.cpu(), *(x.cpu() for x in stats), res.sphere.cpu(), res.log_base.cpu()])
             advance(sl.stop - sl.start)
-    half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c = (torch.cat(c) for c in zip(*parts))
-    values = LoglikValues(z, gen.prior.log_prob(z), half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, method=method)
+    half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, sphere_c, base_c = (torch.cat(c) for c in zip(*parts))
+    log_prior = torch.where(sphere_c, base_c, gen.prior.log_prob(z))
+    values = LoglikValues(z, log_prior, half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, method=method, sphere=sphere_c)
     if method != "exact":
         values.stderr = torch.cat(stderr)
         values.interval = torch.cat(interval) if interval else None
@@ -357,6 +367,7 @@ def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[tor
 def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress | None = None) -> LoglikResult:
     """Evaluate ln Q at prior draws (or given latents) and, with a grid, over a latent plane."""
     params.validate()
+    require_density(gen, "loglik")
     z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
     grid_spec = latent_plane(gen, params.grid, params.seed) if params.grid is not None else None
     timings: dict[str, float] = {}
@@ -371,6 +382,7 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
         estimators=params.estimators,
         seed=params.seed,
         check=params.check,
+        geometry=params.geometry,
     )
     timings["samples_s"] = time.perf_counter() - t0
     images = generate(gen, z, params.batch_size)
@@ -390,6 +402,7 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
             description="grid",
             estimators=params.estimators,
             seed=params.seed + 1,
+            geometry=params.geometry,
         )
         timings["grid_s"] = time.perf_counter() - t0
         dims = params.grid.dims if params.grid.dims is not None else ((0, 1) if gen.nz == 2 else None)

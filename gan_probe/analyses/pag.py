@@ -38,7 +38,7 @@ from gan_probe.analyses.reversal import ReversalParams, ReversalResult, invert_g
 from gan_probe.data import ImageData, images_from_tensor, load_images
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.models.priors import Prior
+from gan_probe.models.priors import MappedPrior, Prior
 
 #: Images shown in reconstructions.png (originals and reconstructions, row pairs of 8).
 NUM_SHOWN = 32
@@ -121,6 +121,43 @@ def pag_score(z: torch.Tensor, sigma: float, *, center: float = 0.0) -> PagScore
     pag = float(kl_terms(s2 / n / sigma**2).sum())
     literal = float(kl_terms(s2 / sigma**2).sum())
     return PagScore(pag, literal, (s / math.sqrt(n)), s, float(sigma), float(center), n)
+
+
+@dataclass
+class FittedGaussian:
+    """N(mean, cov) fitted to mapped prior draws of a StyleGAN2's w (style_dim); for w+ every layer
+    is compared with it independently. :meth:`whiten` maps latents to where that reference is N(0, I)."""
+
+    mean: torch.Tensor  # (d,) float64
+    chol: torch.Tensor  # (d, d) lower Cholesky factor of the covariance
+    layers: int  # 1 for w, num_layers for w+
+
+    def whiten(self, z: torch.Tensor) -> torch.Tensor:
+        d = self.mean.numel()
+        blocks = z.to(torch.float64).reshape(-1, self.layers, d) - self.mean
+        white = torch.linalg.solve_triangular(self.chol, blocks.reshape(-1, d).T, upper=False).T
+        return white.reshape(z.shape[0], -1)
+
+    def start(self) -> torch.Tensor:
+        """The reference's mean in the latent space's own layout (the reversal's starting point)."""
+        return self.mean.repeat(self.layers)
+
+
+#: Mapped prior draws the w reference is fitted to.
+NUM_REFERENCE_DRAWS = 10_000
+
+
+def fit_mapped_reference(prior: MappedPrior, *, seed: int = 0) -> FittedGaussian:
+    """N(mean, cov) of NUM_REFERENCE_DRAWS seeded mapped prior draws in w (one layer's worth for w+)."""
+    z = torch.randn(NUM_REFERENCE_DRAWS, prior.z_dim, generator=seeded_generator(seed), dtype=torch.float64)
+    draws = prior.map_z(z)
+    d = prior.z_dim
+    layers = draws.shape[1] // d
+    w = draws[:, :d]  # every layer of a mapped w+ draw holds the same w
+    mean = w.mean(0)
+    cov = torch.cov(w.T).reshape(d, d)
+    chol = torch.linalg.cholesky(cov + 1e-12 * torch.eye(d, dtype=torch.float64) * cov.diagonal().mean())
+    return FittedGaussian(mean, chol, layers)
 
 
 def prior_reference(prior: Prior) -> tuple[float, float, str]:
@@ -257,11 +294,24 @@ def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | Non
             resize=params.resize,
         )
     timings: dict[str, float] = {}
+    fitted_reference = fit_mapped_reference(gen.prior, seed=params.seed) if isinstance(gen.prior, MappedPrior) else None
     t0 = time.perf_counter()
-    rev = invert_generator(gen, data.images, params.reversal, progress=progress)
+    start = fitted_reference.start() if fitted_reference is not None else None
+    rev = invert_generator(gen, data.images, params.reversal, progress=progress, start=start)
     timings["reversal_s"] = time.perf_counter() - t0
-    center, sigma, reference = prior_reference(gen.prior)
-    score = pag_score(rev.z, sigma, center=center) if rev.num_done else None
+    if isinstance(gen.prior, MappedPrior):
+        # no closed-form prior in w: whiten by the Gaussian fitted to mapped prior draws, compare with N(0, I)
+        fitted = fitted_reference
+        assert fitted is not None
+        layout = "every layer against it independently" if fitted.layers > 1 else "the latents whitened by it"
+        reference = (
+            f"N(mean, cov) fitted to {NUM_REFERENCE_DRAWS} mapped prior draws in w (seed {params.seed}), "
+            f"{layout}; PAG of the whitened latents against N(0, I)"
+        )
+        score = pag_score(fitted.whiten(rev.z), 1.0) if rev.num_done else None
+    else:
+        center, sigma, reference = prior_reference(gen.prior)
+        score = pag_score(rev.z, sigma, center=center) if rev.num_done else None
     dis = None
     if rev.num_done:
         dis = disagreement_samples(

@@ -25,7 +25,7 @@ def default_step(prior: Prior) -> float:
     """The default perturbation step alpha for ``prior`` (paper: 0.4-0.8 on U[-1, 1])."""
     if prior.kind == "uniform":
         return STEP_FRACTION * 0.5 * (prior.high - prior.low)
-    return STEP_FRACTION * prior.sigma
+    return STEP_FRACTION * prior.scale  # sigma of a normal prior; the spread of one coordinate of mapped draws
 
 
 def resolve_step(prior: Prior, step: float | None) -> float:

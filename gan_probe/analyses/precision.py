@@ -15,12 +15,100 @@ rounding noise and stays out of the headline figures.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from gan_probe.analyses.common import jacobian_operator
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.eigen import exact_eigen
+from gan_probe.spectral.estimators.base import Generators
 from gan_probe.spectral.exact import Spectrum, exact_spectrum
+from gan_probe.spectral.logdet import HalfLogdet, half_logdet
+
+
+def auto_half_logdet(
+    gen: LoadedGenerator,
+    z: torch.Tensor,
+    chunk_size: int | None = None,
+    *,
+    method: str = "exact",
+    estimators: Mapping[str, Any] | None = None,
+    generator: Generators | None = None,
+    grad: bool = False,
+    check: bool = False,
+    geometry: str = "euclidean",
+) -> tuple[HalfLogdet, torch.Tensor]:
+    """:func:`gan_probe.spectral.logdet.half_logdet` at latents z (B, nz) of ``gen``, with ``--dtype auto``:
+    for the exact method, the latents flagged in float32 are recomputed in float64, each in the geometry it was
+    read in. Returns (the result, a (B,) CPU bool mask of the latents promoted)."""
+    op = jacobian_operator(gen, z, chunk_size)
+    res = half_logdet(op, method, estimators, generator=generator, grad=grad, check=check, geometry=geometry)
+    promoted = torch.zeros(z.shape[0], dtype=torch.bool)
+    if method != "exact" or not _promotes(gen):
+        return res, promoted
+    flagged = (res.stats["singular"] | res.stats["precision_warning"]).cpu()
+    sphere = res.sphere.cpu()
+    if gen.ignores_norm:
+        flagged &= sphere  # read in R^nz, J z = 0 by construction: singular in every dtype
+    if not bool(flagged.any()):
+        return res, promoted
+    parts = []
+    try:
+        twin = gen.float64()
+        for round_ in (False, True):
+            idx = (flagged & (sphere == round_)).nonzero().flatten()
+            if idx.numel():
+                op64 = jacobian_operator(twin, z[idx.to(z.device)], chunk_size)
+                geo = "sphere" if round_ else "euclidean"
+                parts.append((idx, half_logdet(op64, "exact", grad=grad, geometry=geo)))
+    except (torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - no float64 for this generator (MPS, a program fixed to float32)
+        _unavailable(gen, exc)
+        return res, promoted
+    for idx, part in parts:
+        res = _merge_half(res, part, idx)
+    return res, flagged
+
+
+def _promotes(gen: LoadedGenerator) -> bool:
+    """--dtype auto, not yet float64, a float64 copy not known to fail, and not a wide J (singular in every
+    dtype)."""
+    return (
+        gen.auto_float64 and gen.dtype != torch.float64 and gen.float64_unavailable is None and gen.output_dim >= gen.nz
+    )
+
+
+def _unavailable(gen: LoadedGenerator, exc: BaseException) -> None:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    gen.float64_unavailable = message
+    gen.notes.append(
+        f"--dtype auto: the generator cannot run in float64 ({message}); latents flagged in float32 keep "
+        "their flags and are left out of the headline figures"
+    )
+
+
+def _put(a: torch.Tensor, idx: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` with rows ``idx`` replaced by ``b`` (out of place, differentiable where the inputs are)."""
+    out = a.clone()
+    out[idx.to(a.device)] = b.to(a.device, a.dtype)
+    return out
+
+
+def _merge_half(base: HalfLogdet, part: HalfLogdet, idx: torch.Tensor) -> HalfLogdet:
+    """``base`` with the latents ``idx`` replaced by the exact result ``part`` (same geometry per latent)."""
+    exact = base.exact_value
+    return HalfLogdet(
+        base.method,
+        _put(base.value, idx, part.value),
+        base.sphere,
+        base.log_base,
+        {k: _put(v, idx, part.stats[k]) for k, v in base.stats.items()},
+        None if exact is None or part.exact_value is None else _put(exact, idx, part.exact_value),
+        base.estimate,
+    )
 
 
 def auto_spectrum(
@@ -38,10 +126,10 @@ def auto_spectrum(
     """
     spec = _spectrum(gen, z, chunk_size, eigen=eigen, grad=grad)
     promoted = torch.zeros(z.shape[0], dtype=torch.bool)
-    if not gen.auto_float64 or gen.dtype == torch.float64 or gen.output_dim < gen.nz:
-        return spec, promoted  # (a wide J, N < nz, is singular in every dtype)
+    if not _promotes(gen) or gen.ignores_norm:
+        return spec, promoted  # (a generator that ignores |z| has J z = 0: M is singular in every dtype)
     flagged = (spec.precision_warning | spec.singular).cpu()
-    if not bool(flagged.any()) or gen.float64_unavailable is not None:
+    if not bool(flagged.any()):
         return spec, promoted
     idx = flagged.nonzero().flatten()
     try:
@@ -50,12 +138,7 @@ def auto_spectrum(
     except (torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - no float64 for this generator (MPS, a program fixed to float32)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        gen.float64_unavailable = message
-        gen.notes.append(
-            f"--dtype auto: the generator cannot run in float64 ({message}); latents flagged in float32 keep "
-            "their flags and are left out of the headline figures"
-        )
+        _unavailable(gen, exc)
         return spec, promoted
     return merge_spectra(spec, spec64, idx), flagged
 
@@ -67,22 +150,16 @@ def _spectrum(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None, *, 
 
 def merge_spectra(base: Spectrum, part: Spectrum, idx: torch.Tensor) -> Spectrum:
     """``base`` with the latents ``idx`` replaced by ``part`` (differentiable where the inputs are)."""
-
-    def put(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        out = a.clone()
-        out[idx.to(a.device)] = b.to(a.device, a.dtype)
-        return out
-
     vectors = None
     if base.eigenvectors is not None and part.eigenvectors is not None:
-        vectors = put(base.eigenvectors, part.eigenvectors)
+        vectors = _put(base.eigenvectors, idx, part.eigenvectors)
     return Spectrum(
-        singular_values=put(base.singular_values, part.singular_values),
-        singular=put(base.singular, part.singular),
-        precision_warning=put(base.precision_warning, part.precision_warning),
-        half_logdet=put(base.half_logdet, part.half_logdet),
+        singular_values=_put(base.singular_values, idx, part.singular_values),
+        singular=_put(base.singular, idx, part.singular),
+        precision_warning=_put(base.precision_warning, idx, part.precision_warning),
+        half_logdet=_put(base.half_logdet, idx, part.half_logdet),
         eigenvectors=vectors,
     )
 
 
-__all__ = ["auto_spectrum", "merge_spectra"]
+__all__ = ["auto_half_logdet", "auto_spectrum", "merge_spectra"]

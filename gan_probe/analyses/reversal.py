@@ -82,17 +82,21 @@ def invert_generator(
     params: ReversalParams = ReversalParams(),
     *,
     progress: Progress | None = None,
+    start: torch.Tensor | None = None,
 ) -> ReversalResult:
     """Reverse G on the images x (n, *output_shape), chunk by chunk; Ctrl-C keeps finished chunks.
 
     The initial latents of all n images are drawn at once from one seeded CPU
-    generator, so neither the chunk size nor the device changes them.
+    generator, so neither the chunk size nor the device changes them; ``start``
+    (nz,) shifts them (a StyleGAN2's mean w).
     """
     params.validate()
     n = x.shape[0]
     if tuple(x.shape[1:]) != tuple(gen.output_shape):
         raise GanProbeError(f"images have shape {tuple(x.shape[1:])} but the generator makes {gen.output_shape}")
     z0 = params.init_std * torch.randn(n, gen.nz, generator=seeded_generator(params.seed), dtype=torch.float64)
+    if start is not None:
+        z0 = z0 + start.to(torch.float64)  # around the mean w: the usual start of a StyleGAN projection
     zs, recs, mses = [], [], []
     history = torch.zeros(params.steps, dtype=torch.float64)
     interrupted = False

@@ -28,6 +28,13 @@ def ascend(
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.05,
     optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)}.")] = "adam",
     frames: Annotated[int, typer.Option(help="Images per latent in the strips.")] = 8,
+    geometry: Annotated[
+        str,
+        typer.Option(
+            help="auto|euclidean|sphere: sphere reads ln Q on the sphere of directions, for generators that ignore "
+            "|z| (auto: where |J z| is rounding noise, and always for a StyleGAN2 in z)."
+        ),
+    ] = "auto",
 ) -> Outcome:
     """Gradient ascent on ln Q(G(z)) in latent space (Ramesh & LeCun 2018, Fig. 4).
 
@@ -48,6 +55,7 @@ def ascend(
         frames=frames,
         seed=ctx.common.seed,
         estimators=ctx.estimators,
+        geometry=geometry,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
     write_outputs(result, ctx.gen, ctx.files)
@@ -78,6 +86,7 @@ def ascend(
             "lr": lr,
             "optimizer": optimizer,
             "frames": frames,
+            "geometry": geometry,
             "estimators": {name: params_json(ctx.estimators[name]) for name in REGISTRY},
         },
         results=res,

@@ -11,7 +11,7 @@ from gan_probe.analyses.bench import DEFAULT_CONDS, SYNTHETIC, BenchParams, Benc
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
-from gan_probe.models.synthetic import synthetic_dcgan
+from gan_probe.models.synthetic import synthetic_dcgan, synthetic_stylegan2
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
 
 
@@ -44,7 +44,9 @@ def bench(
         Optional[str],
         typer.Option(
             help="Bench a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
-            "DCGAN init), dcgan64-nz128, or spectrum (linear generators with log-spaced spectra: estimator accuracy)."
+            "DCGAN init), dcgan64-nz128, stylegan2-256 (rosinality layout, 256x256, channel_multiplier 2, "
+            "style_dim 512, random init, w space), stylegan2-64 (the same at 64x64, channel_multiplier 1: CPU-sized), "
+            "or spectrum (linear generators with log-spaced spectra: estimator accuracy)."
         ),
     ] = None,
     synthetic_nz: Annotated[
@@ -69,6 +71,13 @@ def bench(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    naive_rows: Annotated[
+        int,
+        typer.Option(
+            help="Time the naive peer on this many output rows and extrapolate to all of them (0: the whole "
+            "Jacobian) [default: 64 for stylegan2 models, 0 otherwise]."
+        ),
+    ] = -1,
 ) -> Outcome:
     """Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact gradient.
 
@@ -93,6 +102,7 @@ def bench(
         gradient=gradient,
         seed=ctx.common.seed,
         conds=parse_conds(conds),
+        naive_rows=naive_rows if naive_rows >= 0 else (64 if (synthetic or "").startswith("stylegan2") else 0),
     ).validate()
     device, dtype = ctx.gen.device, ctx.gen.dtype
     if synthetic == "spectrum":
@@ -100,8 +110,14 @@ def bench(
     else:
         gen = ctx.gen
         if synthetic is not None:
-            nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
-            gen = synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
+            if synthetic.startswith("stylegan2"):
+                size, mult = (256, 2) if synthetic == "stylegan2-256" else (64, 1)
+                gen = synthetic_stylegan2(
+                    size, channel_multiplier=mult, seed=ctx.common.seed, device=device, dtype=dtype
+                )
+            else:
+                nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
+                gen = synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
         result = run_bench(gen, params)
     parameters = {
         "synthetic": synthetic,
@@ -113,6 +129,7 @@ def bench(
         "gradient": params.gradient,
         "chunk_size": chunk_size,
         "conds": list(params.conds) if synthetic == "spectrum" else None,
+        "naive_rows": params.naive_rows,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
     notes = []

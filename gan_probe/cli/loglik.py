@@ -50,6 +50,13 @@ def loglik(
     check: Annotated[
         bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")
     ] = False,
+    geometry: Annotated[
+        str,
+        typer.Option(
+            help="auto|euclidean|sphere: sphere reads ln Q on the sphere of directions, for generators that ignore "
+            "|z| (auto: where |J z| is rounding noise, and always for a StyleGAN2 in z)."
+        ),
+    ] = "auto",
 ) -> Outcome:
     """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane.
 
@@ -68,6 +75,7 @@ def loglik(
         grid=GridParams(parse_dims(grid_dims), grid_extent, grid_size, grid_center) if grid else None,
         estimators=ctx.estimators,
         check=check,
+        geometry=geometry,
     )
     result = run_loglik(ctx.gen, params, progress=ctx.progress)
     write_outputs(result, ctx.gen, ctx.files)
@@ -78,6 +86,7 @@ def loglik(
             "method": method,
             "chunk_size": chunk_size,
             "check": check,
+            "geometry": geometry,
             "estimator": estimator_parameters(params, result.values.method),
             "estimators": {name: params_json(ctx.estimators[name]) for name in REGISTRY},
             "grid": None
@@ -152,6 +161,11 @@ def _notes(result: LoglikResult) -> list[str]:
         if values is None:
             continue
         s = values.summary()
+        if s["num_sphere"]:
+            notes.append(
+                f"{s['num_sphere']} {label} read on the sphere (the generator ignores |z|): the prior column is "
+                "ln P_U(u) = -ln|S^(nz-1)| of the direction and 1/2 ln det that of the tangent metric"
+            )
         if s["num_singular"]:
             notes.append(f"{s['num_singular']} {label} have a singular J (ln Q undefined, reported as null)")
         if s.get("num_promoted"):

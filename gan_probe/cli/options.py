@@ -40,7 +40,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "arch": (
         Annotated[
             Optional[str],
-            typer.Option(help="Architecture of a foreign file: dcgan or mlp.", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="Architecture of a foreign file: dcgan, mlp or stylegan2.", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -99,6 +99,29 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="Pixel range of the output, LOW,HIGH (e.g. 0,1) or none [default: the file's or module's].",
                 rich_help_panel=CKPT_PANEL,
             ),
+        ],
+        None,
+    ),
+    "space": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="StyleGAN2 latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
+        ],
+        None,
+    ),
+    "truncation": (
+        Annotated[
+            Optional[float],
+            typer.Option(
+                help="StyleGAN2 truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
+            ),
+        ],
+        None,
+    ),
+    "noise": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="StyleGAN2 noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -180,6 +203,9 @@ class CommonOptions:
     low: float | None
     high: float | None
     generator: str | None
+    space: str | None
+    truncation: float | None
+    noise: str | None
     key: str | None
     output_range: str | None
     device: str
@@ -201,6 +227,9 @@ class CommonOptions:
             self.low,
             self.high,
             self.generator,
+            space=self.space,
+            truncation=self.truncation,
+            noise=self.noise,
             key=self.key,
             output_range=self.output_range,
             seed=self.seed,

@@ -7,6 +7,8 @@ end, taking (B, nz, 1, 1). 64x64 has five convolutions (keys
 ``main.{0,3,6,9,12}``), 32x32 four (``main.{0,3,6,9}``); channel widths halve
 from ``ngf * 2**(depth-2)`` down to ``ngf``.
 
+``stylegan2`` is rosinality/stylegan2-pytorch's ``Generator`` layout (:mod:`gan_probe.models.stylegan2`).
+
 ``mlp`` is a fully connected generator for toy and vector-valued models:
 ``net = Sequential(Linear, act, ..., Linear[, Tanh])``.
 
@@ -22,8 +24,9 @@ import torch
 from torch import nn
 
 from gan_probe.errors import CheckpointError
+from gan_probe.models.stylegan2 import StyleGAN2Generator, infer_stylegan2_config, looks_like_stylegan2
 
-ARCHITECTURES = ("dcgan", "mlp")
+ARCHITECTURES = ("dcgan", "mlp", "stylegan2")
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
@@ -99,6 +102,8 @@ def build_generator(arch: str, config: Mapping) -> nn.Module:
             return DCGANGenerator(
                 int(config["nz"]), int(config["ngf"]), int(config["nc"]), int(config.get("image_size", 64))
             )
+        if arch == "stylegan2":
+            return StyleGAN2Generator(config)
         if arch == "mlp":
             return MLPGenerator(
                 int(config["nz"]),
@@ -119,6 +124,8 @@ def detect_arch(state: Mapping[str, torch.Tensor]) -> str | None:
     w = state.get("main.0.weight")
     if w is not None and w.ndim == 4:
         return "dcgan"
+    if looks_like_stylegan2(state):
+        return "stylegan2"
     if state.get("net.0.weight") is not None:
         return "mlp"
     return None
@@ -151,6 +158,8 @@ def infer_config(arch: str, state: Mapping[str, torch.Tensor]) -> dict:
         expected = DCGANGenerator(**config).state_dict()
         _check_shapes(arch, expected, state)
         return config
+    if arch == "stylegan2":
+        return infer_stylegan2_config(state)
     if arch == "mlp":
         indexed = sorted(
             (int(m.group(1)), w) for k, w in state.items() if (m := re.fullmatch(r"net\.(\d+)\.weight", k))

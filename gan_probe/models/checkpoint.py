@@ -38,8 +38,10 @@ from gan_probe.errors import CheckpointError
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.bundled import default_checkpoint
 from gan_probe.models.containers import Container, find_generator_state, read_container
+from gan_probe.models.latent_spaces import check_space_options, stylegan2_latent
 from gan_probe.models.noise import FrozenNoise, detect_noise, freeze, frozen_call
 from gan_probe.models.priors import Prior
+from gan_probe.models.stylegan2 import StyleGAN2Generator
 from gan_probe.spectral.jacobian import JacobianRoutes
 
 FORMAT_VERSION = 1
@@ -59,6 +61,10 @@ class LoadOptions:
     low: float | None = None
     high: float | None = None
     generator: str | None = None
+    #: StyleGAN2 only: latent space z, w or w+ (default z), truncation psi, noise stored|zero|seed:N
+    space: str | None = None
+    truncation: float | None = None
+    noise: str | None = None
     #: the entry of a checkpoint container holding the generator ("a.b": nested entries, then a key prefix)
     key: str | None = None
     #: (low, high) of the output, or "none" for no pixel range (None: the file's or the module's)
@@ -95,6 +101,8 @@ class LoadedGenerator:
     source: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    #: G(c z) = G(z) for c > 0 by construction (StyleGAN2's PixelNorm in z): read in the sphere geometry
+    ignores_norm: bool = False
     key: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     noise: FrozenNoise | None = None
@@ -353,32 +361,55 @@ def _build_builtin(
     *,
     device: torch.device | str,
     dtype: torch.dtype,
+    latent_avg: torch.Tensor | None = None,
     container: Container | None = None,
 ) -> LoadedGenerator:
     meta = dict(meta or {})
     key = container.key if container is not None else None
+    if latent_avg is None and container is not None:
+        latent_avg = container.latent_avg  # rosinality's running mean of w, stored beside g_ema
     arch = options.arch or meta.get("arch") or detect_arch(state)
     if arch is None:
         entry = f" (entry {key}; --key picks another)" if key else ""
         raise CheckpointError(
             f"{file}: cannot tell the architecture from its keys{entry} (e.g. {next(iter(state))!r}); "
-            "pass --arch dcgan|mlp or --generator package.module:factory"
+            "pass --arch dcgan|mlp|stylegan2 or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
     if options.nz is not None and int(config.get("nz", -1)) != options.nz:
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
-    module = build_generator(arch, config)
+    check_space_options(arch, options.space, options.truncation, options.noise)
+    # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
+    module = build_generator(arch, config).to(dtype)
     _load_state(module, state, file)
     out_meta = meta.get("output", {})
     output_range = out_meta.get("range")
-    if output_range is None and (arch == "dcgan" or config.get("output_activation") == "tanh"):
+    if output_range is None and (arch in ("dcgan", "stylegan2") or config.get("output_activation") == "tanh"):
         output_range = [-1.0, 1.0]
-    return wrap_module(
+    prior = _resolve_prior(meta.get("prior"), options)
+    nz = int(config["nz"]) if "nz" in config else 0
+    ignores_norm = False
+    if isinstance(module, StyleGAN2Generator):
+        latent, space_prior, record = stylegan2_latent(
+            module,
+            space=options.space,
+            truncation=options.truncation,
+            noise=options.noise,
+            latent_avg=latent_avg,
+            device=device,
+            dtype=dtype,
+        )
+        module, nz, config = latent, latent.nz, {**config, **record}
+        prior = space_prior if record["space"] != "z" else prior
+        ignores_norm = record["space"] == "z"
+        if prior.kind != "normal" and record["space"] == "z":
+            raise CheckpointError("a StyleGAN2's z prior is normal(0, I): drop --prior/--low/--high", param="prior")
+    loaded = wrap_module(
         module,
-        nz=int(config["nz"]),
-        prior=_resolve_prior(meta.get("prior"), options),
+        nz=nz,
+        prior=prior,
         arch=arch,
         config=config,
         output_shape=tuple(int(v) for v in out_meta.get("shape", [])),
@@ -393,6 +424,8 @@ def _build_builtin(
         extras=container.extras if container is not None else None,
         seed=options.seed,
     )
+    loaded.ignores_norm = ignores_norm
+    return loaded
 
 
 def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path | str) -> None:
@@ -433,8 +466,12 @@ def _resolve_prior(meta: dict | None, options: LoadOptions) -> Prior:
 
 
 def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
-    """Run the generator once on the prior's centre to learn (and check) its output shape."""
-    z = torch.full((2, loaded.nz), loaded.prior.center, dtype=loaded.dtype, device=loaded.device)
+    """Run the generator once on two seeded prior draws to learn (and check) its output shape.
+
+    Prior draws rather than the prior's centre: a generator that ignores |z| is undefined at z = 0.
+    """
+    draws = loaded.prior.sample(2, loaded.nz, generator=torch.Generator().manual_seed(0))
+    z = draws.to(dtype=loaded.dtype, device=loaded.device)
     try:
         with torch.no_grad():
             x = loaded.module.eval()(z)
@@ -448,7 +485,7 @@ def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
             f"metadata says output shape {list(loaded.output_shape)}, the generator gives {list(shape)}"
         )
     if not torch.isfinite(x).all():
-        raise CheckpointError("the generator's output is not finite at the prior's centre")
+        raise CheckpointError("the generator's output is not finite at two prior draws")
     loaded.output_shape = shape
     return loaded
 

@@ -1,9 +1,15 @@
-"""Latent priors P_Z: an isotropic normal or a uniform box."""
+"""Latent priors P_Z: an isotropic normal, a uniform box, or (for w and w+) the mapped normal.
+
+A StyleGAN2's w space has no closed-form prior: its points are mapped prior
+draws w = f(z), z ~ N(0, I) (docs/design.md §1.5). :class:`MappedPrior` draws
+them through the generator's mapping network and has no log-density.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,7 +26,7 @@ class Prior:
     high: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("normal", "uniform"):
+        if self.kind not in ("normal", "uniform", "mapped"):
             raise CheckpointError(f"unknown prior {self.kind!r}: use --prior normal or --prior uniform")
         if self.kind == "normal" and not (math.isfinite(self.sigma) and self.sigma > 0):
             raise CheckpointError(f"prior sigma must be a positive number, got {self.sigma} (--sigma)")
@@ -77,4 +83,55 @@ class Prior:
         """Projection onto the support (a no-op for the normal prior)."""
         if self.kind == "uniform":
             return z.clamp(self.low, self.high)
+        return z
+
+
+@dataclass(frozen=True)
+class MappedPrior(Prior):
+    """The distribution of mapped prior draws in a StyleGAN2's w or w+ space (no closed-form density).
+
+    ``mapper`` maps standard-normal z (N, z_dim) float64 to latents (N, nz)
+    float64 of this space (mapping network, truncation, and for w+ one w copied
+    to every layer). ``std`` is the root-mean-square standard deviation of one
+    coordinate, for step sizes; ``center`` is 0 (the mean w is not a scalar).
+    """
+
+    kind: str = "mapped"
+    space: str = "w"
+    z_dim: int = 0
+    truncation: float = 1.0
+    std: float = 1.0
+    mapper: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
+
+    def to_meta(self) -> dict:
+        return {"kind": "mapped", "space": self.space, "truncation": self.truncation, "z": "normal(0, I)"}
+
+    def describe(self) -> str:
+        psi = f", truncation {self.truncation:g}" if self.truncation != 1.0 else ""
+        return f"{self.space} = mapping(z), z ~ normal(0, I){psi}"
+
+    @property
+    def center(self) -> float:
+        return 0.0
+
+    @property
+    def scale(self) -> float:
+        return self.std
+
+    def map_z(self, z: torch.Tensor) -> torch.Tensor:
+        """Prior latents z (N, z_dim) -> points of this space (N, nz), float64 on the CPU."""
+        if self.mapper is None:
+            raise CheckpointError("this mapped prior has no mapping network")
+        return self.mapper(z.to(torch.float64))
+
+    def sample(self, num: int, nz: int, *, generator: torch.Generator) -> torch.Tensor:
+        """(num, nz) mapped draws: z ~ N(0, I) drawn on the CPU from ``generator``, then mapped."""
+        z = torch.randn(num, self.z_dim, generator=generator, dtype=torch.float64)
+        return self.map_z(z)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """No closed form in w: NaN (the analyses that need ln P_Z work in z)."""
+        return torch.full(z.shape[:-1], math.nan, dtype=z.dtype, device=z.device)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
         return z

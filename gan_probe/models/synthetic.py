@@ -8,6 +8,8 @@
   quadrature estimators (half of the spectrum sits in the bottom few decades).
 - :func:`synthetic_dcgan`: the PyTorch-examples 64x64x3 DCGAN with the
   examples' initialisation (no trained 64x64 checkpoint ships).
+- :func:`synthetic_stylegan2`: rosinality's StyleGAN2 layout at a given size
+  and channel multiplier, randomly initialised (seeded), seen from one latent space.
 """
 
 from __future__ import annotations
@@ -100,4 +102,64 @@ def synthetic_linear(
     return gen, half
 
 
-__all__ = ["LinearGenerator", "dcgan_init_", "log_spaced_spectrum", "synthetic_dcgan", "synthetic_linear"]
+def rosinality_channels(size: int, channel_multiplier: int) -> dict[int, int]:
+    """The channel widths of rosinality's ``Generator`` up to ``size`` (its fixed table)."""
+    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    return {res: width * (channel_multiplier if res >= 64 else 1) for res, width in table.items() if res <= size}
+
+
+def synthetic_stylegan2(
+    size: int,
+    *,
+    channel_multiplier: int = 2,
+    style_dim: int = 512,
+    n_mlp: int = 8,
+    space: str = "w",
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> LoadedGenerator:
+    """A randomly initialised (seeded) StyleGAN2 in rosinality's layout, seen from ``space``."""
+    from gan_probe.models.latent_spaces import stylegan2_latent
+    from gan_probe.models.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(seed + 29)
+    config = {
+        "size": size,
+        "style_dim": style_dim,
+        "n_mlp": n_mlp,
+        "channels": rosinality_channels(size, channel_multiplier),
+        "blur_kernel": [1, 3, 3, 1],
+        "lr_mlp": 0.01,
+    }
+    module = StyleGAN2Generator(config)
+    latent, prior, record = stylegan2_latent(
+        module, space=space, truncation=None, noise=None, latent_avg=None, device=device, dtype=dtype
+    )
+    loaded = wrap_module(
+        latent,
+        arch="stylegan2",
+        config={**config, "channel_multiplier": channel_multiplier, **record},
+        nz=latent.nz,
+        prior=prior,
+        source="synthetic",
+        output_shape=(3, size, size),
+        output_range=(-1.0, 1.0),
+        provenance=f"synthetic: rosinality StyleGAN2 layout, {size}px, channel_multiplier {channel_multiplier}, "
+        f"random init, seed {seed}",
+        device=device,
+        dtype=dtype,
+    )
+    loaded.ignores_norm = space == "z"
+    return loaded
+
+
+__all__ = [
+    "LinearGenerator",
+    "dcgan_init_",
+    "log_spaced_spectrum",
+    "rosinality_channels",
+    "synthetic_dcgan",
+    "synthetic_linear",
+    "synthetic_stylegan2",
+]

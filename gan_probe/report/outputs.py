@@ -9,11 +9,14 @@ a result into files inside an :class:`~gan_probe.report.files.OutputDir`
 from __future__ import annotations
 
 from functools import singledispatch
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from gan_probe.analyses.ascend import AscendResult
+from gan_probe.analyses.common import latent_key
 from gan_probe.analyses.eigvecs import EigvecsResult
 from gan_probe.analyses.loglik import LoglikResult
 from gan_probe.analyses.pag import NUM_SHOWN, SHOWN_PER_ROW, PagResult
@@ -30,6 +33,11 @@ from gan_probe.report.plots import (
 )
 
 
+def save_npz(path: Path, **arrays: Any) -> None:
+    """A compressed .npz of named arrays."""
+    np.savez_compressed(path, **arrays)
+
+
 @singledispatch
 def write_outputs(result: object, gen: LoadedGenerator, out: OutputDir) -> None:
     """Write the files of ``result`` (a command's result object) into ``out``."""
@@ -37,9 +45,10 @@ def write_outputs(result: object, gen: LoadedGenerator, out: OutputDir) -> None:
 
 
 def write_samples(images: torch.Tensor, z: torch.Tensor, gen: LoadedGenerator, out: OutputDir) -> None:
-    """samples.png and samples.npz (``z`` and the raw ``images`` in the generator's own units)."""
+    """samples.png and samples.npz (the latents, named ``z``, ``w`` or ``w_plus`` after the space, and the raw
+    ``images`` in the generator's own units)."""
     save_grid(out.path("samples.png"), images, value_range=gen.output_range, scale=2)
-    np.savez_compressed(out.path("samples.npz"), z=z.numpy(), images=images.float().numpy())
+    save_npz(out.path("samples.npz"), **{latent_key(gen): z.numpy()}, images=images.float().numpy())
 
 
 @write_outputs.register
@@ -70,7 +79,7 @@ def _write_loglik(result: LoglikResult, gen: LoadedGenerator, out: OutputDir) ->
         labels=labels,
         title=f"ln Q(G(z)) over a latent plane [nats], {gen.arch} nz={gen.nz}",
     )
-    np.savez_compressed(
+    save_npz(
         out.path("grid.npz"),
         z=g.values.z.numpy(),
         coords=g.coords.numpy(),
@@ -101,8 +110,8 @@ def _write_ascend(result: AscendResult, gen: LoadedGenerator, out: OutputDir) ->
         result.condition.numpy(),
         title=f"likelihood ascent ({result.method} gradient, {result.params.optimizer}, lr {result.params.lr:g})",
     )
-    np.savez_compressed(out.path("latents.npz"), z=result.z[-1].numpy())
-    np.savez_compressed(
+    save_npz(out.path("latents.npz"), z=result.z[-1].numpy())
+    save_npz(
         out.path("trajectories.npz"),
         z=result.z.numpy(),
         loglik=result.loglik.numpy(),
@@ -138,9 +147,9 @@ def _write_eigvecs(result: EigvecsResult, gen: LoadedGenerator, out: OutputDir) 
         )
         rows.append(grid)
     save_grid(out.path("perturbations.png"), torch.cat(rows), value_range=gen.output_range, ncol=top + 1, scale=2)
-    np.savez_compressed(
+    save_npz(
         out.path("eigvecs.npz"),
-        z=result.z.numpy(),
+        **{latent_key(gen): result.z.numpy()},
         eigenvalues=result.eigenvalues.numpy(),
         eigenvectors=result.eigenvectors.numpy(),
         condition=result.condition.numpy(),
@@ -163,9 +172,9 @@ def _write_veff(result: VeffResult, gen: LoadedGenerator, out: OutputDir) -> Non
             f"K={result.params.num_directions} {result.params.directions} directions, alpha={result.step:g}"
         ),
     )
-    np.savez_compressed(
+    save_npz(
         out.path("veff.npz"),
-        z=result.z.numpy(),
+        **{latent_key(gen): result.z.numpy()},
         eigenvalues=result.eigenvalues.numpy(),
         delta0=result.delta0.numpy(),
         delta=result.delta.numpy(),
@@ -183,14 +192,13 @@ def _write_pag(result: PagResult, gen: LoadedGenerator, out: OutputDir) -> None:
     rev = result.reversal
     if not rev.num_done:
         return
-    with open(out.path("latents.npz"), "wb") as fh:
-        np.savez(
-            fh,
-            z=rev.z.numpy(),
-            mse=rev.mse.numpy(),
-            loss_history=rev.loss_history.numpy(),
-            index=np.arange(rev.num_done),
-        )
+    save_npz(
+        out.path("latents.npz"),
+        **{latent_key(gen): rev.z.numpy()},
+        mse=rev.mse.numpy(),
+        loss_history=rev.loss_history.numpy(),
+        index=np.arange(rev.num_done),
+    )
     ncol = min(SHOWN_PER_ROW, rev.num_done)
     k = min(NUM_SHOWN, rev.num_done // ncol * ncol)
     originals, recs = result.data.images[:k].float(), rev.reconstructions[:k]
