@@ -119,6 +119,8 @@ def load_generator(
     dtype: torch.dtype = torch.float32,
 ) -> LoadedGenerator:
     """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode."""
+    if options.nz is not None and (isinstance(options.nz, bool) or not isinstance(options.nz, int) or options.nz < 1):
+        raise CheckpointError(f"the latent size nz must be a positive integer, got {options.nz!r}", param="nz")
     if options.generator is not None:
         return _load_custom(path, options, device=device, dtype=dtype)
     file = Path(path) if path is not None else default_checkpoint()
@@ -202,9 +204,57 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
         if not isinstance(meta, dict):
             raise CheckpointError(f"{file}: the gan_probe metadata must be a JSON object")
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:
             raise CheckpointError(f"{file}: gan_probe format_version {version!r} is not supported (expected 1)")
+        check_metadata(meta, file)
     return _strip_prefix(state), meta
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_metadata(meta: Mapping, file: Path | str) -> None:
+    """Refuse gan_probe metadata whose fields have the wrong JSON types, naming the field and the value.
+
+    ``arch`` a string, ``config`` an object, ``prior`` an object with a string ``kind`` and finite
+    numbers ``sigma``/``low``/``high``, ``output`` an object with ``shape`` a list of positive integers
+    and ``range`` null or two finite numbers low < high, ``provenance`` a string; every field optional.
+    """
+
+    def bad(field: str, want: str, value: object) -> CheckpointError:
+        shown = json.dumps(value) if len(json.dumps(value)) <= 60 else json.dumps(value)[:57] + "..."
+        return CheckpointError(
+            f"{file}: the gan_probe metadata field {field} must be {want}, got {shown}; fix the file's metadata"
+        )
+
+    if "arch" in meta and not (isinstance(meta["arch"], str) and meta["arch"]):
+        raise bad("arch", "an architecture name (a string)", meta["arch"])
+    if "config" in meta and not isinstance(meta["config"], dict):
+        raise bad("config", 'a JSON object like {"nz": 32, ...}', meta["config"])
+    if "provenance" in meta and not isinstance(meta["provenance"], str):
+        raise bad("provenance", "a string", meta["provenance"])
+    prior = meta.get("prior")
+    if "prior" in meta and not isinstance(prior, dict):
+        raise bad("prior", 'a JSON object like {"kind": "normal", "sigma": 1.0}', prior)
+    if isinstance(prior, dict):
+        if "kind" in prior and not isinstance(prior["kind"], str):
+            raise bad("prior.kind", '"normal" or "uniform"', prior["kind"])
+        for key in ("sigma", "low", "high"):
+            if key in prior and not _is_number(prior[key]):
+                raise bad(f"prior.{key}", "a finite number", prior[key])
+    output = meta.get("output")
+    if "output" in meta and not isinstance(output, dict):
+        raise bad("output", 'a JSON object like {"shape": [1, 32, 32], "range": [-1, 1]}', output)
+    if isinstance(output, dict):
+        shape = output.get("shape")
+        if "shape" in output and not (isinstance(shape, list) and all(type(v) is int and v >= 1 for v in shape)):
+            raise bad("output.shape", "a list of positive integers", shape)
+        rng = output.get("range")
+        if rng is not None and not (
+            isinstance(rng, list) and len(rng) == 2 and all(_is_number(v) for v in rng) and rng[0] < rng[1]
+        ):
+            raise bad("output.range", "null or two finite numbers [low, high] with low < high", rng)
 
 
 def _read_torch(file: Path) -> dict[str, torch.Tensor]:
@@ -252,11 +302,16 @@ def _build_builtin(
             "pass --arch dcgan|mlp or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
-    if options.nz is not None and int(config.get("nz", -1)) != options.nz:
+    if options.nz is not None and config.get("nz") != options.nz:
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
-    module = build_generator(arch, config)
+    try:
+        module = build_generator(arch, config)
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        # a config of the right type with impossible values (nz = -3, ngf = 1e12): torch's own refusal, one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{file}: the {arch} config {config} cannot be built: {first}") from None
     _load_state(module, state, file)
     out_meta = meta.get("output", {})
     output_range = out_meta.get("range")
@@ -313,14 +368,29 @@ def _resolve_prior(meta: dict | None, options: LoadOptions) -> Prior:
 
 def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
     """Run the generator once on the prior's centre to learn (and check) its output shape."""
-    z = torch.full((2, loaded.nz), loaded.prior.center, dtype=loaded.dtype, device=loaded.device)
     try:
+        z = torch.full((2, loaded.nz), loaded.prior.center, dtype=loaded.dtype, device=loaded.device)
         with torch.no_grad():
             x = loaded.module.eval()(z)
     except Exception as exc:  # noqa: BLE001 - any failure here means the model does not fit the interface
-        raise CheckpointError(f"the generator fails on latents of shape (2, {loaded.nz}): {exc}") from None
-    if x.shape[0] != 2:
-        raise CheckpointError(f"the generator maps a batch of 2 latents to shape {tuple(x.shape)}")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"the generator fails on latents of shape (2, {loaded.nz}): {first}", param="generator"
+        ) from None
+    if not isinstance(x, torch.Tensor):
+        raise CheckpointError(
+            f"the generator returns a {type(x).__name__}, not a tensor of shape (B, ...)", param="generator"
+        )
+    if x.ndim < 2 or x.shape[0] != 2:
+        raise CheckpointError(
+            f"the generator maps a batch of 2 latents to shape {tuple(x.shape)}; it must return a tensor of "
+            "shape (B, ...) with the batch first and at least one output axis (a scalar output: reshape it to (B, 1))",
+            param="generator",
+        )
+    if not x.is_floating_point():
+        raise CheckpointError(
+            f"the generator's output has dtype {x.dtype}; it must be real floating point", param="generator"
+        )
     shape = tuple(int(s) for s in x.shape[1:])
     if loaded.output_shape and loaded.output_shape != shape:
         raise CheckpointError(
