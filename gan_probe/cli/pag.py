@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gan_probe.analyses.pag import PagParams, PagResult, run_pag
@@ -100,7 +101,7 @@ def _table(result: PagResult) -> Table:
             f"PSNR \\[dB] (peak {rec['psnr_peak']:g}; mean, median, min)",
             ", ".join(fmt(rec["psnr"][k], ".2f") for k in ("mean", "median", "min")),
         )
-    table.caption = f"reference: {result.reference}; data: {result.data.source}"
+    table.caption = f"reference: {escape(result.reference)}; data: {escape(result.data.source)}"
     return table
 
 
