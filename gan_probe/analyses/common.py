@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from gan_probe import interrupt
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.operator import JacobianOperator
@@ -31,7 +32,15 @@ class NoProgress:
 
 @contextmanager
 def progress_task(progress: Progress | None, description: str, total: int) -> Iterator[Advance]:
-    yield (progress or NoProgress()).task(description, total)
+    """The progress callback of a task; every advance is also a point where a deferred Ctrl-C is served
+    (:func:`gan_probe.interrupt.poll`: a no-op outside the command line)."""
+    task = (progress or NoProgress()).task(description, total)
+
+    def advance(n: int) -> None:
+        task(n)
+        interrupt.poll()
+
+    yield advance
 
 
 def finite_stats(x: torch.Tensor) -> dict[str, float | None]:
@@ -214,4 +223,5 @@ def generate(
     with torch.no_grad():
         for sl in batches(z.shape[0], batch_size):
             out.append(gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype))
+            interrupt.poll()
     return torch.cat(out)

@@ -50,6 +50,8 @@ def ascend(
         estimators=ctx.estimators,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
+    if result.interrupted and result.steps_done == 0:
+        raise KeyboardInterrupt  # nothing done: the folder keeps what it held
     write_outputs(result, ctx.gen, ctx.files)
     res = result.to_json()
     table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")

@@ -58,6 +58,8 @@ def pag(
         seed=ctx.common.seed,
     )
     result = run_pag(ctx.gen, params, progress=ctx.progress)
+    if result.interrupted and result.reversal.num_done == 0:
+        raise KeyboardInterrupt  # nothing done: the folder keeps what it held
     write_outputs(result, ctx.gen, ctx.files)
     value = result.score.pag if result.score is not None else None
     return Outcome(
