@@ -115,6 +115,7 @@ def ascend(
     estimator: Any = None,
     frames: int = 8,
     seed: int = 0,
+    batch_size: int = 16,
 ) -> AscendResult:
     """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
     params = AscendParams(
@@ -127,6 +128,7 @@ def ascend(
         frames=frames,
         seed=seed,
         estimators=_estimators(method, estimator),
+        batch_size=batch_size,
     )
     return run_ascend(gen, params)
 

@@ -26,17 +26,21 @@ import torch
 from gan_probe.analyses.common import (
     Latents,
     Progress,
+    batches,
     check_positive,
+    count_latents,
     draw_or_load_latents,
     finite_stats,
     generate,
+    given_latents,
     jacobian_operator,
     probe_streams,
     progress_task,
 )
+from gan_probe.analyses.memory import ascend_memory, check_memory
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.exact import Spectrum, exact_spectrum
+from gan_probe.spectral.exact import Spectrum
 from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, half_logdet, resolve_method
 
 OPTIMIZERS = ("sgd", "adam")
@@ -53,8 +57,10 @@ class AscendParams:
     frames: int = 8
     seed: int = 0
     estimators: Mapping[str, Any] | None = None
+    batch_size: int = 16
 
     def validate(self) -> None:
+        check_positive("the batch size", self.batch_size, "batch_size")
         if self.steps < 1:
             raise GanProbeError(f"the number of ascent steps must be at least 1, got {self.steps}", param="steps")
         check_positive("the learning rate", self.lr, "lr")
@@ -132,62 +138,105 @@ def _record(spec: Spectrum) -> list[torch.Tensor]:
 def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress | None = None) -> AscendResult:
     """Ascend ln Q from K latents; KeyboardInterrupt stops the loop and keeps the steps done.
 
-    A latent whose J is singular (ln Q = -inf, e.g. a generator with fewer
-    outputs than latents) has no gradient and stays where it is.
+    The latents are processed in chunks of ``batch_size``, each with its own
+    optimizer, one step of every chunk per step: the objective is a sum over
+    latents and Adam and SGD act elementwise, so the chunks change nothing but
+    the memory (probe streams are per latent index too). A latent whose J is
+    singular (ln Q = -inf, e.g. a generator with fewer outputs than latents) has
+    no gradient and stays where it is. Interrupted before the first record, it
+    raises KeyboardInterrupt (nothing is done).
     """
     params.validate()
     method = resolve_method(params.method, gen.nz, params.estimators)
     exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ
-    z0 = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
-    z = gen.prior.project(z0.clone()).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=params.lr) if params.optimizer == "adam" else torch.optim.SGD([z], lr=params.lr)
-    trail, records = [z.detach().clone()], []
+    given = given_latents(gen, params.latents)
+    num = count_latents(given, params.num)
+    check_memory(
+        ascend_memory(
+            gen,
+            num=num,
+            steps=params.steps,
+            frames=params.frames,
+            batch_size=params.batch_size,
+            method=method,
+            estimators=params.estimators,
+        )
+    )
+    z0 = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
+    chunks = list(batches(num, params.batch_size))
+    zs = [gen.prior.project(z0[sl].clone()).requires_grad_(True) for sl in chunks]
+    make = torch.optim.Adam if params.optimizer == "adam" else torch.optim.SGD
+    opts = [make([z], lr=params.lr) for z in zs]
+    trail = [torch.cat([z.detach() for z in zs])]
+    records: list[list[torch.Tensor]] = []
     interrupted = False
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):
-                op = jacobian_operator(gen, z)
-                res = half_logdet(
-                    op,
-                    method,
-                    params.estimators,
-                    generator=probe_streams(params.seed + 7 * step, 0, op.batch),
-                    grad=True,
-                    check=method != "exact" and exact_recorded,
-                )
-                half = res.value
-                if res.spectrum is not None:
-                    rec = _record(res.spectrum)
-                else:
-                    nan = torch.full_like(half.detach().cpu(), math.nan)
-                    rec = [half.detach().cpu(), nan, nan, nan]
-                records.append(rec)
+                parts = [
+                    _ascend_chunk(gen, params, method, exact_recorded, z, opt, sl, step, last=step == params.steps)
+                    for z, opt, sl in zip(zs, opts, chunks)
+                ]
+                records.append([torch.cat(c) for c in zip(*parts)])
                 if step == params.steps:
                     break
-                objective = gen.prior.log_prob(z) - half.to(torch.float64).cpu()
-                finite = torch.isfinite(objective.detach())
-                opt.zero_grad()
-                if bool(finite.any()):
-                    (-objective[finite].sum()).backward()
-                    opt.step()
-                with torch.no_grad():
-                    z.copy_(gen.prior.project(z))
-                trail.append(z.detach().clone())
+                trail.append(torch.cat([z.detach() for z in zs]))
                 advance(1)
         except KeyboardInterrupt:
             interrupted = True
     n = min(len(trail), len(records))
     if n == 0:
-        # interrupted before the first record: take it now so the result holds the starting point
-        records = [_record(exact_spectrum(jacobian_operator(gen, z.detach())))]
-        n = 1
+        raise KeyboardInterrupt  # interrupted before the starting point was recorded: nothing done
     trail, records = trail[:n], records[:n]
     half_t, lmin, lmax, cond = (torch.stack(c) for c in zip(*records))
-    zs = torch.stack(trail)
-    loglik = gen.prior.log_prob(zs) - half_t
-    result = AscendResult(params, method, zs, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
+    zs_t = torch.stack(trail)
+    loglik = gen.prior.log_prob(zs_t) - half_t
+    result = AscendResult(params, method, zs_t, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
     _add_frames(gen, result)
     return result
+
+
+def _ascend_chunk(
+    gen: LoadedGenerator,
+    params: AscendParams,
+    method: str,
+    exact_recorded: bool,
+    z: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    sl: slice,
+    step: int,
+    *,
+    last: bool,
+) -> list[torch.Tensor]:
+    """Record one chunk's spectrum at its current latents and (unless ``last``) take one step on them."""
+    op = jacobian_operator(gen, z)
+    res = half_logdet(
+        op,
+        method,
+        params.estimators,
+        generator=probe_streams(params.seed + 7 * step, sl.start, sl.stop),
+        grad=True,
+        check=method != "exact" and exact_recorded,
+    )
+    half = res.value
+    if res.spectrum is not None:
+        rec = _record(res.spectrum)
+    else:
+        nan = torch.full_like(half.detach().cpu(), math.nan)
+        rec = [half.detach().cpu(), nan, nan, nan]
+    if last:
+        return rec
+    objective = gen.prior.log_prob(z) - half.to(torch.float64).cpu()
+    finite = torch.isfinite(objective.detach())
+    opt.zero_grad()
+    if bool(finite.any()):
+        (-objective[finite].sum()).backward()
+    else:
+        z.grad = torch.zeros_like(z)  # a step with no gradient, as this chunk's latents take in a larger chunk
+    opt.step()
+    with torch.no_grad():
+        z.copy_(gen.prior.project(z))
+    return rec
 
 
 def _add_frames(gen: LoadedGenerator, result: AscendResult) -> None:

@@ -48,6 +48,7 @@ def ascend(
         frames=frames,
         seed=ctx.common.seed,
         estimators=ctx.estimators,
+        batch_size=ctx.common.batch_size,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
     if result.interrupted and result.steps_done == 0:
