@@ -80,7 +80,10 @@ class RunContext:
 
 
 def check_gate_bounds(minimum: float | None, maximum: float | None) -> None:
-    """``--min`` above ``--max`` can never pass: a usage error (exit 2) before any work."""
+    """``--min`` above ``--max`` (or either NaN) can never pass: a usage error (exit 2) before any work."""
+    for value, flag in ((minimum, "--min"), (maximum, "--max")):
+        if value is not None and math.isnan(value):
+            raise typer.BadParameter("nan is not a number: the gate could never pass", param_hint=flag)
     if minimum is not None and maximum is not None and minimum > maximum:
         raise typer.BadParameter(f"{minimum:g} is above --max {maximum:g}: the gate can never pass", param_hint="--min")
 
@@ -199,7 +202,11 @@ def execute(
         _fail(console, out, common, _with_flag(exc))
     except KeyboardInterrupt:
         _fail(console, out, common, "interrupted", code=130)
-    except (typer.Exit, typer.BadParameter):
+    except typer.BadParameter:
+        if out is not None:
+            out.discard()  # a usage error found by the command body: nothing written, not even the folder
+        raise
+    except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
         _fail(console, out, common, _describe_failure(exc, out, common))
@@ -213,7 +220,7 @@ def execute(
         if outcome.table is not None:
             stdout.print(outcome.table)
         if out is not None:
-            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}")
+            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
     if outcome.interrupted or late_interrupt:
         # printed even with --quiet, like an error: it is why the exit code is 130
         done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"

@@ -125,7 +125,12 @@ def load_generator(
         return _load_custom(path, options, device=device, dtype=dtype)
     file = Path(path) if path is not None else default_checkpoint()
     state, meta = read_state_file(file)
-    return _build_builtin(file, state, meta, options, device=device, dtype=dtype)
+    try:
+        return _build_builtin(file, state, meta, options, device=device, dtype=dtype)
+    except CheckpointError as exc:
+        if str(file) in str(exc):
+            raise
+        raise CheckpointError(f"{file}: {exc}", param=exc.param) from None  # name the file at fault
 
 
 def wrap_module(
@@ -175,7 +180,14 @@ def read_state_file(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     if file.suffix == ".safetensors":
         state, meta = _read_safetensors(file)
     elif file.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        state, meta = _read_torch(file), None
+        try:
+            state, meta = _read_torch(file), None
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the unpickler fails on garbage in many ways (IndexError, KeyError)
+            raise CheckpointError(
+                f"{file} is not a readable PyTorch file (truncated or corrupt): {type(exc).__name__}: {exc}"
+            ) from None
     else:
         raise CheckpointError(f"unknown checkpoint type {file.suffix!r} for {file}: use .safetensors, .pth or .pt")
     if not state:
