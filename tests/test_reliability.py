@@ -277,6 +277,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     # --- common options
     ("batch-size-zero", ["loglik", T, "--batch-size", "0"], 1, "--batch-size"),
     ("threads-zero", ["loglik", T, "--threads", "0"], 1, "--threads"),
+    ("threads-huge", ["loglik", T, "--threads", "100000"], 1, "--threads 100000"),
     ("device-unknown", ["loglik", T, "--device", "tpu"], 1, "--device 'tpu'"),
     ("device-cuda-99", ["loglik", T, "--device", "cuda:99"], 1, "--device cuda:99"),
     ("dtype-half", ["loglik", T, "--dtype", "float16"], 1, "--dtype 'float16'"),
@@ -362,6 +363,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("pag-data-empty-folder", ["pag", T, "--data", "{d}/x_empty_folder"], 1, "no PNG or JPEG"),
     ("pag-limit-zero", ["pag", T, "--limit", "0"], 1, "--limit"),
     ("pag-steps-zero", ["pag", T, "--steps", "0"], 1, "--steps"),
+    ("pag-steps-huge", ["pag", T, "--steps", "1000000000000"], 1, "loss history of 1000000000000 steps"),
     ("pag-lr-inf", ["pag", T, "--lr", "inf"], 1, "--lr"),
     ("pag-optimizer", ["pag", T, "--optimizer", "rmsprop"], 1, "--optimizer"),
     ("pag-init-std", ["pag", T, "--init-std", "-1"], 1, "--init-std"),

@@ -46,7 +46,8 @@ Per command (host arrays kept until the files are written, plus the working set)
   for the forward passes of ``F = 1024`` perturbed latents
 - ``pag``: ``12 n N + 8 n nz`` (images and reconstructions) ``+ 16 P nz + 24 P``
   (``P`` prior draws ranked) ``+ 8 t N + png(2 min(n, 32)) + 2 png(t)`` (``t`` disagreement
-  samples); working set: ``3 b (A + N) e`` for the reversal's forward and backward passes
+  samples) ``+ 16 steps`` (the loss history); working set: ``3 b (A + N) e`` for the reversal's
+  forward and backward passes
 - ``sample``: ``4 n N + 8 n nz + png(n)``; working set: a forward pass at ``b``
 
 On the CPU the host arrays and the working set share the available RAM
@@ -390,9 +391,10 @@ def veff_memory(
 
 
 def pag_memory(
-    gen: LoadedGenerator, *, num_images: int, batch_size: int, num_prior_samples: int, num_top: int
+    gen: LoadedGenerator, *, num_images: int, batch_size: int, num_prior_samples: int, num_top: int, steps: int = 0
 ) -> Estimate:
     est = Estimate("pag", gen.device)
+    est.add(16 * steps, f"the loss history of {steps} steps", "steps", "the number of steps")
     n_out, nz = gen.output_dim, gen.nz
     est.add(
         12 * num_images * n_out + 8 * num_images * nz,

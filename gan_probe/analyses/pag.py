@@ -271,6 +271,7 @@ def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | Non
             batch_size=params.reversal.batch_size,
             num_prior_samples=params.num_prior_samples,
             num_top=params.num_top,
+            steps=params.reversal.steps,
         )
     )
     timings: dict[str, float] = {}

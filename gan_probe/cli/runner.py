@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -158,6 +159,9 @@ def execute(
         if common.threads is not None:
             if common.threads < 1:
                 raise GanProbeError(f"--threads must be at least 1, got {common.threads}")
+            most = 4 * (os.cpu_count() or 1)  # far beyond it, torch's kernels fail ('could not create a primitive')
+            if common.threads > most:
+                raise GanProbeError(f"--threads {common.threads} is more than 4 per CPU core here; use at most {most}")
             torch.set_num_threads(common.threads)
         estimators = build_estimator_params(est_opts, est_values) if est_opts else {}
         device = resolve_device(common.device)
