@@ -272,6 +272,7 @@ def _fail(console: Console, out: OutputDir | None, common: CommonOptions, messag
         out.discard()
     if common.debug:
         console.print_exception()
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())  # one line, always
     Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 

@@ -185,8 +185,9 @@ def read_state_file(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - the unpickler fails on garbage in many ways (IndexError, KeyError)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise CheckpointError(
-                f"{file} is not a readable PyTorch file (truncated or corrupt): {type(exc).__name__}: {exc}"
+                f"{file} is not a readable PyTorch file (truncated or corrupt): {type(exc).__name__}: {first}"
             ) from None
     else:
         raise CheckpointError(f"unknown checkpoint type {file.suffix!r} for {file}: use .safetensors, .pth or .pt")
