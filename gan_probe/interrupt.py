@@ -48,7 +48,7 @@ def exit_now() -> None:
     for cleanup in list(_State.cleanups):
         try:
             cleanup()
-        except BaseException:  # noqa: BLE001, S110 - leaving anyway
+        except BaseException:  # noqa: BLE001 - leaving anyway
             pass
     try:
         os.write(2, _MESSAGE)
