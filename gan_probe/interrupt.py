@@ -37,7 +37,6 @@ _MESSAGE = b"error: interrupted\n"
 
 
 class _State:
-    deferring = False
     pending = False
     critical = 0
     cleanups: list[Callable[[], object]] = []
@@ -95,12 +94,13 @@ def deferred() -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
-    _State.deferring, _State.pending = True, False
+    _State.pending = False
     try:
         yield
     finally:
-        _State.deferring, _State.pending = False, False
-        signal.signal(signal.SIGINT, previous)
+        _State.pending = False
+        # None: the previous handler was not set from Python; the default action is the best restoration
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextmanager

@@ -69,7 +69,7 @@ def _host_tag() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would send CTRL_C_EVENT: cannot tell
         return True
     try:
         os.kill(pid, 0)
