@@ -146,6 +146,7 @@ def ascend(
     frames: int = 8,
     geometry: str = "auto",
     seed: int = 0,
+    batch_size: int = 16,
 ) -> AscendResult:
     """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
     params = AscendParams(
@@ -159,6 +160,7 @@ def ascend(
         seed=seed,
         estimators=_estimators(method, estimator),
         geometry=geometry,
+        batch_size=batch_size,
     )
     return run_ascend(gen, params)
 

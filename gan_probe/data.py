@@ -183,7 +183,7 @@ def _read_image_files(path: Path, limit: int | None) -> tuple[np.ndarray, list[s
                 arr, note = _pil_to_array(img, file)
         except DataError:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
             raise _data_error(f"cannot read image {file}: {exc} (corrupt or not an image)") from None
         if first is None:
             first = (file, arr.shape)

@@ -28,5 +28,14 @@ class DataError(GanProbeError):
     """A latent, image or array file cannot be used."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: torch's OutOfMemoryError (CUDA), its CPU allocator's
+    RuntimeError ("can't allocate memory"), or Python's MemoryError (numpy). Imports no torch."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
 class GateFailed(Exception):
     """A ``--min``/``--max`` gate on a headline figure failed (exit code 3)."""

@@ -25,20 +25,23 @@ import torch
 from gan_probe.analyses.common import (
     Latents,
     Progress,
+    batches,
     check_positive,
+    count_latents,
     draw_or_load_latents,
     finite_stats,
     generate,
-    jacobian_operator,
+    given_latents,
     probe_streams,
     progress_task,
     require_density,
     resolve_geometry,
 )
+from gan_probe.analyses.memory import ascend_memory, check_memory
 from gan_probe.analyses.precision import auto_half_logdet
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, HalfLogdet, half_logdet, resolve_method
+from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, HalfLogdet, resolve_method
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -55,8 +58,10 @@ class AscendParams:
     seed: int = 0
     estimators: Mapping[str, Any] | None = None
     geometry: str = "auto"
+    batch_size: int = 16
 
     def validate(self) -> None:
+        check_positive("the batch size", self.batch_size, "batch_size")
         if self.steps < 1:
             raise GanProbeError(f"the number of ascent steps must be at least 1, got {self.steps}", param="steps")
         check_positive("the learning rate", self.lr, "lr")
@@ -138,75 +143,123 @@ def _record(res: HalfLogdet, log_base: torch.Tensor) -> list[torch.Tensor]:
 def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress | None = None) -> AscendResult:
     """Ascend ln Q from K latents; KeyboardInterrupt stops the loop and keeps the steps done.
 
-    A latent whose J is singular (ln Q = -inf, e.g. a generator with fewer
-    outputs than latents) has no gradient and stays where it is. A latent read
-    in the sphere geometry (the generator ignores |z|) moves on its sphere:
-    the gradient is projected on the tangent plane and |z| is kept.
+    The latents are processed in chunks of ``batch_size``, each with its own
+    optimizer, one step of every chunk per step: the objective is a sum over
+    latents and Adam and SGD act elementwise, so the chunks change nothing but
+    the memory (probe streams are per latent index too). A latent whose J is
+    singular (ln Q = -inf, e.g. a generator with fewer outputs than latents) has
+    no gradient and stays where it is. A latent read in the sphere geometry (the
+    generator ignores |z|) moves on its sphere: the gradient is projected on the
+    tangent plane and |z| is kept. Interrupted before the first record, it
+    raises KeyboardInterrupt (nothing is done).
     """
     params.validate()
     require_density(gen, "ascend")
     method = resolve_method(params.method, gen.nz, params.estimators)
     geometry = resolve_geometry(gen, params.geometry)
     exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ
-    z0 = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
-    z = gen.prior.project(z0.clone()).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=params.lr) if params.optimizer == "adam" else torch.optim.SGD([z], lr=params.lr)
-    trail, records = [z.detach().clone()], []
+    given = given_latents(gen, params.latents)
+    num = count_latents(given, params.num)
+    check_memory(
+        ascend_memory(
+            gen,
+            num=num,
+            steps=params.steps,
+            frames=params.frames,
+            batch_size=params.batch_size,
+            method=method,
+            estimators=params.estimators,
+        )
+    )
+    z0 = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
+    chunks = list(batches(num, params.batch_size))
+    zs = [gen.prior.project(z0[sl].clone()).requires_grad_(True) for sl in chunks]
+    make = torch.optim.Adam if params.optimizer == "adam" else torch.optim.SGD
+    opts = [make([z], lr=params.lr) for z in zs]
+    trail = [torch.cat([z.detach() for z in zs])]
+    records: list[list[torch.Tensor]] = []
     interrupted = False
-    num_promoted = 0
+    promoted = [0]
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):
-                res, up = auto_half_logdet(
-                    gen,
-                    z,
-                    method=method,
-                    estimators=params.estimators,
-                    generator=probe_streams(params.seed + 7 * step, 0, z.shape[0]),
-                    grad=True,
-                    check=method != "exact" and exact_recorded,
-                    geometry=geometry,
-                )
-                num_promoted += int(up.sum())
-                sphere = res.sphere
-                base = torch.where(sphere, res.log_base, gen.prior.log_prob(z))
-                records.append(_record(res, base))
+                parts = [
+                    _ascend_chunk(
+                        gen, params, method, exact_recorded, geometry, z, opt, sl, step, promoted,
+                        last=step == params.steps,
+                    )
+                    for z, opt, sl in zip(zs, opts, chunks)
+                ]  # fmt: skip
+                records.append([torch.cat(c) for c in zip(*parts)])
                 if step == params.steps:
                     break
-                objective = base - res.value.to(torch.float64).cpu()
-                finite = torch.isfinite(objective.detach())
-                opt.zero_grad()
-                if bool(finite.any()):
-                    (-objective[finite].sum()).backward()
-                    radius = z.detach().norm(dim=-1, keepdim=True)
-                    if bool(sphere.any()) and z.grad is not None:
-                        u = z.detach() / radius
-                        tangent = z.grad - (z.grad * u).sum(-1, keepdim=True) * u
-                        z.grad.copy_(torch.where(sphere[:, None], tangent, z.grad))
-                    opt.step()
-                    with torch.no_grad():
-                        rescaled = z * (radius / z.norm(dim=-1, keepdim=True))
-                        z.copy_(torch.where(sphere[:, None], rescaled, z))
-                with torch.no_grad():
-                    z.copy_(gen.prior.project(z))
-                trail.append(z.detach().clone())
+                trail.append(torch.cat([z.detach() for z in zs]))
                 advance(1)
         except KeyboardInterrupt:
             interrupted = True
     n = min(len(trail), len(records))
     if n == 0:
-        # interrupted before the first record: take it now so the result holds the starting point
-        res = half_logdet(jacobian_operator(gen, z.detach()), "exact", geometry=geometry)
-        records = [_record(res, torch.where(res.sphere, res.log_base, gen.prior.log_prob(z.detach())))]
-        n = 1
+        raise KeyboardInterrupt  # interrupted before the starting point was recorded: nothing done
     trail, records = trail[:n], records[:n]
     half_t, lmin, lmax, cond, base_t = (torch.stack(c) for c in zip(*records))
-    zs = torch.stack(trail)
+    zs_t = torch.stack(trail)
     loglik = base_t - half_t
-    result = AscendResult(params, method, zs, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
-    result.num_promoted = num_promoted if gen.auto_float64 and method == "exact" else None
+    result = AscendResult(params, method, zs_t, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
+    result.num_promoted = promoted[0] if gen.auto_float64 and method == "exact" else None
     _add_frames(gen, result)
     return result
+
+
+def _ascend_chunk(
+    gen: LoadedGenerator,
+    params: AscendParams,
+    method: str,
+    exact_recorded: bool,
+    geometry: str,
+    z: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    sl: slice,
+    step: int,
+    promoted: list[int],
+    *,
+    last: bool,
+) -> list[torch.Tensor]:
+    """Record one chunk's spectrum at its current latents and (unless ``last``) take one step on them."""
+    res, up = auto_half_logdet(
+        gen,
+        z,
+        method=method,
+        estimators=params.estimators,
+        generator=probe_streams(params.seed + 7 * step, sl.start, sl.stop),
+        grad=True,
+        check=method != "exact" and exact_recorded,
+        geometry=geometry,
+    )
+    promoted[0] += int(up.sum())
+    sphere = res.sphere
+    base = torch.where(sphere, res.log_base, gen.prior.log_prob(z))
+    rec = _record(res, base)
+    if last:
+        return rec
+    objective = base - res.value.to(torch.float64).cpu()
+    finite = torch.isfinite(objective.detach())
+    opt.zero_grad()
+    if bool(finite.any()):
+        (-objective[finite].sum()).backward()
+    if z.grad is None:
+        z.grad = torch.zeros_like(z)  # a step with no gradient, as this chunk's latents take in a larger chunk
+    radius = z.detach().norm(dim=-1, keepdim=True)
+    if bool(sphere.any()):
+        u = z.detach() / radius.clamp_min(1e-300)
+        tangent = z.grad - (z.grad * u).sum(-1, keepdim=True) * u
+        z.grad.copy_(torch.where(sphere[:, None], tangent, z.grad))
+    opt.step()
+    with torch.no_grad():
+        if bool(sphere.any()):
+            rescaled = z * (radius / z.norm(dim=-1, keepdim=True))
+            z.copy_(torch.where(sphere[:, None], rescaled, z))
+        z.copy_(gen.prior.project(z))
+    return rec
 
 
 def _add_frames(gen: LoadedGenerator, result: AscendResult) -> None:

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from gan_probe import interrupt
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import MappedPrior, Prior
@@ -33,7 +34,15 @@ class NoProgress:
 
 @contextmanager
 def progress_task(progress: Progress | None, description: str, total: int) -> Iterator[Advance]:
-    yield (progress or NoProgress()).task(description, total)
+    """The progress callback of a task; every advance is also a point where a deferred Ctrl-C is served
+    (:func:`gan_probe.interrupt.poll`: a no-op outside the command line)."""
+    task = (progress or NoProgress()).task(description, total)
+
+    def advance(n: int) -> None:
+        task(n)
+        interrupt.poll()
+
+    yield advance
 
 
 def finite_stats(x: torch.Tensor) -> dict[str, float | None]:
@@ -53,7 +62,20 @@ def finite_stats(x: torch.Tensor) -> dict[str, float | None]:
 
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator: the same seed gives the same numbers on every device."""
-    return torch.Generator().manual_seed(int(seed))
+    try:
+        return torch.Generator().manual_seed(int(seed))
+    except (RuntimeError, ValueError, OverflowError):
+        raise GanProbeError(f"the seed {seed} is out of range: use 0 to {SEED_MAX}", param="seed") from None
+
+
+#: The largest seed (seeds derived from it per latent and per step stay within torch's 64-bit range).
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed outside 0..SEED_MAX before any work."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise GanProbeError(f"the seed must be an integer from 0 to {SEED_MAX}, got {seed!r}", param="seed")
 
 
 def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
@@ -79,18 +101,20 @@ def check_positive(name: str, value: float, param: str, *, allow_zero: bool = Fa
         raise GanProbeError(f"{name} must be a finite number {bound}, got {value}", param=param)
 
 
-def load_latents(path: str | Path, nz: int, prior: Prior | None = None) -> torch.Tensor:
+def load_latents(path: str | Path, nz: int, prior: Prior | None = None, *, param: str = "latents") -> torch.Tensor:
     """Latents (N, nz) as float64 from .npy, .npz or .safetensors.
 
     In an .npz or .safetensors file the array is the one named ``z`` or
     ``latents``, or the only array in the file. In a StyleGAN2's w or w+ space
     (``prior`` a :class:`MappedPrior`) an array named ``w`` / ``w_plus`` holds
     points of that space, while ``z`` (or an unnamed array) holds prior latents,
-    which are mapped.
+    which are mapped. The values must be real (integer or floating point;
+    complex is refused, not cast) and finite. ``param`` names the argument that
+    gave the file.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"latents file not found: {path}", param="latents")
+        raise DataError(f"latents file not found: {path}", param=param)
     try:
         if path.suffix == ".npy":
             arrays = {"": np.load(path, allow_pickle=False)}
@@ -102,37 +126,35 @@ def load_latents(path: str | Path, nz: int, prior: Prior | None = None) -> torch
 
             arrays = dict(load_file(str(path)))
         else:
-            raise DataError(f"latents file {path} must be .npy, .npz or .safetensors", param="latents")
+            raise DataError(f"latents file {path} must be .npy, .npz or .safetensors", param=param)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise DataError(f"cannot read latents from {path}: {exc}", param="latents") from None
-    mapped = isinstance(prior, MappedPrior)
-    own = LATENT_KEYS.get(prior.space, "z") if isinstance(prior, MappedPrior) else "z"
-    if mapped and own in arrays:
-        arr = arrays[own]
-    else:
-        arr = arrays[""] if "" in arrays else _pick_array(arrays, path)
-        if isinstance(prior, MappedPrior):
-            z = _as_latents(arr, path, prior.z_dim)
-            return prior.map_z(z)
-    return _as_latents(arr, path, nz)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read latents from {path}: {first}", param=param) from None
+    if isinstance(prior, MappedPrior) and LATENT_KEYS[prior.space] in arrays:
+        return _as_latents(arrays[LATENT_KEYS[prior.space]], path, nz, param)
+    arr = arrays[""] if "" in arrays else _pick_array(arrays, path, param)
+    if isinstance(prior, MappedPrior):
+        return prior.map_z(_as_latents(arr, path, prior.z_dim, param))
+    return _as_latents(arr, path, nz, param)
 
 
-def _as_latents(arr: np.ndarray, path: Path, nz: int) -> torch.Tensor:
-    if np.iscomplexobj(arr):
-        raise DataError(f"latents in {path} are complex ({arr.dtype}); give real numbers", param="latents")
+def _as_latents(arr: np.ndarray, path: Path, nz: int, param: str) -> torch.Tensor:
+    """Check an array read from ``path`` as (N, nz) real, finite latents; float64."""
     if arr.ndim != 2:
-        raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz})", param="latents")
+        raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz})", param=param)
     if arr.shape[1] != nz:
-        raise DataError(f"latents in {path} have width {arr.shape[1]} but the generator has nz = {nz}", param="latents")
+        raise DataError(f"latents in {path} have width {arr.shape[1]} but the generator has nz = {nz}", param=param)
     if arr.shape[0] < 1:
-        raise DataError(f"latents file {path} holds no latents")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"latents in {path} are not numbers ({arr.dtype})")
+        raise DataError(f"latents file {path} holds no latents", param=param)
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise DataError(f"latents in {path} are complex ({arr.dtype}); give real numbers", param=param)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"latents in {path} are not real numbers ({arr.dtype})", param=param)
     z = torch.from_numpy(np.asarray(arr, dtype=np.float64))
     if not torch.isfinite(z).all():
-        raise DataError(f"latents in {path} contain NaN or infinite values")
+        raise DataError(f"latents in {path} contain NaN or infinite values", param=param)
     return z
 
 
@@ -145,13 +167,27 @@ def latent_key(gen: LoadedGenerator) -> str:
     return LATENT_KEYS.get(gen.prior.space, "z") if isinstance(gen.prior, MappedPrior) else "z"
 
 
-def _pick_array(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
+def _pick_array(arrays: dict[str, np.ndarray], path: Path, param: str) -> np.ndarray:
     for key in ("z", "latents"):
         if key in arrays:
             return arrays[key]
     if len(arrays) == 1:
         return next(iter(arrays.values()))
-    raise DataError(f"{path} holds arrays {sorted(arrays)}; name the latents 'z' or 'latents'")
+    raise DataError(f"{path} holds arrays {sorted(arrays)}; name the latents 'z' or 'latents'", param=param)
+
+
+def check_latent_range(z: torch.Tensor, gen: LoadedGenerator, param: str, what: str = "latents") -> None:
+    """Refuse latents beyond the largest number of the generator's dtype: they would turn into inf there."""
+    if z.numel() == 0:
+        return
+    largest = float(z.abs().max())
+    limit = torch.finfo(gen.dtype).max
+    if largest > limit:
+        name = str(gen.dtype).replace("torch.", "")
+        hint = "use --dtype float64 or smaller values" if gen.dtype != torch.float64 else "use smaller values"
+        raise DataError(
+            f"{what} reach {largest:.3g}, beyond the {name} range of the generator ({limit:.3g}); {hint}", param=param
+        )
 
 
 #: Latents as an analysis takes them: a file (.npy/.npz/.safetensors), an (N, nz) array, or None (prior draws).
@@ -171,12 +207,33 @@ def check_latents(z: torch.Tensor | np.ndarray, nz: int) -> torch.Tensor:
     return t
 
 
+def given_latents(gen: LoadedGenerator, latents: Latents) -> torch.Tensor | None:
+    """The (N, nz) float64 latents given as a file or an array, checked; None when none were given."""
+    if latents is None:
+        return None
+    if isinstance(latents, (torch.Tensor, np.ndarray)):
+        z = check_latents(latents, gen.nz)
+        check_latent_range(z, gen, "latents")
+    else:
+        z = load_latents(latents, gen.nz, gen.prior)
+        check_latent_range(z, gen, "latents", f"latents in {latents}")
+    return z
+
+
+def count_latents(z: torch.Tensor | None, num: int) -> int:
+    """How many latents a run takes: the given ones, else ``num`` (at least 1) prior draws."""
+    if z is not None:
+        return int(z.shape[0])
+    if num < 1:
+        raise GanProbeError(f"the number of latents must be at least 1, got {num}", param="num")
+    return num
+
+
 def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: Latents, seed: int) -> torch.Tensor:
     """(N, nz) float64 latents: from ``latents`` (a file or an array) if given, else ``num`` draws from the prior."""
-    if isinstance(latents, (torch.Tensor, np.ndarray)):
-        return check_latents(latents, gen.nz)
-    if latents is not None:
-        return load_latents(latents, gen.nz, gen.prior)
+    z = given_latents(gen, latents)
+    if z is not None:
+        return z
     if num < 1:
         raise GanProbeError(f"the number of latents must be at least 1, got {num}", param="num")
     return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
@@ -190,6 +247,7 @@ def generate(
     with torch.no_grad():
         for sl in batches(z.shape[0], batch_size):
             out.append(gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype))
+            interrupt.poll()
     return torch.cat(out)
 
 

@@ -23,10 +23,13 @@ from gan_probe.analyses.common import (
     Progress,
     batches,
     check_positive,
+    count_latents,
     draw_or_load_latents,
     generate,
+    given_latents,
     progress_task,
 )
+from gan_probe.analyses.memory import check_memory, eigvecs_memory
 from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
 from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
@@ -142,8 +145,19 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
             f"a traversal needs at least 2 steps, got {params.traversal_steps}", param="traversal_steps"
         )
     step = resolve_step(gen.prior, params.step)
-    z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
-    num = z.shape[0]
+    given = given_latents(gen, params.latents)
+    num = count_latents(given, params.num)
+    check_memory(
+        eigvecs_memory(
+            gen,
+            num=num,
+            top=top,
+            traversal_steps=params.traversal_steps,
+            batch_size=params.batch_size,
+            chunk_size=params.chunk_size,
+        )
+    )
+    z = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
 
     t0 = time.perf_counter()
     parts = []

@@ -21,10 +21,13 @@ from gan_probe.analyses.common import (
     Latents,
     Progress,
     batches,
+    check_latent_range,
     check_positive,
+    count_latents,
     draw_or_load_latents,
     finite_stats,
     generate,
+    given_latents,
     load_latents,
     probe_streams,
     progress_task,
@@ -32,6 +35,7 @@ from gan_probe.analyses.common import (
     resolve_geometry,
     seeded_generator,
 )
+from gan_probe.analyses.memory import check_memory, loglik_memory
 from gan_probe.analyses.precision import auto_half_logdet
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
@@ -341,7 +345,7 @@ def latent_plane(gen: LoadedGenerator, grid: GridParams, seed: int) -> tuple[tor
     elif grid.center == "random":
         center = gen.prior.sample(1, nz, generator=seeded_generator(seed + 1))[0]
     else:
-        center = load_latents(grid.center, nz)[0]
+        center = load_latents(grid.center, nz, param="grid.center")[0]
     dims = grid.dims if grid.dims is not None else ((0, 1) if nz == 2 else None)
     if dims is not None:
         i, j = dims
@@ -368,8 +372,26 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     """Evaluate ln Q at prior draws (or given latents) and, with a grid, over a latent plane."""
     params.validate()
     require_density(gen, "loglik")
-    z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
+    given = given_latents(gen, params.latents)
+    estimate = loglik_memory(
+        gen,
+        num=count_latents(given, params.num),
+        latents_given=given is not None,
+        batch_size=params.batch_size,
+        method=params.method,
+        estimators=params.estimators,
+        chunk_size=params.chunk_size,
+        grid_size=params.grid.size if params.grid is not None else None,
+    )
+    check_memory(estimate)
+    z = given if given is not None else draw_or_load_latents(gen, num=params.num, latents=None, seed=params.seed)
     grid_spec = latent_plane(gen, params.grid, params.seed) if params.grid is not None else None
+    zg = None
+    if grid_spec is not None:
+        center, basis, coords = grid_spec
+        a, b = torch.meshgrid(coords, coords, indexing="xy")  # row = b, column = a
+        zg = center + a.reshape(-1, 1) * basis[0] + b.reshape(-1, 1) * basis[1]
+        check_latent_range(zg, gen, "grid.extent", "the grid's latents")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     values = evaluate_loglik(
@@ -387,10 +409,8 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     timings["samples_s"] = time.perf_counter() - t0
     images = generate(gen, z, params.batch_size)
     grid = None
-    if grid_spec is not None and params.grid is not None:
+    if grid_spec is not None and zg is not None and params.grid is not None:
         center, basis, coords = grid_spec
-        a, b = torch.meshgrid(coords, coords, indexing="xy")  # row = b, column = a
-        zg = center + a.reshape(-1, 1) * basis[0] + b.reshape(-1, 1) * basis[1]
         t0 = time.perf_counter()
         gvalues = evaluate_loglik(
             gen,

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import Progress, check_positive, finite_stats, generate, seeded_generator
+from gan_probe.analyses.memory import check_memory, pag_memory
 from gan_probe.analyses.reversal import ReversalParams, ReversalResult, invert_generator, psnr
 from gan_probe.data import ImageData, images_from_tensor, load_images
 from gan_probe.errors import GanProbeError
@@ -184,13 +185,8 @@ class Disagreement:
     agree_images: torch.Tensor  # (num_top, *output_shape): the draws closest to the recovered latents
 
 
-def disagreement_samples(
-    gen: LoadedGenerator, z_hat: torch.Tensor, *, num_prior_samples: int, num_top: int, seed: int, batch_size: int
-) -> Disagreement:
-    """Kilcher et al. section 4.2: ``num_prior_samples`` prior draws, the ``num_top`` farthest from Z_hat.
-
-    d_j = (1/n) sum_i |z_j - z_hat_i|^2 = |z_j - mean(z_hat)|^2 + (1/n) sum_i |z_hat_i - mean(z_hat)|^2.
-    """
+def check_disagreement(num_prior_samples: int, num_top: int) -> None:
+    """At least one prior draw, and 1..num_prior_samples of them rendered."""
     if num_prior_samples < 1:
         raise GanProbeError(
             f"the number of prior draws must be at least 1, got {num_prior_samples}", param="num_prior_samples"
@@ -200,6 +196,16 @@ def disagreement_samples(
             f"the number of disagreement samples must be in 1..{num_prior_samples} (the prior draws), got {num_top}",
             param="num_top",
         )
+
+
+def disagreement_samples(
+    gen: LoadedGenerator, z_hat: torch.Tensor, *, num_prior_samples: int, num_top: int, seed: int, batch_size: int
+) -> Disagreement:
+    """Kilcher et al. section 4.2: ``num_prior_samples`` prior draws, the ``num_top`` farthest from Z_hat.
+
+    d_j = (1/n) sum_i |z_j - z_hat_i|^2 = |z_j - mean(z_hat)|^2 + (1/n) sum_i |z_hat_i - mean(z_hat)|^2.
+    """
+    check_disagreement(num_prior_samples, num_top)
     zp = gen.prior.sample(num_prior_samples, gen.nz, generator=seeded_generator(seed))
     zh = z_hat.to(torch.float64)
     mean = zh.mean(0)
@@ -293,6 +299,18 @@ def run_pag(gen: LoadedGenerator, params: PagParams, *, progress: Progress | Non
             limit=params.limit,
             resize=params.resize,
         )
+    params.reversal.validate()
+    check_disagreement(params.num_prior_samples, params.num_top)
+    check_memory(
+        pag_memory(
+            gen,
+            num_images=int(data.images.shape[0]),
+            batch_size=params.reversal.batch_size,
+            num_prior_samples=params.num_prior_samples,
+            num_top=params.num_top,
+            steps=params.reversal.steps,
+        )
+    )
     timings: dict[str, float] = {}
     fitted_reference = fit_mapped_reference(gen.prior, seed=params.seed) if isinstance(gen.prior, MappedPrior) else None
     t0 = time.perf_counter()

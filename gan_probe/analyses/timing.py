@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from gan_probe import interrupt
 from gan_probe.device import describe_device
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ def time_call(
     """(median seconds, all seconds, last result) of ``repeats`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
+        interrupt.poll()
     synchronize(device)
     times: list[float] = []
     out = None
@@ -37,6 +39,7 @@ def time_call(
         out = fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
+        interrupt.poll()  # Ctrl-C on the command line is served between timed calls
     return statistics.median(times), times, out  # type: ignore[return-value]
 
 

@@ -16,7 +16,8 @@ literal reading. For a linear G(z) = A z and unit directions,
 delta(j, 0) * delta(j, i) = alpha sqrt(lambda_i) exactly (docs/design.md §6.3).
 
 All M (nz + K) perturbed latents are generated in chunks of at most
-``forward_budget`` rows; the only Python loop is over batches of latents.
+``forward_budget`` rows, each chunk reduced to its distances before the next
+is generated; the outer loop is over batches of latents.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ from gan_probe.analyses.common import (
     Progress,
     batches,
     check_positive,
+    count_latents,
     draw_or_load_latents,
     finite_stats,
     generate,
+    given_latents,
     progress_task,
     seeded_generator,
 )
+from gan_probe.analyses.memory import check_memory, veff_memory
 from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
 from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
@@ -144,6 +148,17 @@ class VeffResult:
         }
 
 
+def _distances(gen: LoadedGenerator, zp: torch.Tensor, base: torch.Tensor, per: int, budget: int) -> torch.Tensor:
+    """|G(zp_r) - base_{r // per}| for the (b * per, nz) perturbed latents zp, ``budget`` forward passes at a time
+    (only one chunk of images is ever held); returns (b, per)."""
+    dist = torch.empty(zp.shape[0], dtype=torch.float64)
+    owner = torch.arange(zp.shape[0]) // per
+    for sl in batches(zp.shape[0], budget):
+        moved = generate(gen, zp[sl], budget, dtype=torch.float64).flatten(1)
+        dist[sl] = (moved - base[owner[sl]]).norm(dim=-1)
+    return dist.reshape(base.shape[0], per)
+
+
 def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | None = None) -> VeffResult:
     """v_eff(tau) of ``gen`` at prior draws (or the given latents)."""
     check_positive("the batch size", params.batch_size, "batch_size")
@@ -161,8 +176,12 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
     if params.curve_points < 2:
         raise GanProbeError(f"the v_eff curve needs at least 2 points, got {params.curve_points}", param="curve_points")
     step = resolve_step(gen.prior, params.step)
-    z = draw_or_load_latents(gen, num=params.num, latents=params.latents, seed=params.seed)
-    num, nz, k = z.shape[0], gen.nz, params.num_directions
+    given = given_latents(gen, params.latents)
+    num, nz, k = count_latents(given, params.num), gen.nz, params.num_directions
+    check_memory(
+        veff_memory(gen, num=num, num_directions=k, batch_size=params.batch_size, chunk_size=params.chunk_size)
+    )
+    z = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
 
     # every random direction is drawn up front from one seeded stream, so the batch size changes nothing
     if params.directions == "unit":
@@ -183,8 +202,7 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
             zp, out_b = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
             outside += out_b
             base = generate(gen, zb, params.forward_budget, dtype=torch.float64).flatten(1)  # (b, N)
-            moved = generate(gen, zp, params.forward_budget, dtype=torch.float64).reshape(zb.shape[0], nz + k, -1)
-            dist = (moved - base[:, None]).norm(dim=-1)  # (b, nz + K)
+            dist = _distances(gen, zp, base, nz + k, params.forward_budget)  # (b, nz + K)
             d0 = dist[:, nz:].mean(1)
             lam_parts.append(eig.eigenvalues.cpu())
             delta0_parts.append(d0)

@@ -56,8 +56,11 @@ def ascend(
         seed=ctx.common.seed,
         estimators=ctx.estimators,
         geometry=geometry,
+        batch_size=ctx.common.batch_size,
     )
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
+    if result.interrupted and result.steps_done == 0:
+        raise KeyboardInterrupt  # nothing done: the folder keeps what it held
     write_outputs(result, ctx.gen, ctx.files)
     res = result.to_json()
     table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gan_probe.analyses.bench import DEFAULT_CONDS, SYNTHETIC, BenchParams, BenchResult, run_bench, run_spectrum_bench
@@ -174,7 +175,8 @@ def _table(result: BenchResult) -> Table:
     else:
         m = result.model
         table = Table(
-            title=f"bench: {m['arch']} nz={m['nz']} out={tuple(m['output']['shape'])}, {result.dtype}, {result.device}"
+            title=f"bench: {escape(str(m['arch']))} nz={m['nz']} out={tuple(m['output']['shape'])}, "
+            f"{result.dtype}, {result.device}"
         )
         for col in (
             "method",

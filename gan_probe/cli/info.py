@@ -8,7 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gan_probe.analyses.common import draw_or_load_latents, generate
+from gan_probe.analyses.common import count_latents, draw_or_load_latents, generate
+from gan_probe.analyses.memory import check_memory, sample_memory
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, probe_command
 from gan_probe.report.outputs import write_samples
@@ -33,6 +34,8 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="Number of samples (a square-ish grid).")] = 64,
 ) -> Outcome:
     """Render a PNG grid of G(z) for latents drawn from the prior (samples.png, latents in samples.npz)."""
+    count_latents(None, n)
+    check_memory(sample_memory(ctx.gen, num=n, batch_size=ctx.common.batch_size))
     z = draw_or_load_latents(ctx.gen, num=n, latents=None, seed=ctx.common.seed)
     images = generate(ctx.gen, z, ctx.common.batch_size)
     write_samples(images, z, ctx.gen, ctx.files)

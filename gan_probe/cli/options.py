@@ -319,7 +319,8 @@ def build_estimator_params(options: list[EstimatorOption], values: dict[str, Any
             out[method] = est.params(**kwargs[method])
         except GanProbeError as exc:
             flag = flags.get(exc.param or "", "")
-            raise GanProbeError(f"{exc} ({flag})" if flag else str(exc), param=exc.param) from None
+            # the flag is named here (--m, --probes): no param left for the runner to turn into a flag again
+            raise GanProbeError(f"{exc} ({flag})" if flag else str(exc), param=None if flag else exc.param) from None
     return out
 
 

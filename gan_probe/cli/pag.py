@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gan_probe.analyses.pag import PagParams, PagResult, run_pag
@@ -57,6 +58,8 @@ def pag(
         seed=ctx.common.seed,
     )
     result = run_pag(ctx.gen, params, progress=ctx.progress)
+    if result.interrupted and result.reversal.num_done == 0:
+        raise KeyboardInterrupt  # nothing done: the folder keeps what it held
     write_outputs(result, ctx.gen, ctx.files)
     value = result.score.pag if result.score is not None else None
     return Outcome(
@@ -100,7 +103,7 @@ def _table(result: PagResult) -> Table:
             f"PSNR \\[dB] (peak {rec['psnr_peak']:g}; mean, median, min)",
             ", ".join(fmt(rec["psnr"][k], ".2f") for k in ("mean", "median", "min")),
         )
-    table.caption = f"reference: {result.reference}; data: {result.data.source}"
+    table.caption = f"reference: {escape(result.reference)}; data: {escape(result.data.source)}"
     return table
 
 

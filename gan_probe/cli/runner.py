@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gan_probe import interrupt
+from gan_probe.analyses.common import check_seed
 from gan_probe.cli.options import (
     COMMON_OPTIONS,
     CkptArg,
@@ -37,7 +40,7 @@ from gan_probe.cli.options import (
 )
 from gan_probe.cli.progress import RichProgress
 from gan_probe.device import resolve_device, resolve_dtype
-from gan_probe.errors import GanProbeError
+from gan_probe.errors import GanProbeError, is_out_of_memory
 from gan_probe.models.checkpoint import LoadedGenerator, load_generator
 from gan_probe.report.files import OutputDir, dumps_strict
 from gan_probe.report.report import Gate, build_report
@@ -78,7 +81,10 @@ class RunContext:
 
 
 def check_gate_bounds(minimum: float | None, maximum: float | None) -> None:
-    """``--min`` above ``--max`` can never pass: a usage error (exit 2) before any work."""
+    """``--min`` above ``--max`` (or either NaN) can never pass: a usage error (exit 2) before any work."""
+    for value, flag in ((minimum, "--min"), (maximum, "--max")):
+        if value is not None and math.isnan(value):
+            raise typer.BadParameter("nan is not a number: the gate could never pass", param_hint=flag)
     if minimum is not None and maximum is not None and minimum > maximum:
         raise typer.BadParameter(f"{minimum:g} is above --max {maximum:g}: the gate can never pass", param_hint="--min")
 
@@ -149,9 +155,13 @@ def execute(
     try:
         if common.batch_size < 1:
             raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
+        check_seed(common.seed)
         if common.threads is not None:
             if common.threads < 1:
                 raise GanProbeError(f"--threads must be at least 1, got {common.threads}")
+            most = 4 * (os.cpu_count() or 1)  # far beyond it, torch's kernels fail ('could not create a primitive')
+            if common.threads > most:
+                raise GanProbeError(f"--threads {common.threads} is more than 4 per CPU core here; use at most {most}")
             torch.set_num_threads(common.threads)
         estimators = build_estimator_params(est_opts, est_values) if est_opts else {}
         device = resolve_device(common.device)
@@ -160,44 +170,50 @@ def execute(
         t0 = time.perf_counter()
         gen = load_generator(common.ckpt, common.load_options(), device=device, dtype=dtype)
         load_s = time.perf_counter() - t0
-        if writes_files:
-            out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
-        enabled = sys.stderr.isatty() and not common.quiet and not common.json
-        with RichProgress(console, enabled) as progress:
-            t1 = time.perf_counter()
-            outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
-            run_s = time.perf_counter() - t1
-        files = [] if out is None else [str(out.root / f) for f in [*out.files, "report.json"]]
-        report = build_report(
-            name,
-            argv=argv,
-            checkpoint=outcome.checkpoint if outcome.checkpoint is not None else gen.describe(),
-            device=device,
-            dtype=dtype,
-            seed=common.seed,
-            batch_size=common.batch_size,
-            parameters=outcome.parameters,
-            timings={"load_s": load_s, "run_s": run_s},
-            results=outcome.results,
-            files=files,
-            gate=outcome.gate,
-            interrupted=outcome.interrupted,
-        )
-        if out is not None:
-            out.write_json("report.json", report)
-            out.commit()
+        # from here on Ctrl-C is served between steps (interrupt.poll), so that ascend and pag keep their work
+        with interrupt.deferred():
+            if writes_files:
+                out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
+            with interrupt.on_exit(out.discard if out is not None else lambda: None):
+                enabled = sys.stderr.isatty() and not common.quiet and not common.json
+                with RichProgress(console, enabled) as progress:
+                    t1 = time.perf_counter()
+                    outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
+                    run_s = time.perf_counter() - t1
+                files = [] if out is None else [str(out.root / f) for f in [*out.files, "report.json"]]
+                report = build_report(
+                    name,
+                    argv=argv,
+                    checkpoint=outcome.checkpoint if outcome.checkpoint is not None else gen.describe(),
+                    device=device,
+                    dtype=dtype,
+                    seed=common.seed,
+                    batch_size=common.batch_size,
+                    parameters=outcome.parameters,
+                    timings={"load_s": load_s, "run_s": run_s},
+                    results=outcome.results,
+                    files=files,
+                    gate=outcome.gate,
+                    interrupted=outcome.interrupted,
+                )
+                if out is not None:
+                    out.write_json("report.json", report)
+                    interrupt.poll()
+                    with interrupt.critical():
+                        out.commit()
+                late_interrupt = interrupt.pending()
     except GanProbeError as exc:
         _fail(console, out, common, _with_flag(exc))
     except KeyboardInterrupt:
         _fail(console, out, common, "interrupted", code=130)
-    except torch.OutOfMemoryError:
-        _fail(console, out, common, "out of device memory: lower --batch-size (or use --device cpu)")
-    except (typer.Exit, typer.BadParameter):
+    except typer.BadParameter:
+        if out is not None:
+            out.discard()  # a usage error found by the command body: nothing written, not even the folder
+        raise
+    except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
-        _fail(
-            console, out, common, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
-        )
+        _fail(console, out, common, _describe_failure(exc, out, common))
     for note in [*gen.notes, *outcome.notes]:
         console.print(f"[yellow]note:[/] {escape(note)}")
     if common.json:
@@ -208,13 +224,38 @@ def execute(
         if outcome.table is not None:
             stdout.print(outcome.table)
         if out is not None:
-            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}")
-    if outcome.interrupted:
-        console.print("[yellow]interrupted:[/] the report and files hold the work done so far")
+            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
+    if outcome.interrupted or late_interrupt:
+        # printed even with --quiet, like an error: it is why the exit code is 130
+        done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"
+        when = "" if outcome.interrupted else " after the run had finished"
+        Console(stderr=True, highlight=False).print(f"[yellow]interrupted{when}:[/] {done}")
         raise typer.Exit(130)
     if outcome.gate is not None and (why := outcome.gate.failure()) is not None:
         console.print(f"[red]gate failed:[/] {escape(why)}")
         raise typer.Exit(3)
+
+
+def _describe_failure(exc: Exception, out: OutputDir | None, common: CommonOptions) -> str:
+    """One line for an exception that is not a GanProbeError: out of memory (torch's text kept), a file that
+    cannot be written, or (the last resort) an internal error."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if is_out_of_memory(exc):
+        gpu = "cuda" in first.lower() or "gpu" in first.lower()
+        return f"out of memory: {first}; lower --batch-size" + (" or use --device cpu" if gpu else "")
+    if isinstance(exc, OSError):
+        return os_error_message(exc, out)
+    return f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)"
+
+
+def os_error_message(exc: OSError, out: OutputDir | None) -> str:
+    """A failed read or write as one line naming the file; under the output folder, the flag too."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    filename = None if exc.filename is None else str(exc.filename)
+    if out is not None and (filename is None or out.owns(filename)):
+        target = out.root if filename is None else out.final_name(filename)
+        return f"cannot write {target}: {reason}; free some space, fix its permissions or choose another --out"
+    return f"{filename}: {reason}" if filename is not None else f"input/output error: {reason}"
 
 
 def _with_flag(exc: GanProbeError) -> str:
@@ -231,6 +272,7 @@ def _fail(console: Console, out: OutputDir | None, common: CommonOptions, messag
         out.discard()
     if common.debug:
         console.print_exception()
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())  # one line, always
     Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 

@@ -187,6 +187,8 @@ def load_generator(
     """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode.
 
     ``options.dtype_auto`` (``--dtype auto``) runs float32 and marks the generator for float64 promotion."""
+    if options.nz is not None and (isinstance(options.nz, bool) or not isinstance(options.nz, int) or options.nz < 1):
+        raise CheckpointError(f"the latent size nz must be a positive integer, got {options.nz!r}", param="nz")
     if options.dtype_auto:
         dtype = torch.float32
     if options.generator is not None and (path is None or _program_kind(Path(path)) is None):
@@ -200,7 +202,14 @@ def load_generator(
             gen = load_program(file, kind, options, device=device, dtype=dtype)
         else:
             container, meta = read_checkpoint(file, options.key)
-            gen = _build_builtin(file, container.state, meta, options, device=device, dtype=dtype, container=container)
+            try:
+                gen = _build_builtin(
+                    file, container.state, meta, options, device=device, dtype=dtype, container=container
+                )
+            except CheckpointError as exc:
+                if str(file) in str(exc):
+                    raise
+                raise CheckpointError(f"{file}: {exc}", param=exc.param) from None  # name the file at fault
     if options.output_range is not None:
         gen.output_range = parse_output_range(options.output_range)
     gen.auto_float64 = options.dtype_auto
@@ -309,7 +318,15 @@ def read_checkpoint(file: Path, key: str | None = None) -> tuple[Container, dict
         state, meta = _read_safetensors(file)
         container = find_generator_state(state, key=key, where=file.name) if state else Container({})
     elif file.suffix in TORCH_SUFFIXES:
-        container, meta = read_container(file, key), None
+        try:
+            container, meta = read_container(file, key), None
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the unpickler fails on garbage in many ways (IndexError, KeyError)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointError(
+                f"{file} is not a readable PyTorch file (truncated or corrupt): {type(exc).__name__}: {first}"
+            ) from None
     else:
         raise CheckpointError(
             f"unknown checkpoint type {file.suffix!r} for {file}: use .safetensors, a PyTorch file "
@@ -341,9 +358,57 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
         if not isinstance(meta, dict):
             raise CheckpointError(f"{file}: the gan_probe metadata must be a JSON object")
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:
             raise CheckpointError(f"{file}: gan_probe format_version {version!r} is not supported (expected 1)")
+        check_metadata(meta, file)
     return _strip_prefix(state), meta
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_metadata(meta: Mapping, file: Path | str) -> None:
+    """Refuse gan_probe metadata whose fields have the wrong JSON types, naming the field and the value.
+
+    ``arch`` a string, ``config`` an object, ``prior`` an object with a string ``kind`` and finite
+    numbers ``sigma``/``low``/``high``, ``output`` an object with ``shape`` a list of positive integers
+    and ``range`` null or two finite numbers low < high, ``provenance`` a string; every field optional.
+    """
+
+    def bad(field: str, want: str, value: object) -> CheckpointError:
+        shown = json.dumps(value) if len(json.dumps(value)) <= 60 else json.dumps(value)[:57] + "..."
+        return CheckpointError(
+            f"{file}: the gan_probe metadata field {field} must be {want}, got {shown}; fix the file's metadata"
+        )
+
+    if "arch" in meta and not (isinstance(meta["arch"], str) and meta["arch"]):
+        raise bad("arch", "an architecture name (a string)", meta["arch"])
+    if "config" in meta and not isinstance(meta["config"], dict):
+        raise bad("config", 'a JSON object like {"nz": 32, ...}', meta["config"])
+    if "provenance" in meta and not isinstance(meta["provenance"], str):
+        raise bad("provenance", "a string", meta["provenance"])
+    prior = meta.get("prior")
+    if "prior" in meta and not isinstance(prior, dict):
+        raise bad("prior", 'a JSON object like {"kind": "normal", "sigma": 1.0}', prior)
+    if isinstance(prior, dict):
+        if "kind" in prior and not isinstance(prior["kind"], str):
+            raise bad("prior.kind", '"normal" or "uniform"', prior["kind"])
+        for key in ("sigma", "low", "high"):
+            if key in prior and not _is_number(prior[key]):
+                raise bad(f"prior.{key}", "a finite number", prior[key])
+    output = meta.get("output")
+    if "output" in meta and not isinstance(output, dict):
+        raise bad("output", 'a JSON object like {"shape": [1, 32, 32], "range": [-1, 1]}', output)
+    if isinstance(output, dict):
+        shape = output.get("shape")
+        if "shape" in output and not (isinstance(shape, list) and all(type(v) is int and v >= 1 for v in shape)):
+            raise bad("output.shape", "a list of positive integers", shape)
+        rng = output.get("range")
+        if rng is not None and not (
+            isinstance(rng, list) and len(rng) == 2 and all(_is_number(v) for v in rng) and rng[0] < rng[1]
+        ):
+            raise bad("output.range", "null or two finite numbers [low, high] with low < high", rng)
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -376,13 +441,18 @@ def _build_builtin(
             "pass --arch dcgan|mlp|stylegan2 or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
-    if options.nz is not None and int(config.get("nz", -1)) != options.nz:
+    if options.nz is not None and config.get("nz") != options.nz:
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
     check_space_options(arch, options.space, options.truncation, options.noise)
-    # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
-    module = build_generator(arch, config).to(dtype)
+    try:
+        # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
+        module = build_generator(arch, config).to(dtype)
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        # a config of the right type with impossible values (nz = -3, ngf = 1e12): torch's own refusal, one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{file}: the {arch} config {config} cannot be built: {first}") from None
     _load_state(module, state, file)
     out_meta = meta.get("output", {})
     output_range = out_meta.get("range")
@@ -470,15 +540,30 @@ def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
 
     Prior draws rather than the prior's centre: a generator that ignores |z| is undefined at z = 0.
     """
-    draws = loaded.prior.sample(2, loaded.nz, generator=torch.Generator().manual_seed(0))
-    z = draws.to(dtype=loaded.dtype, device=loaded.device)
     try:
+        draws = loaded.prior.sample(2, loaded.nz, generator=torch.Generator().manual_seed(0))
+        z = draws.to(dtype=loaded.dtype, device=loaded.device)
         with torch.no_grad():
             x = loaded.module.eval()(z)
     except Exception as exc:  # noqa: BLE001 - any failure here means the model does not fit the interface
-        raise CheckpointError(f"the generator fails on latents of shape (2, {loaded.nz}): {exc}") from None
-    if x.shape[0] != 2:
-        raise CheckpointError(f"the generator maps a batch of 2 latents to shape {tuple(x.shape)}")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"the generator fails on latents of shape (2, {loaded.nz}): {first}", param="generator"
+        ) from None
+    if not isinstance(x, torch.Tensor):
+        raise CheckpointError(
+            f"the generator returns a {type(x).__name__}, not a tensor of shape (B, ...)", param="generator"
+        )
+    if x.ndim < 2 or x.shape[0] != 2:
+        raise CheckpointError(
+            f"the generator maps a batch of 2 latents to shape {tuple(x.shape)}; it must return a tensor of "
+            "shape (B, ...) with the batch first and at least one output axis (a scalar output: reshape it to (B, 1))",
+            param="generator",
+        )
+    if not x.is_floating_point():
+        raise CheckpointError(
+            f"the generator's output has dtype {x.dtype}; it must be real floating point", param="generator"
+        )
     shape = tuple(int(s) for s in x.shape[1:])
     if loaded.output_shape and loaded.output_shape != shape:
         raise CheckpointError(

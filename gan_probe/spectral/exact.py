@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gan_probe.errors import GanProbeError
 from gan_probe.spectral.operator import JacobianOperator
 
 
@@ -79,6 +80,14 @@ def spectrum_from_jacobian(jac: torch.Tensor, *, vectors: bool = False, grad: bo
     batch, n, nz = j64.shape
     with torch.no_grad():
         jd = j64.detach()
+        finite = torch.isfinite(jd).flatten(1).all(1)
+        if not bool(finite.all()):
+            dtype = str(jac.dtype).replace("torch.", "")
+            raise GanProbeError(
+                f"the generator's Jacobian is not finite at {int((~finite).sum())} of {batch} latents: the generator "
+                f"overflows there in {dtype}; give smaller latents or use --dtype float64",
+                param="latents",
+            )
         q = None
         if grad and n >= nz:
             q, r = torch.linalg.qr(jd, mode="reduced")

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import torch
 from torch.func import vjp, vmap
 
-from gan_probe.spectral.jacobian import Fn, JacobianRoutes, jacobian, jvp_blocks
+from gan_probe.errors import is_out_of_memory
+from gan_probe.spectral.jacobian import Fn, JacobianRoutes, default_chunk_size, jacobian, jvp_blocks
 
 
 class JacobianOperator:
@@ -81,8 +82,23 @@ class JacobianOperator:
         return self.vjp(self.jvp(v))
 
     def dense(self) -> torch.Tensor:
-        """J (B, N, nz) from nz forward-mode products in chunks (differentiable under grad mode)."""
-        return jacobian(self.fn, self.z, chunk_size=self.chunk_size, routes=self.routes)
+        """J (B, N, nz) from nz forward-mode products in chunks (differentiable under grad mode).
+
+        Out of memory, it retries with half as many latent axes in flight, down to one at a time,
+        and then lets the allocator's error through (the command line reports it in one line).
+        """
+        chunk = self.chunk_size
+        while True:
+            try:
+                return jacobian(self.fn, self.z, chunk_size=chunk, routes=self.routes)
+            except (RuntimeError, MemoryError) as exc:
+                current = chunk or default_chunk_size(self.batch, self.nz)
+                if not is_out_of_memory(exc) or current <= 1:
+                    raise
+                chunk = current // 2
+                del exc
+                if self.z.device.type == "cuda":
+                    torch.cuda.empty_cache()
 
 
 __all__ = ["Fn", "JacobianOperator", "JacobianRoutes"]

@@ -1,0 +1,887 @@
+"""Reliability (issue 11): every bad input ends in one line naming the value, the problem and the flag or
+file; Ctrl-C exits 130 at any moment; failed writes, stale staging folders and memory are guarded.
+
+The table runs in-process through Typer's CliRunner (fast); only the interrupt tests start real
+subprocesses, since they send a real SIGINT.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save_file
+
+from gan_probe.models import DCGANGenerator, Prior, save_checkpoint
+from tests.conftest import invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+NZ = 8
+
+FACTORIES = """
+import torch
+
+
+class Flat(torch.nn.Module):
+    nz = 4
+
+    def forward(self, z):
+        return z.sum(1)
+
+
+class Pair(torch.nn.Module):
+    nz = 4
+
+    def forward(self, z):
+        return z, z
+
+
+class Ints(torch.nn.Module):
+    nz = 4
+
+    def forward(self, z):
+        return (z > 0).long()
+
+
+class Raises(torch.nn.Module):
+    nz = 4
+
+    def forward(self, z):
+        raise ValueError("boom")
+
+
+def flat():
+    return Flat()
+
+
+def pair():
+    return Pair()
+
+
+def ints():
+    return Ints()
+
+
+def raising():
+    return Raises()
+
+
+def broken():
+    raise RuntimeError("factory failed")
+
+
+def text():
+    return "not a module"
+
+
+def no_nz():
+    return torch.nn.Linear(3, 5)
+"""
+
+
+def _meta(**changes: object) -> dict:
+    meta: dict = {
+        "format_version": 1,
+        "arch": "dcgan",
+        "config": {"nz": NZ, "ngf": 4, "nc": 1, "image_size": 32},
+        "prior": {"kind": "normal", "sigma": 1.0},
+        "output": {"shape": [1, 32, 32], "range": [-1, 1]},
+        "provenance": "tests",
+    }
+    for key, value in changes.items():
+        if "." in key:
+            outer, inner = key.split(".")
+            meta[outer] = {**meta[outer], inner: value}
+        else:
+            meta[key] = value
+    return meta
+
+
+#: gan_probe metadata variants: name -> the metadata (a dict, or raw text)
+METAS: dict[str, object] = {
+    "cfg_str": _meta(config="nz=32"),
+    "out_str": _meta(output="x"),
+    "prior_str": _meta(prior="normal"),
+    "range_str": _meta(**{"output.range": "tanh"}),
+    "range_rev": _meta(**{"output.range": [1, -1]}),
+    "range_nan": _meta(**{"output.range": [float("nan"), 1]}),
+    "range_one": _meta(**{"output.range": [1]}),
+    "shape_zero": _meta(**{"output.shape": [0, 32, 32]}),
+    "shape_str": _meta(**{"output.shape": "1x32x32"}),
+    "shape_bad": _meta(**{"output.shape": [1, 28, 28]}),
+    "kind_int": _meta(**{"prior.kind": 5}),
+    "kind_bad": _meta(**{"prior.kind": "cauchy"}),
+    "sigma_str": _meta(**{"prior.sigma": "one"}),
+    "sigma_neg": _meta(**{"prior.sigma": -1.0}),
+    "low_high": _meta(prior={"kind": "uniform", "low": 1.0, "high": -1.0}),
+    "arch_int": _meta(arch=5),
+    "arch_bad": _meta(arch="resnet"),
+    "cfg_list": _meta(config=[32, 4]),
+    "cfg_neg": _meta(config={"nz": -3, "ngf": 4, "nc": 1, "image_size": 32}),
+    "cfg_huge": _meta(config={"nz": NZ, "ngf": 10**12, "nc": 1, "image_size": 32}),
+    "cfg_size": _meta(config={"nz": NZ, "ngf": 4, "nc": 1, "image_size": 33}),
+    "prov_int": _meta(provenance=5),
+    "version2": _meta(format_version=2),
+    "version_str": _meta(format_version="1"),
+    "version_bool": _meta(format_version=True),
+    "not_json": "{nz: 32",
+    "json_list": "[1, 2]",
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every hostile file of the table, made once."""
+    d = tmp_path_factory.mktemp("hostile")
+    torch.manual_seed(4)
+    module = DCGANGenerator(NZ, 4, 1, 32)
+    save_checkpoint(
+        d / "tiny.safetensors",
+        module,
+        arch="dcgan",
+        config={"nz": NZ, "ngf": 4, "nc": 1, "image_size": 32},
+        prior=Prior(),
+        output_shape=[1, 32, 32],
+        output_range=[-1, 1],
+        provenance="[/data/mnist] [bold]markup[/bold]",
+    )
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    for name, meta in METAS.items():
+        text = meta if isinstance(meta, str) else json.dumps(meta)
+        save_file(state, str(d / f"meta_{name}.safetensors"), metadata={"gan_probe": text})
+    bad = dict(state)
+    bad["main.0.weight"] = torch.full_like(bad["main.0.weight"], float("nan"))
+    save_file(bad, str(d / "nan_weights.safetensors"))
+    (d / "truncated.safetensors").write_bytes((d / "tiny.safetensors").read_bytes()[:100])
+    (d / "garbage.pth").write_bytes(os.urandom(256))
+    (d / "garbage2.pth").write_bytes(random.Random(2).randbytes(256))  # the unpickler fails with IndexError
+    torch.save({"not": "tensors", "x": {1, 2}}, d / "objects.pth")
+    torch.save({}, d / "empty.pth")
+    torch.save({"foo.weight": torch.zeros(3, 3)}, d / "unknown_keys.pth")
+    torch.save(state, d / "model[v2].pth")
+    (d / "ckpt.txt").write_text("hello")
+    (d / "a_folder.safetensors").mkdir()
+    (d / "regular_file").write_text("x")
+    (d / "relfactory.py").write_text(FACTORIES)
+
+    rng = np.random.default_rng(0)
+    np.save(d / "z_width.npy", rng.normal(size=(2, 5)))
+    np.save(d / "z_1d.npy", rng.normal(size=(NZ,)))
+    np.save(d / "z_3d.npy", rng.normal(size=(1, 2, NZ)))
+    np.save(d / "z_empty.npy", np.zeros((0, NZ)))
+    np.save(d / "z_complex.npy", rng.normal(size=(2, NZ)) + 1j)
+    np.save(d / "z_nan.npy", np.full((2, NZ), np.nan))
+    np.save(d / "z_inf.npy", np.full((2, NZ), np.inf))
+    np.save(d / "z_huge.npy", np.full((2, NZ), 1e300))
+    np.save(d / "z_text.npy", np.array([["a"] * NZ]))
+    np.save(d / "z_bool.npy", np.ones((2, NZ), dtype=bool))
+    np.save(d / "z_object.npy", np.array([[object()] * NZ]), allow_pickle=True)
+    np.savez(d / "z_two.npz", a=np.zeros((2, NZ)), b=np.zeros((2, NZ)))
+    (d / "z_corrupt.npz").write_bytes(b"PK\x03\x04 not a zip")
+    (d / "z.txt").write_text("0 0 0")
+    save_file({"z": torch.zeros(2, NZ, dtype=torch.bfloat16)}, str(d / "z_bf16.safetensors"))
+    np.save(d / "z_ok.npy", rng.normal(size=(2, NZ)))
+
+    np.save(d / "x_shape.npy", rng.integers(0, 255, size=(5, 3, 7), dtype=np.uint8))
+    np.save(d / "x_nan.npy", np.full((4, 1, 32, 32), np.nan))
+    np.save(d / "x_complex.npy", np.ones((4, 1, 32, 32), dtype=np.complex64))
+    np.save(d / "x_range.npy", np.full((4, 1, 32, 32), 1000.0))
+    (d / "x_empty_folder").mkdir()
+    (d / "x.txt").write_text("pixels")
+    np.save(d / "x_ok.npy", rng.integers(0, 255, size=(4, 1, 32, 32), dtype=np.uint8))
+    return d
+
+
+T = "{d}/tiny.safetensors"
+#: (id, arguments, exit code, a fragment of the one-line message). {d}: the folder of hostile files.
+CASES: list[tuple[str, list[str], int, str]] = [
+    # --- checkpoints
+    ("ckpt-missing", ["info", "{d}/missing.safetensors"], 1, "checkpoint not found"),
+    ("ckpt-missing-brackets", ["info", "{d}/gone[v2].pth"], 1, "gone[v2].pth"),
+    ("ckpt-brackets-loads", ["info", "{d}/model[v2].pth", "--nz", "16"], 1, "model[v2].pth: --nz 16"),
+    ("ckpt-folder", ["info", "{d}/a_folder.safetensors"], 1, "is not a file"),
+    ("ckpt-suffix", ["info", "{d}/ckpt.txt"], 1, "unknown checkpoint type"),
+    ("ckpt-truncated", ["info", "{d}/truncated.safetensors"], 1, "not a readable safetensors"),
+    ("ckpt-garbage-pth", ["info", "{d}/garbage.pth"], 1, "garbage.pth"),
+    ("ckpt-garbage-unpickler", ["info", "{d}/garbage2.pth"], 1, "not a readable PyTorch file"),
+    ("ckpt-objects-pth", ["info", "{d}/objects.pth"], 1, "objects.pth"),
+    ("ckpt-empty-pth", ["info", "{d}/empty.pth"], 1, "empty.pth"),
+    ("ckpt-unknown-keys", ["info", "{d}/unknown_keys.pth"], 1, "--arch"),
+    ("ckpt-nan-weights", ["info", "{d}/nan_weights.safetensors"], 1, "NaN or infinite"),
+    ("ckpt-wrong-arch", ["info", T, "--arch", "mlp"], 1, "mlp"),
+    ("ckpt-unknown-arch", ["info", "{d}/model[v2].pth", "--arch", "resnet"], 1, "unknown architecture 'resnet'"),
+    ("ckpt-nz-mismatch", ["info", T, "--nz", "16"], 1, "--nz 16 does not match"),
+    ("ckpt-nz-zero", ["info", T, "--nz", "0"], 1, "(--nz)"),
+    ("ckpt-nz-negative", ["info", T, "--nz", "-3"], 1, "got -3 (--nz)"),
+    ("prior-unknown", ["info", T, "--prior", "cauchy"], 1, "--prior normal"),
+    ("prior-sigma-zero", ["info", T, "--sigma", "0"], 1, "--sigma"),
+    ("prior-sigma-nan", ["info", T, "--sigma", "nan"], 1, "--sigma"),
+    ("prior-sigma-inf", ["info", T, "--sigma", "inf"], 1, "--sigma"),
+    ("prior-box-reversed", ["info", T, "--prior", "uniform", "--low", "1", "--high", "-1"], 1, "--low/--high"),
+    ("prior-box-nan", ["info", T, "--prior", "uniform", "--low", "nan"], 1, "--low/--high"),
+    # --- gan_probe metadata with wrong types or values
+    ("meta-config-str", ["info", "{d}/meta_cfg_str.safetensors"], 1, "field config must be a JSON object"),
+    ("meta-output-str", ["info", "{d}/meta_out_str.safetensors"], 1, "field output must be a JSON object"),
+    ("meta-prior-str", ["info", "{d}/meta_prior_str.safetensors"], 1, "field prior must be a JSON object"),
+    ("meta-range-str", ["info", "{d}/meta_range_str.safetensors"], 1, "field output.range must be null or two"),
+    ("meta-range-reversed", ["info", "{d}/meta_range_rev.safetensors"], 1, "got [1, -1]"),
+    ("meta-range-nan", ["info", "{d}/meta_range_nan.safetensors"], 1, "field output.range"),
+    ("meta-range-one", ["info", "{d}/meta_range_one.safetensors"], 1, "field output.range"),
+    ("meta-shape-zero", ["info", "{d}/meta_shape_zero.safetensors"], 1, "field output.shape"),
+    ("meta-shape-str", ["info", "{d}/meta_shape_str.safetensors"], 1, "field output.shape"),
+    ("meta-shape-mismatch", ["info", "{d}/meta_shape_bad.safetensors"], 1, "metadata says output shape"),
+    ("meta-kind-int", ["info", "{d}/meta_kind_int.safetensors"], 1, "field prior.kind"),
+    ("meta-kind-unknown", ["info", "{d}/meta_kind_bad.safetensors"], 1, "unknown prior 'cauchy'"),
+    ("meta-sigma-str", ["info", "{d}/meta_sigma_str.safetensors"], 1, "field prior.sigma must be a finite number"),
+    ("meta-sigma-negative", ["info", "{d}/meta_sigma_neg.safetensors"], 1, "sigma must be a positive number"),
+    ("meta-box-reversed", ["info", "{d}/meta_low_high.safetensors"], 1, "low < high"),
+    ("meta-arch-int", ["info", "{d}/meta_arch_int.safetensors"], 1, "field arch"),
+    ("meta-arch-unknown", ["info", "{d}/meta_arch_bad.safetensors"], 1, "unknown architecture 'resnet'"),
+    ("meta-config-list", ["info", "{d}/meta_cfg_list.safetensors"], 1, "field config"),
+    ("meta-config-negative", ["info", "{d}/meta_cfg_neg.safetensors"], 1, "cannot be built"),
+    ("meta-config-huge", ["info", "{d}/meta_cfg_huge.safetensors"], 1, "meta_cfg_huge.safetensors"),
+    ("meta-config-size", ["info", "{d}/meta_cfg_size.safetensors"], 1, "image_size must be 4 * 2^k"),
+    ("meta-provenance-int", ["info", "{d}/meta_prov_int.safetensors"], 1, "field provenance"),
+    ("meta-version-2", ["info", "{d}/meta_version2.safetensors"], 1, "format_version 2 is not supported"),
+    ("meta-version-str", ["info", "{d}/meta_version_str.safetensors"], 1, "format_version '1'"),
+    ("meta-version-bool", ["info", "{d}/meta_version_bool.safetensors"], 1, "format_version True"),
+    ("meta-not-json", ["info", "{d}/meta_not_json.safetensors"], 1, "not valid JSON"),
+    ("meta-json-list", ["info", "{d}/meta_json_list.safetensors"], 1, "must be a JSON object"),
+    # --- custom architectures
+    ("factory-flat-output", ["info", "--generator", "relfactory:flat"], 1, "to shape (2,)"),
+    ("factory-nz-negative", ["info", "--generator", "relfactory:flat", "--nz", "-3"], 1, "(--nz)"),
+    ("factory-tuple-output", ["info", "--generator", "relfactory:pair"], 1, "returns a tuple"),
+    ("factory-int-output", ["info", "--generator", "relfactory:ints"], 1, "real floating point"),
+    ("factory-forward-raises", ["info", "--generator", "relfactory:raising"], 1, "boom"),
+    ("factory-raises", ["info", "--generator", "relfactory:broken"], 1, "factory failed"),
+    ("factory-not-module", ["info", "--generator", "relfactory:text"], 1, "not an nn.Module"),
+    ("factory-no-nz", ["info", "--generator", "relfactory:no_nz"], 1, "give --nz"),
+    ("factory-missing", ["info", "--generator", "no_such_module_xyz:make"], 1, "cannot import"),
+    ("factory-spec", ["info", "--generator", "nocolon"], 1, "package.module:factory"),
+    # --- common options
+    ("batch-size-zero", ["loglik", T, "--batch-size", "0"], 1, "--batch-size"),
+    ("threads-zero", ["loglik", T, "--threads", "0"], 1, "--threads"),
+    ("threads-huge", ["loglik", T, "--threads", "100000"], 1, "--threads 100000"),
+    ("device-unknown", ["loglik", T, "--device", "tpu"], 1, "--device 'tpu'"),
+    ("device-cuda-99", ["loglik", T, "--device", "cuda:99"], 1, "--device cuda:99"),
+    ("dtype-half", ["loglik", T, "--dtype", "float16"], 1, "--dtype 'float16'"),
+    ("seed-huge", ["loglik", T, "--seed", str(2**70)], 1, "(--seed)"),
+    ("seed-negative", ["loglik", T, "--seed", "-1"], 1, "(--seed)"),
+    ("seed-type", ["loglik", T, "--seed", "abc"], 2, "--seed"),
+    ("out-below-file", ["loglik", T, "--n", "1", "--out", "{d}/regular_file/sub"], 1, "(--out)"),
+    ("out-is-file", ["loglik", T, "--n", "1", "--out", "{d}/regular_file"], 1, "is not a folder"),
+    # --- latents
+    ("latents-missing", ["loglik", T, "--latents", "{d}/nope.npy"], 1, "latents file not found"),
+    ("latents-suffix", ["loglik", T, "--latents", "{d}/z.txt"], 1, "must be .npy, .npz or .safetensors"),
+    ("latents-width", ["loglik", T, "--latents", "{d}/z_width.npy"], 1, "width 5"),
+    ("latents-1d", ["loglik", T, "--latents", "{d}/z_1d.npy"], 1, "expected (N, 8)"),
+    ("latents-3d", ["loglik", T, "--latents", "{d}/z_3d.npy"], 1, "expected (N, 8)"),
+    ("latents-empty", ["loglik", T, "--latents", "{d}/z_empty.npy"], 1, "holds no latents"),
+    ("latents-complex", ["loglik", T, "--latents", "{d}/z_complex.npy"], 1, "complex"),
+    ("latents-nan", ["loglik", T, "--latents", "{d}/z_nan.npy"], 1, "NaN or infinite"),
+    ("latents-inf", ["eigvecs", T, "--latents", "{d}/z_inf.npy"], 1, "NaN or infinite"),
+    ("latents-huge", ["loglik", T, "--latents", "{d}/z_huge.npy"], 1, "beyond the float32 range"),
+    ("latents-huge-ascend", ["ascend", T, "--latents", "{d}/z_huge.npy"], 1, "(--latents)"),
+    ("latents-text", ["veff", T, "--latents", "{d}/z_text.npy"], 1, "not real numbers"),
+    ("latents-bool", ["loglik", T, "--latents", "{d}/z_bool.npy"], 1, "not real numbers"),
+    ("latents-object", ["loglik", T, "--latents", "{d}/z_object.npy"], 1, "cannot read latents"),
+    ("latents-two-arrays", ["loglik", T, "--latents", "{d}/z_two.npz"], 1, "name the latents 'z'"),
+    ("latents-corrupt-npz", ["loglik", T, "--latents", "{d}/z_corrupt.npz"], 1, "cannot read latents"),
+    ("latents-bf16", ["loglik", T, "--latents", "{d}/z_bf16.safetensors"], 1, "cannot read latents"),
+    # --- loglik
+    ("loglik-n-zero", ["loglik", T, "--n", "0"], 1, "(--n)"),
+    ("loglik-method", ["loglik", T, "--method", "magic"], 1, "unknown method 'magic'"),
+    ("loglik-chunk-zero", ["loglik", T, "--chunk-size", "0"], 1, "--chunk-size"),
+    ("grid-size-one", ["loglik", T, "--grid", "--grid-size", "1"], 1, "--grid-size"),
+    ("grid-size-huge", ["loglik", T, "--grid", "--grid-size", "100000"], 1, "would need about"),
+    ("grid-extent-zero", ["loglik", T, "--grid", "--grid-extent", "0"], 1, "--grid-extent"),
+    ("grid-extent-inf", ["loglik", T, "--grid", "--grid-extent", "inf"], 1, "got inf (--grid-extent)"),
+    ("grid-extent-nan", ["loglik", T, "--grid", "--grid-extent", "nan"], 1, "got nan (--grid-extent)"),
+    ("grid-extent-1e300", ["loglik", T, "--grid", "--grid-extent", "1e300"], 1, "beyond the float32 range"),
+    ("grid-dims-text", ["loglik", T, "--grid", "--grid-dims", "a,b"], 1, "--grid-dims"),
+    ("grid-dims-same", ["loglik", T, "--grid", "--grid-dims", "0,0"], 1, "--grid-dims"),
+    ("grid-dims-range", ["loglik", T, "--grid", "--grid-dims", "0,99"], 1, "--grid-dims"),
+    ("grid-center-missing", ["loglik", T, "--grid", "--grid-center", "{d}/nope.npy"], 1, "(--grid-center)"),
+    ("grid-center-complex", ["loglik", T, "--grid", "--grid-center", "{d}/z_complex.npy"], 1, "(--grid-center)"),
+    ("estimator-m-zero", ["loglik", T, "--method", "chebyshev", "--m", "0"], 1, "got 0 (--m)"),
+    ("estimator-g-small", ["loglik", T, "--method", "chebyshev", "--g", "0.5"], 1, "--g"),
+    ("estimator-g-nan", ["loglik", T, "--method", "taylor", "--g", "nan"], 1, "--g"),
+    ("estimator-probes-one", ["loglik", T, "--method", "slq", "--probes", "1"], 1, "got 1 (--probes)"),
+    ("estimator-confidence", ["loglik", T, "--method", "slq", "--confidence", "2"], 1, "--confidence"),
+    ("estimator-eps-text", ["loglik", T, "--method", "chebyshev", "--eps", "lots"], 1, "--eps"),
+    # --- ascend
+    ("ascend-steps-zero", ["ascend", T, "--steps", "0"], 1, "--steps"),
+    ("ascend-lr-inf", ["ascend", T, "--lr", "inf"], 1, "got inf (--lr)"),
+    ("ascend-lr-nan", ["ascend", T, "--lr", "nan"], 1, "(--lr)"),
+    ("ascend-lr-negative", ["ascend", T, "--lr", "-1"], 1, "(--lr)"),
+    ("ascend-optimizer", ["ascend", T, "--optimizer", "lbfgs"], 1, "--optimizer"),
+    ("ascend-frames", ["ascend", T, "--frames", "1"], 1, "--frames"),
+    ("ascend-n-zero", ["ascend", T, "--n", "0"], 1, "(--n)"),
+    ("ascend-n-huge", ["ascend", T, "--n", "100000000", "--steps", "1"], 1, "would need about"),
+    ("ascend-complex", ["ascend", T, "--latents", "{d}/z_complex.npy"], 1, "complex"),
+    # --- eigvecs
+    ("eigvecs-top-zero", ["eigvecs", T, "--top", "0"], 1, "--top"),
+    ("eigvecs-top-big", ["eigvecs", T, "--top", "99"], 1, "--top"),
+    ("eigvecs-step-nan", ["eigvecs", T, "--step", "nan"], 1, "--step"),
+    ("eigvecs-step-inf", ["eigvecs", T, "--step", "inf"], 1, "--step"),
+    ("eigvecs-traversal-one", ["eigvecs", T, "--traversal-steps", "1"], 1, "--traversal-steps"),
+    ("eigvecs-traversal-huge", ["eigvecs", T, "--traversal-steps", "100000000"], 1, "(--traversal-steps)"),
+    # --- veff
+    ("veff-k-zero", ["veff", T, "--k", "0"], 1, "(--k)"),
+    ("veff-k-huge", ["veff", T, "--k", "100000000"], 1, "random directions (--k)"),
+    ("veff-tau-negative", ["veff", T, "--tau", "-1"], 1, "--tau"),
+    ("veff-tau-nan", ["veff", T, "--tau", "nan"], 1, "--tau"),
+    ("veff-tau-text", ["veff", T, "--tau", "one"], 1, "--tau"),
+    ("veff-directions", ["veff", T, "--directions", "spiral"], 1, "--directions"),
+    ("veff-step-zero", ["veff", T, "--step", "0"], 1, "--step"),
+    ("veff-gate-reversed", ["veff", T, "--min", "10", "--max", "1"], 2, "--min"),
+    ("veff-gate-nan", ["veff", T, "--min", "nan"], 2, "--min"),
+    # --- pag
+    ("pag-data-missing", ["pag", T, "--data", "{d}/nope.npy"], 1, "data not found"),
+    ("pag-data-brackets", ["pag", T, "--data", "{d}/no[/x].npy"], 1, "no[/x].npy"),
+    ("pag-data-suffix", ["pag", T, "--data", "{d}/x.txt"], 1, "--data"),
+    ("pag-data-shape", ["pag", T, "--data", "{d}/x_shape.npy"], 1, "--data"),
+    ("pag-data-nan", ["pag", T, "--data", "{d}/x_nan.npy"], 1, "NaN or infinite"),
+    ("pag-data-complex", ["pag", T, "--data", "{d}/x_complex.npy"], 1, "complex"),
+    ("pag-data-range", ["pag", T, "--data", "{d}/x_range.npy"], 1, "rescale the data"),
+    ("pag-data-empty-folder", ["pag", T, "--data", "{d}/x_empty_folder"], 1, "no PNG or JPEG"),
+    ("pag-limit-zero", ["pag", T, "--limit", "0"], 1, "--limit"),
+    ("pag-steps-zero", ["pag", T, "--steps", "0"], 1, "--steps"),
+    ("pag-steps-huge", ["pag", T, "--steps", "1000000000000"], 1, "loss history of 1000000000000 steps"),
+    ("pag-lr-inf", ["pag", T, "--lr", "inf"], 1, "--lr"),
+    ("pag-optimizer", ["pag", T, "--optimizer", "rmsprop"], 1, "--optimizer"),
+    ("pag-init-std", ["pag", T, "--init-std", "-1"], 1, "--init-std"),
+    ("pag-prior-samples-zero", ["pag", T, "--prior-samples", "0"], 1, "--prior-samples"),
+    ("pag-prior-samples-huge", ["pag", T, "--prior-samples", "100000000000"], 1, "prior draws"),
+    ("pag-top-zero", ["pag", T, "--top", "0"], 1, "--top"),
+    ("pag-top-above-draws", ["pag", T, "--prior-samples", "10", "--top", "20"], 1, "--top"),
+    ("pag-gate-reversed", ["pag", T, "--min", "10", "--max", "1"], 2, "--min"),
+    # --- sample and bench
+    ("sample-n-zero", ["sample", T, "--n", "0"], 1, "(--n)"),
+    ("sample-n-huge", ["sample", T, "--n", "10000000000"], 1, "would need about"),
+    ("bench-synthetic", ["bench", T, "--synthetic", "gan9000"], 1, "--synthetic"),
+    ("bench-synthetic-nz", ["bench", T, "--synthetic", "spectrum", "--synthetic-nz", "1"], 1, "--synthetic-nz"),
+    ("bench-methods", ["bench", T, "--methods", "magic"], 1, "--methods"),
+    ("bench-conds", ["bench", T, "--conds", "many"], 1, "--conds"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_ends_in_one_named_line(args, code, fragment, files, runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(files)  # --generator relfactory:... imports from the working folder
+    argv = [a.format(d=files) for a in args]
+    out = tmp_path / "out"
+    if argv[0] != "info" and "--out" not in argv:
+        argv += ["--out", str(out)]
+    result = invoke(runner, argv)
+    text = result.stderr
+    assert result.exit_code == code, text
+    assert "Traceback" not in result.output + text
+    assert "internal error" not in text
+    if code == 1:
+        errors = [line for line in text.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and fragment in errors[0], text
+        assert not re.search(r"\(--[\w-]+\) \(--", errors[0])  # a flag named once
+    else:
+        assert fragment in text
+    assert not out.exists()  # nothing written, not even the folder
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 80
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+# --------------------------------------------------------------------------- markup
+
+
+def test_markup_in_user_text_is_printed_as_is(files, runner, tmp_path):
+    """A provenance '[/data/mnist]', an --out and a --data path with brackets: printed verbatim, no MarkupError."""
+    info = invoke(runner, ["info", files / "tiny.safetensors"])
+    assert info.exit_code == 0 and "[/data/mnist] [bold]markup[/bold]" in info.stdout
+    out = tmp_path / "o[/x]"
+    data = tmp_path / "d[/y]"  # the folder y] inside d[
+    data.mkdir(parents=True)
+    np.save(data / "x.npy", np.load(files / "x_ok.npy"))
+    result = invoke(
+        runner,
+        ["pag", files / "tiny.safetensors", "--data", data / "x.npy", "--steps", "1", "--prior-samples", "20"]
+        + ["--top", "2", "--out", out],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote 6 files to {out}\n" in result.stderr
+    assert "d[/y]/x.npy" in re.sub(r"\s+", "", result.stdout)  # the caption, however Rich wraps it
+    assert (out / "report.json").is_file()
+
+
+# --------------------------------------------------------------------------- writes that fail
+
+
+def _earlier_report(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text('{"earlier": true}\n')
+    return (folder / "report.json").read_text()
+
+
+def test_full_disk_is_one_line_and_keeps_the_folder(files, runner, tmp_path, monkeypatch):
+    import gan_probe.report.files as files_module
+
+    out = tmp_path / "full"
+    before = _earlier_report(out)
+
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(files_module.os, "replace", no_space)
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "2", "--out", out])
+    assert result.exit_code == 1
+    assert "No space left on device" in result.stderr and "(--out)" not in result.stderr
+    assert "choose another --out" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "report.json").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]  # the staging folder is gone
+
+
+def test_full_disk_while_writing_an_image(files, runner, tmp_path, monkeypatch):
+    from PIL import Image
+
+    def no_space(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", no_space)
+    out = tmp_path / "img"
+    result = invoke(runner, ["sample", files / "tiny.safetensors", "--n", "4", "--out", out])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write") and str(out) in line and "No space left" in line
+    assert not out.exists()
+
+
+def test_read_only_out_is_one_line(files, runner, tmp_path, monkeypatch):
+    """Read-only --out: simulated, since the tests run as root and chmod does not stop root's writes."""
+    import gan_probe.report.files as files_module
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files_module.tempfile, "mkdtemp", read_only)
+    out = tmp_path / "ro"
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "2", "--out", out])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: cannot write in the output folder {out}: Read-only file system (--out)"
+    assert not out.exists()
+
+
+def test_read_only_working_folder(files, runner, tmp_path, monkeypatch):
+    """The default --out (gan-probe-out/COMMAND) in a working folder that cannot be written."""
+    import gan_probe.report.files as files_module
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(files_module.Path, "mkdir", denied)
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "2"])
+    assert result.exit_code == 1
+    assert "cannot create the output folder gan-probe-out/loglik: Permission denied (--out)" in result.stderr
+
+
+# --------------------------------------------------------------------------- staging folders
+
+
+def test_staging_folders_of_killed_runs_are_removed(files, runner, tmp_path):
+    from gan_probe.report.files import _host_tag
+
+    out = tmp_path / "stale"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = out / f".gan-probe-{dead_pid}-abcd1234-{_host_tag()}"
+    stale.mkdir()
+    (stale / "report.json").write_bytes(b"")  # the 0-byte file a SIGKILL can leave
+    alive = out / f".gan-probe-{os.getppid()}-efgh5678-{_host_tag()}"  # a run still going (our parent)
+    alive.mkdir()
+    elsewhere = out / f".gan-probe-{dead_pid}-ijkl9012-00000000"  # another host's: cannot tell, kept
+    elsewhere.mkdir()
+    legacy = out / ".gan-probe-a1b2c3d4"  # before the pid was in the name: removed once an hour old
+    legacy.mkdir()
+    old = time.time() - 7200
+    os.utime(legacy, (old, old))
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "1", "--out", out])
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists() and not legacy.exists()
+    assert alive.is_dir() and elsewhere.is_dir()
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_memory_refusal_names_the_figure_and_the_flag(files, runner, tmp_path):
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--grid", "--grid-size", "100000"])
+    line = result.stderr.strip()
+    assert result.exit_code == 1
+    assert line.startswith("error: loglik would need about ") and "TiB" in line
+    assert "the grid's 10000000000 points" in line and line.endswith("(--grid-size)")
+
+
+def test_memory_estimates_fit_the_defaults_and_follow_the_sizes(files):
+    from gan_probe.analyses import memory
+    from gan_probe.models import load_generator
+
+    gen = load_generator(files / "tiny.safetensors")
+    est = memory.loglik_memory(
+        gen, num=16, batch_size=16, method="exact", estimators=None, chunk_size=None, grid_size=15
+    )
+    assert 0 < est.total() < 512 * 2**20
+    memory.check_memory(est)  # fits
+
+    def directions(k: int) -> int:
+        est = memory.veff_memory(gen, num=64, num_directions=k, batch_size=16, chunk_size=None)
+        return sum(t.bytes for t in est.terms if t.param == "num_directions")
+
+    assert directions(3200) == 100 * directions(32) == 100 * 8 * 64 * 32 * NZ
+    with pytest.raises(memory.GanProbeError, match="lower the batch size") as exc:
+        memory.check_memory(
+            memory.ascend_memory(gen, num=4, steps=2, frames=2, batch_size=4, method="exact", estimators=None),
+            available={"host": 1000},
+        )
+    assert exc.value.param == "batch_size"
+    assert memory.activation_elements(gen) >= gen.output_dim
+    assert memory.host_available_bytes() is None or memory.host_available_bytes() > 0
+
+
+def test_out_of_memory_in_the_jacobian_retries_with_fewer_axes(files, monkeypatch):
+    import gan_probe.spectral.operator as operator_module
+    from gan_probe.models import load_generator
+    from gan_probe.spectral.exact import exact_spectrum
+
+    gen = load_generator(files / "tiny.safetensors", dtype=torch.float64)
+    real, chunks = operator_module.jacobian, []
+
+    def tight(fn, z, *, chunk_size=None, routes=None):
+        chunks.append(chunk_size)
+        if chunk_size is None or chunk_size > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return real(fn, z, chunk_size=chunk_size, routes=routes)
+
+    monkeypatch.setattr(operator_module, "jacobian", tight)
+    z = torch.randn(3, NZ, dtype=torch.float64)
+    spec = exact_spectrum(operator_module.JacobianOperator(gen.flat, z))
+    assert chunks == [None, 4, 2]
+    monkeypatch.setattr(operator_module, "jacobian", real)
+    ref = exact_spectrum(operator_module.JacobianOperator(gen.flat, z))
+    torch.testing.assert_close(spec.half_logdet, ref.half_logdet)
+
+
+def test_out_of_memory_keeps_torchs_text(files, runner, tmp_path, monkeypatch):
+    import gan_probe.analyses.loglik as loglik_module
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 1.00 GiB free)")
+
+    monkeypatch.setattr(loglik_module, "evaluate_loglik", oom)
+    out = tmp_path / "oom"
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "2", "--out", out])
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert line.startswith("error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "--batch-size" in line and "--device cpu" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_ascend_in_chunks_is_the_unchunked_ascent(files, optimizer):
+    import gan_probe
+    from gan_probe.models import load_generator
+
+    gen = load_generator(files / "tiny.safetensors", dtype=torch.float64)
+    whole = gan_probe.ascend(gen, n=5, steps=3, lr=0.1, optimizer=optimizer, batch_size=16)
+    chunked = gan_probe.ascend(gen, n=5, steps=3, lr=0.1, optimizer=optimizer, batch_size=2)
+    torch.testing.assert_close(chunked.z, whole.z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(chunked.loglik, whole.loglik, rtol=0, atol=1e-9)
+
+
+def test_veff_in_chunks_gives_the_same_ratios(files):
+    import gan_probe
+    from gan_probe.models import load_generator
+
+    gen = load_generator(files / "tiny.safetensors", dtype=torch.float64)
+    a = gan_probe.veff(gen, n=3, k=5)
+    from gan_probe.analyses.veff import VeffParams, run_veff
+
+    b = run_veff(gen, VeffParams(num=3, num_directions=5, forward_budget=4))
+    torch.testing.assert_close(a.delta, b.delta, rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------- Ctrl-C, by real SIGINT
+
+SLOW_FACTORY = '''
+import os
+import time
+
+import torch
+
+
+class Slow(torch.nn.Module):
+    """tanh(Linear) whose every forward pass of 3 latents is slow and leaves a mark."""
+
+    nz = 3
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 16)
+
+    def forward(self, z):
+        if z.shape[0] == 3:
+            with open(os.environ["SLOWGEN_MARKS"], "a") as fh:
+                fh.write("x")
+            time.sleep(0.1)
+        return torch.tanh(self.lin(z))
+
+
+def make():
+    torch.manual_seed(0)
+    return Slow()
+'''
+
+
+@dataclass
+class Run:
+    """One real `python -m gan_probe` process, interrupted by SIGINT at a chosen moment."""
+
+    args: list[str]
+    folder: Path
+    after_import: str | None = None  # SIGINT once -X importtime reports this module imported
+    after_marks: int = 0  # else once the slow generator has made this many forward passes
+    earlier: str | None = None  # an earlier report.json in --out
+    proc: subprocess.Popen | None = None
+    stderr: list[str] = field(default_factory=list)
+    signalled: bool = False
+
+    @property
+    def out(self) -> Path:
+        return self.folder / "out"
+
+    @property
+    def marks(self) -> int:
+        path = self.folder / "marks"
+        return len(path.read_text()) if path.exists() else 0
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOWGEN_MARKS": str(self.folder / "marks")}
+        flags = ["-X", "importtime"] if self.after_import else []
+        self.proc = subprocess.Popen(
+            [sys.executable, *flags, "-m", "gan_probe", *self.args, "--out", str(self.out)],
+            cwd=self.folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if self.after_import and not self.signalled and line.rstrip().endswith(f" {self.after_import}"):
+                self.interrupt()
+
+    def interrupt(self) -> None:
+        assert self.proc is not None
+        self.signalled = True
+        self.proc.send_signal(signal.SIGINT)
+
+    @property
+    def text(self) -> str:
+        """stderr without -X importtime's lines."""
+        return "".join(line for line in self.stderr if not line.startswith("import time:"))
+
+
+def _runs(base: Path, names: list[str]) -> dict[str, Run]:
+    x = base / "x.npy"
+    np.save(x, np.random.default_rng(0).normal(size=(6, 16)))
+    slow = ["--generator", "slowgen:make"]
+    every = {
+        "import-torch": Run(["loglik", "--n", "2"], base / "a", after_import="torch"),
+        "import-cli": Run(["loglik", "--n", "2"], base / "b", after_import="gan_probe.cli"),
+        "ascend-first-step": Run(["ascend", "--n", "3", "--steps", "30", *slow], base / "c", after_marks=1),
+        "pag-first-batch": Run(
+            ["pag", "--data", str(x), "--steps", "30", "--batch-size", "3", *slow], base / "d", after_marks=1
+        ),
+        "ascend-mid-run": Run(["ascend", "--n", "3", "--steps", "40", *slow], base / "e", after_marks=4),
+        "loglik-mid-run": Run(["loglik", "--n", "30", "--batch-size", "3", *slow], base / "f", after_marks=2),
+    }
+    runs = {name: every[name] for name in names}
+    for name, run in runs.items():
+        run.folder.mkdir()
+        (run.folder / "slowgen.py").write_text(SLOW_FACTORY)
+        if name in ("ascend-first-step", "pag-first-batch"):
+            run.earlier = _earlier_report(run.out)
+    return runs
+
+
+#: Interrupted in the default suite (the moments of the issue); the others are marked slow.
+DEFAULT_RUNS = ["import-torch", "ascend-first-step", "pag-first-batch", "ascend-mid-run"]
+SLOW_RUNS = ["import-cli", "loglik-mid-run"]
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """The default interrupted runs, started together (each one mostly waits for its imports), then signalled."""
+    return _interrupt_all(_runs(tmp_path_factory.mktemp("sigint"), DEFAULT_RUNS))
+
+
+@pytest.fixture(scope="module")
+def interrupted_slow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    return _interrupt_all(_runs(tmp_path_factory.mktemp("sigint_slow"), SLOW_RUNS))
+
+
+def _interrupt_all(runs: dict[str, Run]) -> dict[str, Run]:
+    for run in runs.values():
+        run.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(r.proc is not None and r.proc.poll() is None for r in runs.values()):
+        for run in runs.values():
+            if run.after_marks and not run.signalled and run.marks >= run.after_marks and run.proc.poll() is None:
+                run.interrupt()
+        time.sleep(0.01)
+    for run in runs.values():
+        assert run.proc is not None
+        run.proc.wait(timeout=60)
+        run.proc.stderr.close() if run.proc.stderr else None
+    return runs
+
+
+def _assert_clean_130(run: Run) -> None:
+    assert run.signalled, f"the run ended before its interrupt: {run.text[-2000:]}"
+    assert run.proc is not None and run.proc.returncode == 130, run.text[-2000:]
+    assert "Traceback" not in run.text and "KeyboardInterrupt" not in run.text
+
+
+def test_ctrl_c_during_the_imports(interrupted):
+    """SIGINT as soon as torch is imported (the command line's own imports go on): 130, one line, nothing written."""
+    _assert_interrupted_early(interrupted["import-torch"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_loading(interrupted_slow):
+    """SIGINT once the whole command line is imported (parsing, loading the checkpoint)."""
+    _assert_interrupted_early(interrupted_slow["import-cli"])
+
+
+def _assert_interrupted_early(run: Run) -> None:
+    _assert_clean_130(run)
+    assert run.text.strip() == "error: interrupted"
+    assert not run.out.exists()
+
+
+@pytest.mark.parametrize("name", ["ascend-first-step", "pag-first-batch"])
+def test_ctrl_c_in_the_first_step_keeps_the_earlier_folder(name, interrupted):
+    run = interrupted[name]
+    _assert_clean_130(run)
+    assert run.text.strip().splitlines()[-1] == "error: interrupted"
+    assert (run.out / "report.json").read_text() == run.earlier
+    assert sorted(p.name for p in run.out.iterdir()) == ["report.json"]
+
+
+def test_ctrl_c_mid_run_keeps_the_steps_done(interrupted):
+    run = interrupted["ascend-mid-run"]
+    _assert_clean_130(run)
+    assert "interrupted: the report and files hold the work done so far" in run.text
+    report = json.loads((run.out / "report.json").read_text())
+    assert report["interrupted"] is True and 1 <= report["results"]["steps_done"] < 40
+    assert not [p for p in run.out.iterdir() if p.name.startswith(".gan-probe-")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_loglik_discards_everything(interrupted_slow):
+    """A command that cannot keep partial work: 130, and nothing written."""
+    run = interrupted_slow["loglik-mid-run"]
+    _assert_clean_130(run)
+    assert run.text.strip().splitlines()[-1] == "error: interrupted"
+    assert not run.out.exists()
+
+
+# --------------------------------------------------------------------------- property-based
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+_FIELDS = ("format_version", "arch", "config", "prior", "output", "provenance")
+
+
+@settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(_FIELDS), _json, min_size=1, max_size=3), drop=st.booleans())
+def test_random_metadata_never_gives_a_traceback(changes, drop, files, runner, tmp_path):
+    meta = _meta(**changes)
+    if drop:
+        meta.pop(next(iter(changes)))
+    torch.manual_seed(4)
+    state = {k: v.contiguous() for k, v in DCGANGenerator(NZ, 4, 1, 32).state_dict().items()}
+    path = tmp_path / "random_meta.safetensors"
+    save_file(state, str(path), metadata={"gan_probe": json.dumps(meta)})
+    result = invoke(runner, ["info", path, "--json"])
+    assert result.exit_code in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    if result.exit_code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1 and str(path) in result.stderr
+    else:
+        json.loads(result.stdout)
+
+
+_DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int64, np.uint8, np.bool_, np.complex64, np.complex128]
+_VALUES = st.sampled_from([0.0, 1.0, -2.5, 1e300, -1e38, 3e38, np.nan, np.inf, -np.inf, 1e-320])
+
+
+@settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.lists(st.integers(0, 9), min_size=0, max_size=3),
+    dtype=st.sampled_from(_DTYPES),
+    special=_VALUES,
+    fmt=st.sampled_from(["npy", "npz", "safetensors"]),
+    command=st.sampled_from(["loglik", "eigvecs"]),
+)
+def test_random_latents_files_never_give_a_traceback(shape, dtype, special, fmt, command, files, runner, tmp_path):
+    rng = np.random.default_rng(len(shape))
+    with np.errstate(all="ignore"):
+        arr = rng.normal(size=shape).astype(dtype) if shape else np.asarray(special).astype(dtype)
+        if arr.size:
+            arr.flat[0] = np.asarray(special).astype(dtype)
+    path = tmp_path / f"z.{fmt}"
+    if fmt == "npy":
+        np.save(path, arr)
+    elif fmt == "npz":
+        np.savez(path, z=arr)
+    elif arr.dtype.kind == "c":  # safetensors stores no complex numbers: the .npy then
+        path = tmp_path / "z.npy"
+        np.save(path, arr)
+    else:
+        save_file({"z": torch.from_numpy(np.ascontiguousarray(arr))}, str(path))
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "out"  # one per example: tmp_path is shared by all of them
+    args = [command, files / "tiny.safetensors", "--latents", path, "--out", out]
+    if command == "eigvecs":
+        args += ["--top", "2", "--traversal-steps", "2"]
+    result = invoke(runner, args)
+    assert result.exit_code in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    if result.exit_code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1 and "(--latents)" in result.stderr
+        assert not out.exists()
