@@ -106,3 +106,28 @@ def test_ascend_interrupt_keeps_the_steps_done(runner, tiny_ckpt, tmp_path, monk
     report = json.loads(result.stdout)
     assert report["results"]["interrupted"] and report["results"]["steps_done"] == 2
     assert (out / "strips.png").exists() and (out / "latents.npz").exists()
+
+
+@pytest.mark.parametrize("method", ["exact", "slq"])
+def test_ascend_on_a_wide_generator_reports_singular_latents(runner, tmp_path, method):
+    """An MLP 4 -> 2 has a wide J: ln Q = -inf at every latent. ascend used to exit 1 with
+    'internal error: linalg.solve_triangular: A must be batches of square matrices'; it now reports the
+    latents as singular (ln Q null), leaves them where they are, and loglik agrees."""
+    import torch
+
+    from gan_probe.models import MLPGenerator, Prior, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "wide.safetensors"
+    config = {"nz": 4, "hidden": [8], "out_shape": [2], "activation": "tanh", "output_activation": "none"}
+    save_checkpoint(path, MLPGenerator(4, [8], [2], "tanh", "none"), arch="mlp", config=config, prior=Prior(),
+                    output_shape=[2], output_range=None, provenance="test: a wide Jacobian")  # fmt: skip
+    report = invoke_json(runner, ["ascend", path, "--n", "3", "--steps", "2", "--method", method,
+                                  "--slq-steps", "3", "--probes", "2", "--out", tmp_path / "a"])  # fmt: skip
+    res = report["results"]
+    assert res["num_singular_start"] == 3 and res["steps_done"] == 2
+    assert all(row["loglik_start"] is None and row["loglik_end"] is None for row in res["latents"])
+    with np.load(tmp_path / "a" / "trajectories.npz") as f:
+        assert np.array_equal(f["z"][0], f["z"][-1])
+    loglik = invoke_json(runner, ["loglik", path, "--n", "3", "--out", tmp_path / "l"])["results"]
+    assert all(s["singular"] and s["loglik"] is None for s in loglik["samples"])

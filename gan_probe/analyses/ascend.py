@@ -242,12 +242,15 @@ def _ascend_chunk(
     if last:
         return rec
     objective = base - res.value.to(torch.float64).cpu()
-    finite = torch.isfinite(objective.detach())
+    # a singular J (known from the exact spectrum when it was taken) has no likelihood gradient
+    usable = torch.isfinite(objective.detach()) & ~res.stats["singular"].cpu()
     opt.zero_grad()
-    if bool(finite.any()):
-        (-objective[finite].sum()).backward()
+    if bool(usable.any()):
+        (-objective[usable].sum()).backward()
     if z.grad is None:
         z.grad = torch.zeros_like(z)  # a step with no gradient, as this chunk's latents take in a larger chunk
+    # an estimator's gradient through a rank-deficient Krylov space can be NaN: such a latent is not moved
+    z.grad.copy_(torch.where(torch.isfinite(z.grad).all(-1, keepdim=True), z.grad, torch.zeros_like(z.grad)))
     radius = z.detach().norm(dim=-1, keepdim=True)
     if bool(sphere.any()):
         u = z.detach() / radius.clamp_min(1e-300)
