@@ -26,10 +26,14 @@ only down to eps * lambda_max, i.e. s_min only down to sqrt(eps) * s_max
 (float32 products: eigenvalues below about 1e-7 lambda_max are rounding noise).
 The flags are therefore set on eigenvalues with the eps of M, not sqrt(eps):
 
-- ``singular``: lambda_min <= lambda_max * nz * eps(float64), or lambda_min < 0
-  after rounding, or N < nz (a wide J); then 1/2 ln det M = -inf.
+- ``singular``: lambda_min <= lambda_max * nz * eps(float64) (negative after
+  rounding included; with products in a lower precision, |lambda_min| <= that
+  floor, since a negative lambda_min within the products' rounding band is
+  unresolved rather than null), or N < nz (a wide J); then 1/2 ln det M = -inf.
 - ``precision_warning``: not singular and lambda_min <= lambda_max * nz * eps(dtype of the
-  products); with float32 products this fires from cond(M) ~ 1.2e5 / nz onwards.
+  products); with float32 products this fires from cond(M) ~ 8.4e6 / nz onwards (the QR route,
+  s_min <= s_max sqrt(max(N, nz)) eps(dtype), only from cond(M) ~ 7e13 / max(N, nz)). A flagged
+  value is rounding noise (finite: eigenvalues are clamped at the smallest positive float64).
 
 The remedy is float64 products: ``--dtype float64``, or ``--dtype auto``, which
 recomputes the flagged latents with a float64 copy of the generator.
@@ -205,10 +209,18 @@ def gram_spectrum(
     lam_max, lam_min = lam[:, 0], lam[:, -1]
     eps64 = torch.finfo(torch.float64).eps
     working_eps = torch.finfo(op.dtype).eps if op.dtype.is_floating_point else 0.0
-    singular = (lam_max <= 0) | (lam_min <= lam_max * nz * eps64) | (lam_min < 0)
+    floor64, floor_w = lam_max * nz * eps64, lam_max * nz * working_eps
+    if op.dtype == torch.float64:
+        zero = lam_min <= floor64  # negative after rounding included
+    else:
+        # products rounded to eps(dtype): a lam_min within that noise band, negative or not, is unresolved
+        # (precision_warning), not evidence of a null direction; zero to float64 precision (an exactly zero
+        # column, a saturated unit) still is
+        zero = lam_min.abs() <= floor64
+    singular = (lam_max <= 0) | zero
     if n < nz:
         singular = torch.ones_like(singular)
-    precision_warning = ~singular & (lam_min <= lam_max * nz * working_eps)
+    precision_warning = ~singular & (lam_min <= floor_w)
     lam_c = lam.clamp_min(0.0)
     value = 0.5 * torch.log(lam_c.clamp_min(torch.finfo(torch.float64).tiny)).sum(-1)
     value = torch.where(singular, torch.full_like(value, -math.inf), value)
