@@ -126,3 +126,32 @@ def test_gradient_stays_dense(mlp_gen, monkeypatch):
         exact_spectrum(op, grad=True, route="gram")
     with pytest.raises(GanProbeError, match="unknown exact route"):
         exact_spectrum(op, route="qr")
+
+
+@pytest.mark.parametrize("geometry", ["euclidean", "sphere"])
+def test_half_logdet_by_the_gram_route(mlp_gen, geometry):
+    from gan_probe.spectral.logdet import half_logdet
+
+    z = torch.randn(3, mlp_gen.nz, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    op = JacobianOperator(mlp_gen.flat, z)
+    dense = half_logdet(op, "exact", geometry=geometry, route="dense")
+    gram = half_logdet(op, "exact", geometry=geometry, route="gram")
+    assert (dense.route, gram.route) == ("dense", "gram")
+    assert torch.equal(dense.sphere, gram.sphere) and bool(gram.sphere.all()) == (geometry == "sphere")
+    torch.testing.assert_close(gram.value, dense.value, rtol=1e-10, atol=1e-10)
+    for key in ("lambda_max", "lambda_min", "condition"):
+        torch.testing.assert_close(gram.stats[key], dense.stats[key], rtol=1e-8, atol=0)
+
+
+def test_memory_estimate_counts_the_gram_route(dcgan_gen):
+    from gan_probe.analyses import memory
+
+    est = memory.Estimate("loglik", dcgan_gen.device)
+    memory.add_spectrum(est, dcgan_gen, 4)
+    n, nz = dcgan_gen.output_dim, dcgan_gen.nz
+    act = memory.activation_elements(dcgan_gen)
+    assert est.terms[0].bytes == gram_route_bytes(4, n, nz, 8, block=1, activations=act)
+    assert "Gram matrices" in est.terms[0].what
+    grad = memory.Estimate("ascend", dcgan_gen.device)
+    memory.add_spectrum(grad, dcgan_gen, 4, grad=True)  # the gradient takes the dense route
+    assert grad.terms[0].bytes > est.terms[0].bytes and "Jacobians" in grad.terms[0].what

@@ -21,7 +21,11 @@ Working sets (on the generator's device):
 - forward pass without gradients: ``b A e``
 - exact Jacobian and spectrum: ``b N nz (e + 16) + 2 b c A e`` (J in the
   generator's dtype, its float64 copy and the QR workspace; primal and tangent
-  activations of ``c`` axes), plus ``3 b nz^2 8`` for the eigenvectors
+  activations of ``c`` axes), plus ``3 b nz^2 8`` for the eigenvectors; or,
+  when smaller, the Gram route's ``2 b nz^2 8 + b (N + nz)(e + 8) + 3 b A e``
+  (M = J^T J and the eigensolver's copy, one column's products and
+  activations; ``3 b nz^2 8`` with the eigenvectors), which the exact method
+  takes when J does not fit (:func:`gan_probe.spectral.gram.choose_route`)
 - exact Jacobian with the gradient (ascend): ``b N nz (e + 32) + 2 b nz A e``
   (also Q and Q R^-T in float64; the saved activations of all nz axes)
 - a stochastic estimator: ``b P (2 A e + (S + 2)(N + nz) 8)`` with ``P`` probes
@@ -174,13 +178,21 @@ def add_spectrum(
     e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
     hint = "the batch size"
     if method in ("exact", "auto"):
+        from gan_probe.spectral.gram import dense_route_bytes, gram_route_bytes
+
+        what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
         if grad:
             nbytes = batch * n_out * nz * (e + 32) + 2 * batch * nz * act * e
+            if vectors:
+                nbytes += 3 * batch * nz * nz * 8
         else:
-            nbytes = batch * n_out * nz * (e + 16) + 2 * batch * _chunk(batch, nz, chunk_size) * act * e
-        if vectors:
-            nbytes += 3 * batch * nz * nz * 8
-        what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
+            chunk = _chunk(batch, nz, chunk_size)
+            nbytes = dense_route_bytes(batch, n_out, nz, e, chunk=chunk, activations=act, vectors=vectors)
+            gram = gram_route_bytes(batch, n_out, nz, e, block=1, activations=act, vectors=vectors)
+            if gram < nbytes:
+                # the exact route falls back to the Gram route when J does not fit (docs/design.md §2.2): the
+                # run is refused only when that does not fit either
+                nbytes, what = gram, f"the Gram matrices J^T J of {batch} latents ({nz} x {nz} each)"
     else:
         probes, kept = _estimator_sizes(method, estimators)
         nbytes = batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)

@@ -101,8 +101,11 @@ class RouteChoice:
 
 
 def _output_size(op: JacobianOperator) -> int:
-    with torch.no_grad():
-        return int(op.fn(op.z[:1].detach()).reshape(1, -1).shape[1])
+    """N from one forward pass of one latent, remembered in the operator's routes (shared per generator)."""
+    if op.routes.output_size is None:
+        with torch.no_grad():
+            op.routes.output_size = int(op.fn(op.z[:1].detach()).reshape(1, -1).shape[1])
+    return op.routes.output_size
 
 
 def choose_route(
