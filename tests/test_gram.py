@@ -155,3 +155,21 @@ def test_memory_estimate_counts_the_gram_route(dcgan_gen):
     grad = memory.Estimate("ascend", dcgan_gen.device)
     memory.add_spectrum(grad, dcgan_gen, 4, grad=True)  # the gradient takes the dense route
     assert grad.terms[0].bytes > est.terms[0].bytes and "Jacobians" in grad.terms[0].what
+
+
+def test_method_auto_takes_an_estimator_when_exact_does_not_fit(mlp_gen, monkeypatch):
+    from gan_probe.analyses import memory
+    from gan_probe.analyses.loglik import evaluate_loglik
+    from gan_probe.spectral.logdet import resolve_method
+
+    assert resolve_method("auto", 5) == "exact"
+    assert resolve_method("auto", 5, exact_fits=False) == "slq"
+    assert resolve_method("exact", 5, exact_fits=False) == "exact"
+    z = torch.randn(2, mlp_gen.nz, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
+    assert memory.exact_fits(mlp_gen, 2) is True
+    values = evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean")
+    assert values.method == "exact" and values.exact_route == "dense"
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    assert memory.exact_fits(mlp_gen, 2) is False
+    assert evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean").method == "slq"

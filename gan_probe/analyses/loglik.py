@@ -35,7 +35,7 @@ from gan_probe.analyses.common import (
     resolve_geometry,
     seeded_generator,
 )
-from gan_probe.analyses.memory import check_memory, loglik_memory
+from gan_probe.analyses.memory import check_memory, exact_fits, loglik_memory
 from gan_probe.analyses.precision import auto_half_logdet, join_routes
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
@@ -285,7 +285,8 @@ def evaluate_loglik(
     ``geometry``: :func:`resolve_geometry`; a sphere latent's ``log_prior`` is ln P_U(u) = -ln|S^{nz-1}|
     and its ``half_logdet`` that of the tangent metric (docs/design.md §1.4).
     """
-    method = resolve_method(method, gen.nz, estimators)
+    fits = exact_fits(gen, min(batch_size, max(1, z.shape[0])), chunk_size=chunk_size) if method == "auto" else None
+    method = resolve_method(method, gen.nz, estimators, exact_fits=fits)
     geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
     parts = []

@@ -163,6 +163,30 @@ def _estimator_sizes(method: str, estimators: Mapping[str, Any] | None) -> tuple
     return probes, kept
 
 
+def exact_spectrum_bytes(
+    gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None, vectors: bool = False
+) -> tuple[int, str]:
+    """(bytes, route) of the exact spectrum of one batch without the gradient: the smaller of the dense
+    route's and the Gram route's working sets (one column per block), which the exact method falls back to
+    when J does not fit (:func:`gan_probe.spectral.gram.choose_route`)."""
+    from gan_probe.spectral.gram import dense_route_bytes, gram_route_bytes
+
+    e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
+    chunk = _chunk(batch, nz, chunk_size)
+    dense = dense_route_bytes(batch, n_out, nz, e, chunk=chunk, activations=act, vectors=vectors)
+    gram = gram_route_bytes(batch, n_out, nz, e, block=1, activations=act, vectors=vectors)
+    return (gram, "gram") if gram < dense else (dense, "dense")
+
+
+def exact_fits(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> bool | None:
+    """Whether the exact spectrum of one batch fits in the memory available on the generator's device by
+    either route (None when the memory cannot be told): ``--method auto`` takes an estimator when it does not."""
+    have = available_bytes(gen.device)
+    if have is None:
+        return None
+    return exact_spectrum_bytes(gen, batch, chunk_size=chunk_size)[0] <= have
+
+
 def add_spectrum(
     est: Estimate,
     gen: LoadedGenerator,
@@ -174,30 +198,39 @@ def add_spectrum(
     grad: bool = False,
     vectors: bool = False,
 ) -> None:
-    """The working set of 1/2 ln det M (or the exact spectrum) for one batch of latents."""
+    """The working set of 1/2 ln det M (or the exact spectrum) for one batch of latents. ``auto`` without the
+    gradient counts the smaller of exact's and slq's (the method it resolves to when exact does not fit)."""
     e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
     hint = "the batch size"
-    if method in ("exact", "auto"):
-        from gan_probe.spectral.gram import dense_route_bytes, gram_route_bytes
-
+    if method in ("exact", "auto") and grad:
+        nbytes = batch * n_out * nz * (e + 32) + 2 * batch * nz * act * e
+        if vectors:
+            nbytes += 3 * batch * nz * nz * 8
         what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
-        if grad:
-            nbytes = batch * n_out * nz * (e + 32) + 2 * batch * nz * act * e
-            if vectors:
-                nbytes += 3 * batch * nz * nz * 8
+    elif method in ("exact", "auto"):
+        nbytes, route = exact_spectrum_bytes(gen, batch, chunk_size=chunk_size, vectors=vectors)
+        if route == "gram":
+            what = f"the Gram matrices J^T J of {batch} latents ({nz} x {nz} each)"
         else:
-            chunk = _chunk(batch, nz, chunk_size)
-            nbytes = dense_route_bytes(batch, n_out, nz, e, chunk=chunk, activations=act, vectors=vectors)
-            gram = gram_route_bytes(batch, n_out, nz, e, block=1, activations=act, vectors=vectors)
-            if gram < nbytes:
-                # the exact route falls back to the Gram route when J does not fit (docs/design.md §2.2): the
-                # run is refused only when that does not fit either
-                nbytes, what = gram, f"the Gram matrices J^T J of {batch} latents ({nz} x {nz} each)"
+            what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
+        if method == "auto":
+            slq = _estimator_bytes("slq", estimators, batch, act, e, n_out, nz, grad=False)
+            if slq < nbytes:
+                nbytes, what = (
+                    slq,
+                    f"the slq products of {batch} latents x {_estimator_sizes('slq', estimators)[0]} probes",
+                )
     else:
-        probes, kept = _estimator_sizes(method, estimators)
-        nbytes = batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
-        what = f"the {method} products of {batch} latents x {probes} probes"
+        nbytes = _estimator_bytes(method, estimators, batch, act, e, n_out, nz, grad=grad)
+        what = f"the {method} products of {batch} latents x {_estimator_sizes(method, estimators)[0]} probes"
     est.add(nbytes, what, "batch_size", hint, device=True)
+
+
+def _estimator_bytes(
+    method: str, estimators: Mapping[str, Any] | None, batch: int, act: int, e: int, n_out: int, nz: int, *, grad: bool
+) -> int:
+    probes, kept = _estimator_sizes(method, estimators)
+    return batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -460,6 +493,8 @@ __all__ = [
     "available_bytes",
     "check_memory",
     "eigvecs_memory",
+    "exact_fits",
+    "exact_spectrum_bytes",
     "format_bytes",
     "host_available_bytes",
     "loglik_memory",

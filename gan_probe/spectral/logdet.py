@@ -45,12 +45,18 @@ def estimator_params(method: str, estimators: Mapping[str, Any] | None) -> Any:
     return get_estimator(method).default_params()
 
 
-def resolve_method(method: str, nz: int, estimators: Mapping[str, Any] | None = None) -> str:
-    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq."""
+def resolve_method(
+    method: str, nz: int, estimators: Mapping[str, Any] | None = None, *, exact_fits: bool | None = None
+) -> str:
+    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq;
+    and slq whenever ``exact_fits`` is False (the exact spectrum fits in memory by neither the dense nor the
+    Gram route, :func:`gan_probe.analyses.memory.exact_fits`; None: not known)."""
     if method not in METHODS:
         raise GanProbeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}", param="method")
     if method != "auto":
         return method
+    if exact_fits is False:
+        return "slq"
     slq = get_estimator("slq")
     if nz <= AUTO_EXACT_MAX_NZ or slq.num_products(estimator_params("slq", estimators)) >= nz:
         return "exact"
