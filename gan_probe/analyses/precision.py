@@ -166,6 +166,7 @@ def merge_spectra(base: Spectrum, part: Spectrum, idx: torch.Tensor) -> Spectrum
         precision_warning=_put(base.precision_warning, idx, part.precision_warning),
         half_logdet=_put(base.half_logdet, idx, part.half_logdet),
         eigenvectors=vectors,
+        route=join_routes(base.route, part.route) or base.route,
     )
 
 
