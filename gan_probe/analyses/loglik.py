@@ -35,8 +35,8 @@ from gan_probe.analyses.common import (
     resolve_geometry,
     seeded_generator,
 )
-from gan_probe.analyses.memory import check_memory, loglik_memory
-from gan_probe.analyses.precision import auto_half_logdet
+from gan_probe.analyses.memory import check_memory, exact_fits, loglik_memory
+from gan_probe.analyses.precision import auto_half_logdet, join_routes
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.estimators import params_json
@@ -111,6 +111,8 @@ class LoglikValues:
     # --dtype auto (exact method): the latents recomputed in float64; their flags are float64's, and a latent
     # still flagged precision_warning is rounding noise, left out of the summary's ln Q
     promoted: torch.Tensor | None = None
+    # the exact route(s) that ran (docs/design.md §2.2): dense (J held, QR) or gram (M = J^T J by blocks)
+    exact_route: str | None = None
 
     @property
     def rounding_noise(self) -> torch.Tensor:
@@ -187,6 +189,8 @@ class LoglikValues:
 
     def _estimator_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method}
+        if self.exact_route is not None:
+            out["exact_route"] = self.exact_route
         if self.num_matvecs is not None:
             out["num_matvecs_per_latent"] = self.num_matvecs
         if self.bounds_violated is not None:
@@ -281,12 +285,14 @@ def evaluate_loglik(
     ``geometry``: :func:`resolve_geometry`; a sphere latent's ``log_prior`` is ln P_U(u) = -ln|S^{nz-1}|
     and its ``half_logdet`` that of the tangent metric (docs/design.md §1.4).
     """
-    method = resolve_method(method, gen.nz, estimators)
+    fits = exact_fits(gen, min(batch_size, max(1, z.shape[0])), chunk_size=chunk_size) if method == "auto" else None
+    method = resolve_method(method, gen.nz, estimators, exact_fits=fits)
     geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
     parts = []
     stderr, interval, violated, exact_parts, promoted = [], [], [], [], []
     num_matvecs = None
+    route: str | None = None
     with progress_task(progress, description, z.shape[0]) as advance:
         for sl in batches(z.shape[0], batch_size):
             streams = probe_streams(seed, sl.start, sl.stop)
@@ -302,6 +308,7 @@ def evaluate_loglik(
                 geometry=geometry,
             )
             half, est = res.value.detach(), res.estimate
+            route = join_routes(route, res.route)
             promoted.append(up)
             if est is not None:
                 num_matvecs = est.num_matvecs
@@ -319,6 +326,7 @@ def evaluate_loglik(
     half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, sphere_c, base_c = (torch.cat(c) for c in zip(*parts))
     log_prior = torch.where(sphere_c, base_c, gen.prior.log_prob(z))
     values = LoglikValues(z, log_prior, half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, method=method, sphere=sphere_c)
+    values.exact_route = route
     if method != "exact":
         values.stderr = torch.cat(stderr)
         values.interval = torch.cat(interval) if interval else None

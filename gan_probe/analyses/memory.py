@@ -21,7 +21,11 @@ Working sets (on the generator's device):
 - forward pass without gradients: ``b A e``
 - exact Jacobian and spectrum: ``b N nz (e + 16) + 2 b c A e`` (J in the
   generator's dtype, its float64 copy and the QR workspace; primal and tangent
-  activations of ``c`` axes), plus ``3 b nz^2 8`` for the eigenvectors
+  activations of ``c`` axes), plus ``3 b nz^2 8`` for the eigenvectors; or,
+  when smaller, the Gram route's ``2 b nz^2 8 + b (N + nz)(e + 8) + 3 b A e``
+  (M = J^T J and the eigensolver's copy, one column's products and
+  activations; ``3 b nz^2 8`` with the eigenvectors), which the exact method
+  takes when J does not fit (:func:`gan_probe.spectral.gram.choose_route`)
 - exact Jacobian with the gradient (ascend): ``b N nz (e + 32) + 2 b nz A e``
   (also Q and Q R^-T in float64; the saved activations of all nz axes)
 - a stochastic estimator: ``b P (2 A e + (S + 2)(N + nz) 8)`` with ``P`` probes
@@ -159,6 +163,30 @@ def _estimator_sizes(method: str, estimators: Mapping[str, Any] | None) -> tuple
     return probes, kept
 
 
+def exact_spectrum_bytes(
+    gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None, vectors: bool = False
+) -> tuple[int, str]:
+    """(bytes, route) of the exact spectrum of one batch without the gradient: the smaller of the dense
+    route's and the Gram route's working sets (one column per block), which the exact method falls back to
+    when J does not fit (:func:`gan_probe.spectral.gram.choose_route`)."""
+    from gan_probe.spectral.gram import dense_route_bytes, gram_route_bytes
+
+    e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
+    chunk = _chunk(batch, nz, chunk_size)
+    dense = dense_route_bytes(batch, n_out, nz, e, chunk=chunk, activations=act, vectors=vectors)
+    gram = gram_route_bytes(batch, n_out, nz, e, block=1, activations=act, vectors=vectors)
+    return (gram, "gram") if gram < dense else (dense, "dense")
+
+
+def exact_fits(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> bool | None:
+    """Whether the exact spectrum of one batch fits in the memory available on the generator's device by
+    either route (None when the memory cannot be told): ``--method auto`` takes an estimator when it does not."""
+    have = available_bytes(gen.device)
+    if have is None:
+        return None
+    return exact_spectrum_bytes(gen, batch, chunk_size=chunk_size)[0] <= have
+
+
 def add_spectrum(
     est: Estimate,
     gen: LoadedGenerator,
@@ -170,22 +198,39 @@ def add_spectrum(
     grad: bool = False,
     vectors: bool = False,
 ) -> None:
-    """The working set of 1/2 ln det M (or the exact spectrum) for one batch of latents."""
+    """The working set of 1/2 ln det M (or the exact spectrum) for one batch of latents. ``auto`` without the
+    gradient counts the smaller of exact's and slq's (the method it resolves to when exact does not fit)."""
     e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
     hint = "the batch size"
-    if method in ("exact", "auto"):
-        if grad:
-            nbytes = batch * n_out * nz * (e + 32) + 2 * batch * nz * act * e
-        else:
-            nbytes = batch * n_out * nz * (e + 16) + 2 * batch * _chunk(batch, nz, chunk_size) * act * e
+    if method in ("exact", "auto") and grad:
+        nbytes = batch * n_out * nz * (e + 32) + 2 * batch * nz * act * e
         if vectors:
             nbytes += 3 * batch * nz * nz * 8
         what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
+    elif method in ("exact", "auto"):
+        nbytes, route = exact_spectrum_bytes(gen, batch, chunk_size=chunk_size, vectors=vectors)
+        if route == "gram":
+            what = f"the Gram matrices J^T J of {batch} latents ({nz} x {nz} each)"
+        else:
+            what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
+        if method == "auto":
+            slq = _estimator_bytes("slq", estimators, batch, act, e, n_out, nz, grad=False)
+            if slq < nbytes:
+                nbytes, what = (
+                    slq,
+                    f"the slq products of {batch} latents x {_estimator_sizes('slq', estimators)[0]} probes",
+                )
     else:
-        probes, kept = _estimator_sizes(method, estimators)
-        nbytes = batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
-        what = f"the {method} products of {batch} latents x {probes} probes"
+        nbytes = _estimator_bytes(method, estimators, batch, act, e, n_out, nz, grad=grad)
+        what = f"the {method} products of {batch} latents x {_estimator_sizes(method, estimators)[0]} probes"
     est.add(nbytes, what, "batch_size", hint, device=True)
+
+
+def _estimator_bytes(
+    method: str, estimators: Mapping[str, Any] | None, batch: int, act: int, e: int, n_out: int, nz: int, *, grad: bool
+) -> int:
+    probes, kept = _estimator_sizes(method, estimators)
+    return batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -448,6 +493,8 @@ __all__ = [
     "available_bytes",
     "check_memory",
     "eigvecs_memory",
+    "exact_fits",
+    "exact_spectrum_bytes",
     "format_bytes",
     "host_available_bytes",
     "loglik_memory",

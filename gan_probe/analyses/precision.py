@@ -108,7 +108,14 @@ def _merge_half(base: HalfLogdet, part: HalfLogdet, idx: torch.Tensor) -> HalfLo
         {k: _put(v, idx, part.stats[k]) for k, v in base.stats.items()},
         None if exact is None or part.exact_value is None else _put(exact, idx, part.exact_value),
         base.estimate,
+        join_routes(base.route, part.route),
     )
+
+
+def join_routes(*routes: str | None) -> str | None:
+    """The exact routes that ran, e.g. ``dense`` or ``dense+gram`` (None when none did)."""
+    names = sorted({r for rt in routes if rt for r in rt.split("+")})
+    return "+".join(names) if names else None
 
 
 def auto_spectrum(
@@ -159,6 +166,7 @@ def merge_spectra(base: Spectrum, part: Spectrum, idx: torch.Tensor) -> Spectrum
         precision_warning=_put(base.precision_warning, idx, part.precision_warning),
         half_logdet=_put(base.half_logdet, idx, part.half_logdet),
         eigenvectors=vectors,
+        route=join_routes(base.route, part.route) or base.route,
     )
 
 

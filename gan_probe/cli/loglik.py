@@ -161,6 +161,12 @@ def _notes(result: LoglikResult) -> list[str]:
         if values is None:
             continue
         s = values.summary()
+        if "gram" in (values.exact_route or "").split("+"):
+            notes.append(
+                f"the dense J of these {label} did not fit in memory: their exact spectrum was taken by the Gram "
+                "route (M = J^T J block by block, J never held; exact_route in the JSON), which resolves lambda_min "
+                "only down to nz eps lambda_max (design §2.2)"
+            )
         if s["num_sphere"]:
             notes.append(
                 f"{s['num_sphere']} {label} read on the sphere (the generator ignores |z|): the prior column is "

@@ -40,7 +40,10 @@ class Spectrum:
     noise (float64 removes it). ``half_logdet`` (B,) float64, 1/2 ln det M
     (-inf where singular), differentiable when the spectrum was taken with
     ``grad=True``. ``eigenvectors`` (B, nz, nz) float64, columns v_i of M
-    (right singular vectors of J, same order), when asked for.
+    (right singular vectors of J, same order), when asked for. ``route``: how
+    it was taken, ``dense`` (J held, QR then SVD) or ``gram`` (M = J^T J
+    accumulated block by block, :mod:`gan_probe.spectral.gram`, whose flags
+    resolve lambda_min only down to eps * lambda_max).
     """
 
     singular_values: torch.Tensor
@@ -48,6 +51,7 @@ class Spectrum:
     precision_warning: torch.Tensor
     half_logdet: torch.Tensor
     eigenvectors: torch.Tensor | None = None
+    route: str = "dense"
 
     @property
     def eigenvalues(self) -> torch.Tensor:
@@ -131,12 +135,30 @@ def _surrogate(j64: torch.Tensor, q: torch.Tensor, r: torch.Tensor, singular: to
     return inner - inner.detach()
 
 
-def exact_spectrum(op: JacobianOperator, *, vectors: bool = False, grad: bool = False) -> Spectrum:
-    """The exact :class:`Spectrum` of M(z) at every latent of ``op`` (J built densely, then one QR and SVD).
+def exact_spectrum(
+    op: JacobianOperator,
+    *,
+    vectors: bool = False,
+    grad: bool = False,
+    route: str = "auto",
+    block: int | None = None,
+    available: int | None = None,
+) -> Spectrum:
+    """The exact :class:`Spectrum` of M(z) at every latent of ``op``.
 
-    With ``grad`` J is built under autograd and ``half_logdet`` carries the
-    exact gradient; otherwise no graph is kept.
+    ``route``: ``dense`` (J built, then one QR and SVD), ``gram`` (M = J^T J
+    accumulated block by block, J never held: :mod:`gan_probe.spectral.gram`)
+    or ``auto`` (dense when J fits in the memory available, ``available`` bytes
+    overriding the measurement; :func:`gan_probe.spectral.gram.choose_route`).
+    The route that ran is the result's ``route``. With ``grad`` J is built
+    under autograd by the dense route and ``half_logdet`` carries the exact
+    gradient (``route="gram"`` with ``grad`` is refused); otherwise no graph is kept.
     """
+    from gan_probe.spectral.gram import choose_route, gram_spectrum
+
+    choice = choose_route(op, route=route, vectors=vectors, grad=grad, block=block, available=available)
+    if choice.route == "gram":
+        return gram_spectrum(op, block=choice.block, vectors=vectors)
     if grad:
         with torch.enable_grad():
             return spectrum_from_jacobian(op.dense(), vectors=vectors, grad=True)

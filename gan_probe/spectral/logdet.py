@@ -29,6 +29,7 @@ from gan_probe.spectral.geometry import (
     tangent_jacobian,
     tangent_operator,
 )
+from gan_probe.spectral.gram import choose_route, gram_spectrum
 from gan_probe.spectral.operator import JacobianOperator
 
 METHODS: tuple[str, ...] = ("exact", *ESTIMATORS, "auto")
@@ -44,12 +45,18 @@ def estimator_params(method: str, estimators: Mapping[str, Any] | None) -> Any:
     return get_estimator(method).default_params()
 
 
-def resolve_method(method: str, nz: int, estimators: Mapping[str, Any] | None = None) -> str:
-    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq."""
+def resolve_method(
+    method: str, nz: int, estimators: Mapping[str, Any] | None = None, *, exact_fits: bool | None = None
+) -> str:
+    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq;
+    and slq whenever ``exact_fits`` is False (the exact spectrum fits in memory by neither the dense nor the
+    Gram route, :func:`gan_probe.analyses.memory.exact_fits`; None: not known)."""
     if method not in METHODS:
         raise GanProbeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}", param="method")
     if method != "auto":
         return method
+    if exact_fits is False:
+        return "slq"
     slq = get_estimator("slq")
     if nz <= AUTO_EXACT_MAX_NZ or slq.num_products(estimator_params("slq", estimators)) >= nz:
         return "exact"
@@ -64,7 +71,8 @@ class HalfLogdet:
     tangent metric (r J B)^T (r J B) (``sphere`` latents, docs/design.md §1.4). ``log_base`` (B,): the
     log-density the value is subtracted from for sphere latents, -ln|S^{n-1}| (NaN for Euclidean ones,
     whose base is ln P_Z(z)). ``spectrum``: the exact spectrum (method exact, or ``check``) in the
-    geometry of each latent, as (B,) statistics. ``estimate``: the estimator's full result.
+    geometry of each latent, as (B,) statistics. ``estimate``: the estimator's full result. ``route``: the
+    exact route that ran (``dense`` or ``gram``, docs/design.md §2.2; None when nothing exact ran).
     """
 
     method: str
@@ -74,6 +82,7 @@ class HalfLogdet:
     stats: dict[str, torch.Tensor]
     exact_value: torch.Tensor | None
     estimate: LogdetEstimate | None
+    route: str | None = None
 
     @property
     def has_spectrum(self) -> bool:
@@ -99,9 +108,18 @@ def _merge(sphere: torch.Tensor, a: Stats, b: Stats) -> Stats:
 
 
 def _exact(
-    op: JacobianOperator, *, grad: bool, geometry: str = "euclidean", mask: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, Stats]:
-    """(value, sphere mask, stats) by the exact method; each latent read in ``geometry`` (or as ``mask`` says)."""
+    op: JacobianOperator,
+    *,
+    grad: bool,
+    geometry: str = "euclidean",
+    mask: torch.Tensor | None = None,
+    route: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, Stats, str]:
+    """(value, sphere mask, stats, route) by the exact method; each latent read in ``geometry`` (or as
+    ``mask`` says). ``route``: dense, gram or auto (:func:`gan_probe.spectral.gram.choose_route`)."""
+    choice = choose_route(op, route=route, grad=grad)
+    if choice.route == "gram":
+        return _exact_gram(op, choice.block, geometry=geometry, mask=mask)
     with torch.set_grad_enabled(grad):
         jac = op.dense()
         spec = spectrum_from_jacobian(jac, grad=grad)
@@ -109,10 +127,34 @@ def _exact(
             s_max = spec.singular_values[:, 0]
             mask = _sphere_mask(geometry, op, lambda: radial_ratio(jac.detach(), op.z.detach(), s_max))
         if not bool(mask.any()):
-            return spec.half_logdet, mask, _stats(spec)
+            return spec.half_logdet, mask, _stats(spec), "dense"
         tangent = spectrum_from_jacobian(tangent_jacobian(jac, op.z), grad=grad)
     value = torch.where(mask.to(spec.half_logdet.device), tangent.half_logdet, spec.half_logdet)
-    return value, mask, _merge(mask, _stats(spec), _stats(tangent))
+    return value, mask, _merge(mask, _stats(spec), _stats(tangent)), "dense"
+
+
+def _exact_gram(
+    op: JacobianOperator, block: int, *, geometry: str, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, Stats, str]:
+    """:func:`_exact` by the Gram route (no gradient): |J z| from one JVP, the tangent metric from the tangent
+    operator's Gram matrix."""
+    spec = gram_spectrum(op, block=block)
+    if mask is None:
+        s_max = spec.singular_values[:, 0]
+
+        def ratio() -> torch.Tensor:
+            with torch.no_grad():
+                z = op.z.detach()
+                jz = op.jvp(z[None])[0].to(torch.float64).norm(dim=-1)
+                scale = s_max * z.to(torch.float64).norm(dim=-1)
+            return torch.where(scale > 0, jz / scale.clamp_min(1e-300), torch.full_like(jz, math.inf))
+
+        mask = _sphere_mask(geometry, op, ratio)
+    if not bool(mask.any()):
+        return spec.half_logdet, mask, _stats(spec), "gram"
+    tangent = gram_spectrum(tangent_operator(op), block=block)
+    value = torch.where(mask.to(spec.half_logdet.device), tangent.half_logdet, spec.half_logdet)
+    return value, mask, _merge(mask, _stats(spec), _stats(tangent)), "gram"
 
 
 def _sphere_mask(geometry: str, op: JacobianOperator, ratio: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -143,6 +185,7 @@ def half_logdet(
     grad: bool = False,
     check: bool = False,
     geometry: str = "euclidean",
+    route: str = "auto",
 ) -> HalfLogdet:
     """1/2 ln det of the metric at every latent of ``op`` by ``method`` (exact or an estimator; not auto).
 
@@ -151,14 +194,16 @@ def half_logdet(
     ``check``: an estimator's result comes with the exact value beside it.
     ``geometry``: euclidean, sphere (the generator ignores |z|, docs/design.md
     §1.4) or auto (sphere for the latents where |J z| is zero to working
-    precision relative to s_1 |z|).
+    precision relative to s_1 |z|). ``route``: how the exact value is taken,
+    dense (J held), gram (M = J^T J by blocks) or auto (by memory; always
+    dense with ``grad``), :func:`gan_probe.spectral.gram.choose_route`.
     """
     n = op.nz
     log_base = torch.full((op.batch,), -log_sphere_area(n) if n > 1 else math.nan, dtype=torch.float64)
     if method == "exact":
-        value, sphere, stats = _exact(op, grad=grad, geometry=geometry)
+        value, sphere, stats, ran = _exact(op, grad=grad, geometry=geometry, route=route)
         base = torch.where(sphere, log_base, torch.full_like(log_base, math.nan))
-        return HalfLogdet("exact", value, sphere, base, stats, value.detach(), None)
+        return HalfLogdet("exact", value, sphere, base, stats, value.detach(), None, ran)
     if generator is None:
         raise ValueError("a stochastic estimator needs a generator (one per latent for batch invariance)")
     params = estimator_params(method, estimators)
@@ -188,10 +233,11 @@ def half_logdet(
         "precision_warning": torch.zeros_like(sphere),
     }
     exact_value = None
+    ran_route: str | None = None
     if check:
-        exact_value, _, stats = _exact(op, grad=False, mask=sphere)
+        exact_value, _, stats, ran_route = _exact(op, grad=False, mask=sphere, route=route)
     base = torch.where(sphere, log_base, torch.full_like(log_base, math.nan))
-    return HalfLogdet(method, value, sphere, base, stats, exact_value, est)
+    return HalfLogdet(method, value, sphere, base, stats, exact_value, est, ran_route)
 
 
 def _merge_estimates(sphere: torch.Tensor, flat: LogdetEstimate, round_: LogdetEstimate) -> LogdetEstimate:

@@ -1,0 +1,175 @@
+"""The Gram route (M = J^T J by blocks, J never held) against the dense QR route and dense float64 references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gan_probe.errors import GanProbeError
+from gan_probe.spectral.eigen import fix_signs
+from gan_probe.spectral.exact import exact_spectrum
+from gan_probe.spectral.gram import choose_route, gram_route_bytes, gram_spectrum
+from gan_probe.spectral.jacobian import jacobian
+from gan_probe.spectral.operator import JacobianOperator
+
+FIXTURES = ["mlp_gen", "dcgan_gen", "linear_gen"]
+
+
+def _op(request, fixture: str, batch: int = 3, seed: int = 0) -> JacobianOperator:
+    gen = request.getfixturevalue(fixture)
+    gen = gen[0] if isinstance(gen, tuple) else gen
+    z = torch.randn(batch, gen.nz, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return JacobianOperator(gen.flat, z)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).abs() / b.abs().amax(-1, keepdim=True)).max())
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_gram_matches_dense(fixture, request):
+    op = _op(request, fixture)
+    dense = exact_spectrum(op, route="dense")
+    gram = exact_spectrum(op, route="gram")
+    assert (dense.route, gram.route) == ("dense", "gram")
+    jac = jacobian(op.fn, op.z)
+    ref = torch.linalg.eigvalsh(jac.transpose(1, 2) @ jac).flip(-1)
+    assert _rel(gram.eigenvalues, ref) < 1e-10
+    assert _rel(gram.eigenvalues, dense.eigenvalues) < 1e-10
+    torch.testing.assert_close(gram.half_logdet, dense.half_logdet, rtol=1e-10, atol=1e-10)
+    assert not gram.singular.any() and not gram.precision_warning.any()
+
+
+@pytest.mark.parametrize("block", [1, 2, 4, 100])
+def test_block_size_does_not_change_result(dcgan_gen, block):
+    z = torch.randn(2, dcgan_gen.nz, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    op = JacobianOperator(dcgan_gen.flat, z)
+    ref = gram_spectrum(op, block=dcgan_gen.nz)
+    out = gram_spectrum(op, block=block)
+    assert _rel(out.eigenvalues, ref.eigenvalues) < 1e-12
+    torch.testing.assert_close(out.half_logdet, ref.half_logdet, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fixture", ["mlp_gen", "dcgan_gen"])
+def test_eigenvectors_match_dense(fixture, request):
+    op = _op(request, fixture, batch=2, seed=4)
+    dense = exact_spectrum(op, route="dense", vectors=True)
+    gram = exact_spectrum(op, route="gram", vectors=True, block=2)
+    assert dense.eigenvectors is not None and gram.eigenvectors is not None
+    torch.testing.assert_close(fix_signs(gram.eigenvectors), fix_signs(dense.eigenvectors), rtol=0, atol=1e-8)
+
+
+def _float32_linear(log10_cond_a: float) -> JacobianOperator:
+    """G(z) = A z in float32 with A (40 x 6) of singular values log-spaced from 1 to 10^-log10_cond_a."""
+    gen = torch.Generator().manual_seed(5)
+    u, _ = torch.linalg.qr(torch.randn(40, 6, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))
+    s = torch.logspace(0, -log10_cond_a, 6, dtype=torch.float64)
+    a = (u * s) @ v.T
+    a32 = a.to(torch.float32)
+    z = torch.randn(2, 6, generator=gen).to(torch.float32)
+    return JacobianOperator(lambda x: x @ a32.T, z)
+
+
+def test_precision_flag_fires_for_ill_conditioned_float32():
+    spec = gram_spectrum(_float32_linear(4.5))  # cond(M) = 1e9 > 1 / (nz eps32) ~ 1.4e6
+    assert spec.precision_warning.all() and not spec.singular.any()
+    dense = exact_spectrum(_float32_linear(4.5), route="dense")  # the QR route resolves it
+    assert not dense.precision_warning.any() and not dense.singular.any()
+
+
+def test_precision_flag_quiet_when_well_conditioned():
+    spec = gram_spectrum(_float32_linear(1.0))  # cond(M) = 100
+    assert not spec.precision_warning.any() and not spec.singular.any()
+    ref = exact_spectrum(_float32_linear(1.0), route="dense")
+    torch.testing.assert_close(spec.half_logdet, ref.half_logdet, rtol=1e-5, atol=1e-5)
+
+
+def test_wide_jacobian_is_singular():
+    a = torch.randn(3, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    op = JacobianOperator(lambda x: x @ a.T, torch.zeros(2, 5, dtype=torch.float64))
+    spec = gram_spectrum(op)
+    assert spec.singular.all() and torch.isinf(spec.half_logdet).all()
+
+
+def test_auto_route_follows_available_memory(dcgan_gen, monkeypatch):
+    from gan_probe.analyses import memory
+
+    z = torch.randn(2, dcgan_gen.nz, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    op = JacobianOperator(dcgan_gen.flat, z)
+    big = choose_route(op, available=10**15)
+    n = dcgan_gen.output_dim
+    small = gram_route_bytes(2, n, dcgan_gen.nz, 8, block=1, activations=4 * n)
+    assert big.route == "dense" and big.dense_bytes is not None and small < big.dense_bytes
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: small)
+    low = exact_spectrum(op)
+    assert low.route == "gram" and choose_route(op).block == 1
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
+    high = exact_spectrum(op)
+    assert high.route == "dense"
+    assert _rel(low.eigenvalues, high.eigenvalues) < 1e-10
+    torch.testing.assert_close(low.half_logdet, high.half_logdet, rtol=1e-10, atol=1e-10)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
+    assert exact_spectrum(op).route == "dense"  # no figure: dense, as before
+
+
+def test_gradient_stays_dense(mlp_gen, monkeypatch):
+    from gan_probe.analyses import memory
+
+    z = torch.randn(2, mlp_gen.nz, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    op = JacobianOperator(mlp_gen.flat, z.requires_grad_())
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    spec = exact_spectrum(op, grad=True)
+    assert spec.route == "dense" and spec.half_logdet.requires_grad
+    with pytest.raises(GanProbeError, match="dense route only"):
+        exact_spectrum(op, grad=True, route="gram")
+    with pytest.raises(GanProbeError, match="unknown exact route"):
+        exact_spectrum(op, route="qr")
+
+
+@pytest.mark.parametrize("geometry", ["euclidean", "sphere"])
+def test_half_logdet_by_the_gram_route(mlp_gen, geometry):
+    from gan_probe.spectral.logdet import half_logdet
+
+    z = torch.randn(3, mlp_gen.nz, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    op = JacobianOperator(mlp_gen.flat, z)
+    dense = half_logdet(op, "exact", geometry=geometry, route="dense")
+    gram = half_logdet(op, "exact", geometry=geometry, route="gram")
+    assert (dense.route, gram.route) == ("dense", "gram")
+    assert torch.equal(dense.sphere, gram.sphere) and bool(gram.sphere.all()) == (geometry == "sphere")
+    torch.testing.assert_close(gram.value, dense.value, rtol=1e-10, atol=1e-10)
+    for key in ("lambda_max", "lambda_min", "condition"):
+        torch.testing.assert_close(gram.stats[key], dense.stats[key], rtol=1e-8, atol=0)
+
+
+def test_memory_estimate_counts_the_gram_route(dcgan_gen):
+    from gan_probe.analyses import memory
+
+    est = memory.Estimate("loglik", dcgan_gen.device)
+    memory.add_spectrum(est, dcgan_gen, 4)
+    n, nz = dcgan_gen.output_dim, dcgan_gen.nz
+    act = memory.activation_elements(dcgan_gen)
+    assert est.terms[0].bytes == gram_route_bytes(4, n, nz, 8, block=1, activations=act)
+    assert "Gram matrices" in est.terms[0].what
+    grad = memory.Estimate("ascend", dcgan_gen.device)
+    memory.add_spectrum(grad, dcgan_gen, 4, grad=True)  # the gradient takes the dense route
+    assert grad.terms[0].bytes > est.terms[0].bytes and "Jacobians" in grad.terms[0].what
+
+
+def test_method_auto_takes_an_estimator_when_exact_does_not_fit(mlp_gen, monkeypatch):
+    from gan_probe.analyses import memory
+    from gan_probe.analyses.loglik import evaluate_loglik
+    from gan_probe.spectral.logdet import resolve_method
+
+    assert resolve_method("auto", 5) == "exact"
+    assert resolve_method("auto", 5, exact_fits=False) == "slq"
+    assert resolve_method("exact", 5, exact_fits=False) == "exact"
+    z = torch.randn(2, mlp_gen.nz, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
+    assert memory.exact_fits(mlp_gen, 2) is True
+    values = evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean")
+    assert values.method == "exact" and values.exact_route == "dense"
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    assert memory.exact_fits(mlp_gen, 2) is False
+    assert evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean").method == "slq"
