@@ -464,6 +464,38 @@ def ema_update(g_ema: nn.Module, g: nn.Module, beta: float) -> None:
 
 
 @torch.no_grad()
+def calibrate_output(g: StyleGAN2Generator, data: torch.Tensor, *, num: int, seed: int) -> dict:
+    """Rescale g's output in place to x' = a x + b, a > 0, matching the pixel mean and std of ``data``.
+
+    The BatchNorm discriminator sees real and generated images in separate batches, and with its bias-free
+    convolutions and leaky ReLUs it is exactly invariant to a positive rescaling of a whole batch, so
+    training cannot fix the scale of the (unbounded) StyleGAN2 output, which drifts. Every generator
+    a G is as good as G to that discriminator; this picks the one whose pixel mean and standard
+    deviation over ``num`` samples (stored noise) equal the training images'. Exact in the layout: every
+    ToRGB's weight and bias are multiplied by a (the image is a sum of upsampled ToRGB outputs) and b is
+    added to the last ToRGB's bias. Returns the statistics before and after.
+    """
+    z = Prior().sample(num, g.style_dim, generator=torch.Generator().manual_seed(seed)).float()
+    x = g.eval()(z, noise_mode="stored")
+    a = float(data.std() / x.std())
+    b = float(data.mean()) - a * float(x.mean())
+    for m in [g.to_rgb1, *g.to_rgbs]:
+        m.conv.weight.mul_(a)
+        m.bias.mul_(a)
+    g.to_rgbs[-1].bias.add_(b)
+    y = g(z, noise_mode="stored")
+    return {
+        "scale": round(a, 6),
+        "shift": round(b, 6),
+        "max_error": float((y - (a * x + b)).abs().max()),
+        "before": [round(float(t), 4) for t in (x.mean(), x.std(), x.min(), x.max())],
+        "after": [round(float(t), 4) for t in (y.mean(), y.std(), y.min(), y.max())],
+        "data": [round(float(t), 4) for t in (data.mean(), data.std(), data.min(), data.max())],
+        "outside_range_after": round(float(((y < -1) | (y > 1)).float().mean()), 4),
+    }
+
+
+@torch.no_grad()
 def sg2_sample_grid(g: StyleGAN2Generator, path: Path, seed: int) -> None:
     """8x8 grid of g(z) with the stored noise maps, z ~ N(0, I) from ``seed`` (float64 draw, like the DCGANs)."""
     z = Prior().sample(64, g.style_dim, generator=torch.Generator().manual_seed(seed)).float()
@@ -480,12 +512,15 @@ def sg2_save(
     d_params: int,
     command: str,
     elapsed: float,
+    data: torch.Tensor,
 ) -> dict:
-    """Checkpoint of g_ema (its own state dict, noise buffers included), sample grid, reload check."""
+    """Output calibration, checkpoint of g_ema (its own state dict, noise buffers included), grid, reload check."""
     from safetensors.torch import load_file
 
     g = copy.deepcopy(g_ema).eval()
     g.fused = True  # the grouped-conv form, the default of load_stylegan2 (the same function)
+    cal = calibrate_output(g, data, num=args.calibration_samples, seed=args.seed + 5)
+    print(f"[{path.name}] output calibration {json.dumps(cal)}", flush=True)
     config = sg2_config(args)
     provenance = (
         f"StyleGAN2 (rosinality Generator layout, config {json.dumps(config)}) trained on real MNIST: "
@@ -498,7 +533,10 @@ def sg2_save(
         f"{args.r1}, every {args.r1_every} steps; style mixing p {args.mixing}; fresh random noise maps per image "
         f"every step; Adam lr {args.lr} betas (0, 0.99) (D's lr and beta2 adjusted for lazy R1); saved generator "
         f"is the EMA copy g_ema (decay min({args.ema}, (1+t)/(10+t)) after step t) with one fixed draw of stored "
-        f"noise maps; seed {args.seed}; script: {command}; final losses (mean over the last {losses['window']} "
+        f"noise maps; output rescaled exactly to x' = {cal['scale']:.4f} x + {cal['shift']:.4f} (ToRGB weights and "
+        f"biases) so that the pixel mean and std of {args.calibration_samples} samples match the training "
+        f"images' (the BatchNorm discriminator, fed real and fake batches separately, is blind to the output "
+        f"scale); seed {args.seed}; script: {command}; final losses (mean over the last {losses['window']} "
         f"steps) D {losses['d_mean']:.4f}, G {losses['g_mean']:.4f}, R1 penalty E|grad D(x)|^2 "
         f"{losses['r1_mean']:.4f}; CPU training time {elapsed:.0f} s (2 shared cores, {args.threads} torch "
         f"thread(s), torch {torch.__version__})."
@@ -531,6 +569,7 @@ def sg2_save(
         "reload_matches": bool(same),
         "g_params": num_params(g),
         "bytes": path.stat().st_size,
+        "calibration": cal,
     }
     print("saved", json.dumps(info), flush=True)
     return info
@@ -649,6 +688,7 @@ def train_stylegan2(args: argparse.Namespace) -> list[dict]:
             d_params=num_params(d),
             command=command,
             elapsed=elapsed,
+            data=data,
         )
     ]
 
@@ -713,6 +753,9 @@ def main(argv: list[str] | None = None) -> None:
     sg.add_argument("--r1", type=float, default=0.1, help="R1 weight gamma (penalty gamma / 2 E|grad D(x)|^2)")
     sg.add_argument("--r1-every", type=int, default=16, help="lazy R1 interval in steps")
     sg.add_argument("--mixing", type=float, default=0.0, help="style-mixing probability (off: see the README)")
+    sg.add_argument(
+        "--calibration-samples", type=int, default=2048, help="samples used to match the output's mean and std"
+    )
     sg.add_argument("--ema", type=float, default=0.999, help="EMA decay of g_ema (ramped up over the first steps)")
     sg.add_argument("--log-every", type=int, default=100, help="print (and final-loss window) every N steps")
     sg.add_argument("--snapshot-dir", default=None, help="write g_ema sample grids (and its latest state) here")
