@@ -175,3 +175,18 @@ def test_sphere_geometry_needs_a_normal_prior(mlp_gen):
     with pytest.raises(GanProbeError) as info:
         gan_probe.loglik(boxed, n=2, geometry="sphere")
     assert info.value.param == "geometry" and "normal prior" in str(info.value)
+
+
+def test_the_bundled_stylegan2_runs_in_every_space(runner, tmp_path):
+    """sample_checkpoints/mnist-stylegan2.safetensors (trained by train.py): native metadata, z read on the sphere."""
+    from gan_probe.models.bundled import samples_dir
+
+    ckpt = samples_dir() / "mnist-stylegan2.safetensors"
+    gen = gan_probe.load_generator(ckpt, device="cpu")
+    assert gen.arch == "stylegan2" and gen.nz == 64 and gen.output_shape == (3, 32, 32) and gen.ignores_norm
+    res = gan_probe.loglik(gen, n=2)
+    assert res.values.sphere.all() and torch.isfinite(res.loglik).all()
+    report = invoke_json(runner, ["eigvecs", ckpt, "--space", "w", "--n", "1", "--top", "2",
+                                  "--traversal-steps", "3", "--out", tmp_path / "e"])  # fmt: skip
+    assert report["checkpoint"]["nz"] == 64 and report["checkpoint"]["config"]["space"] == "w"
+    assert gan_probe.load_generator(ckpt, space="w+", device="cpu").nz == 8 * 64
