@@ -190,3 +190,31 @@ def test_the_bundled_stylegan2_runs_in_every_space(runner, tmp_path):
                                   "--traversal-steps", "3", "--out", tmp_path / "e"])  # fmt: skip
     assert report["checkpoint"]["nz"] == 64 and report["checkpoint"]["config"]["space"] == "w"
     assert gan_probe.load_generator(ckpt, space="w+", device="cpu").nz == 8 * 64
+
+
+def test_a_linear_synthesis_in_w_has_the_closed_form_spectrum_and_veff():
+    """G(w) = A w seen from a w space (points are mapped draws): eigenvalues of M are s_i(A)^2 and
+    delta(j,0) * delta(j,i) = alpha sqrt(lambda_i) (docs/design.md §6.3), whatever the mapping."""
+    from gan_probe.models.priors import MappedPrior
+    from tests.conftest import Linear
+
+    a = torch.randn(12, 5, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    prior = MappedPrior(space="w", z_dim=5, std=2.0, mapper=lambda z: 2 * torch.tanh(z) + 0.5)
+    gen = wrap(Linear(a), 5, prior=prior)
+    s = torch.linalg.svdvals(a)
+    eig = gan_probe.eigvecs(gen, n=3, top=2)
+    torch.testing.assert_close(eig.eigenvalues, (s**2).expand(3, 5), rtol=1e-10, atol=1e-12)
+    v = gan_probe.veff(gen, n=3, k=8, step=0.3)
+    torch.testing.assert_close(v.delta0[:, None] * v.delta, 0.3 * s.expand(3, 5), rtol=1e-9, atol=1e-12)
+    with pytest.raises(GanProbeError) as info:
+        gan_probe.loglik(gen, n=2)
+    assert info.value.param == "space"
+
+
+def test_a_uniform_prior_report_says_why_the_sphere_does_not_apply(runner, tmp_path):
+    from gan_probe.models.bundled import samples_dir
+
+    report = invoke_json(runner, ["loglik", samples_dir() / "mnist-dcgan-nz32-uniform.safetensors", "--n", "2",
+                                  "--out", tmp_path])  # fmt: skip
+    assert "not rotation-invariant" in report["results"]["geometry_note"]
+    assert report["results"]["summary"]["num_sphere"] == 0

@@ -79,6 +79,7 @@ def loglik(
     )
     result = run_loglik(ctx.gen, params, progress=ctx.progress)
     write_outputs(result, ctx.gen, ctx.files)
+    uniform = ctx.gen.prior.kind == "uniform"
     return Outcome(
         parameters={
             "n": n,
@@ -93,10 +94,29 @@ def loglik(
             if not grid
             else {"dims": grid_dims, "extent": grid_extent, "size": grid_size, "center": grid_center},
         },
-        results=result.to_json(),
+        results=_with_geometry_note(result.to_json(), uniform),
         table=_table(result),
-        notes=_notes(result),
+        notes=_notes(result)
+        + ([UNIFORM_SPHERE_NOTE] if ctx.gen.prior.kind == "uniform" and _any_singular(result) else []),
     )
+
+
+#: docs/design.md §1.4: why a uniform prior's latents are never read on the sphere.
+UNIFORM_SPHERE_NOTE = (
+    "the sphere geometry (for generators that ignore |z|) does not apply under a uniform prior: the box is not "
+    "rotation-invariant, so the direction z/|z| is not uniform and its density is not the sphere's"
+)
+
+
+def _any_singular(result: LoglikResult) -> bool:
+    return bool(result.values.singular.any()) or (result.grid is not None and bool(result.grid.values.singular.any()))
+
+
+def _with_geometry_note(results: dict, uniform: bool) -> dict:
+    """A uniform prior's report says why its latents are read in the Euclidean geometry only."""
+    if uniform:
+        results["geometry_note"] = UNIFORM_SPHERE_NOTE
+    return results
 
 
 def _table(result: LoglikResult) -> Table:
