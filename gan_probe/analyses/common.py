@@ -133,28 +133,28 @@ def load_latents(path: str | Path, nz: int, prior: Prior | None = None, *, param
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read latents from {path}: {first}", param=param) from None
     if isinstance(prior, MappedPrior) and LATENT_KEYS[prior.space] in arrays:
-        return _as_latents(arrays[LATENT_KEYS[prior.space]], path, nz, param)
+        return _as_latents(arrays[LATENT_KEYS[prior.space]], nz, param, f"latents in {path}")
     arr = arrays[""] if "" in arrays else _pick_array(arrays, path, param)
     if isinstance(prior, MappedPrior):
-        return prior.map_z(_as_latents(arr, path, prior.z_dim, param))
-    return _as_latents(arr, path, nz, param)
+        return prior.map_z(_as_latents(arr, prior.z_dim, param, f"latents in {path}"))
+    return _as_latents(arr, nz, param, f"latents in {path}")
 
 
-def _as_latents(arr: np.ndarray, path: Path, nz: int, param: str) -> torch.Tensor:
-    """Check an array read from ``path`` as (N, nz) real, finite latents; float64."""
+def _as_latents(arr: np.ndarray, nz: int, param: str, what: str) -> torch.Tensor:
+    """Check an array as (N, nz) real, finite latents (``what`` names them in messages); float64 on the CPU."""
     if arr.ndim != 2:
-        raise DataError(f"latents in {path} have shape {arr.shape}; expected (N, {nz})", param=param)
+        raise DataError(f"{what} have shape {arr.shape}; expected (N, {nz})", param=param)
     if arr.shape[1] != nz:
-        raise DataError(f"latents in {path} have width {arr.shape[1]} but the generator has nz = {nz}", param=param)
+        raise DataError(f"{what} have width {arr.shape[1]} but the generator has nz = {nz}", param=param)
     if arr.shape[0] < 1:
-        raise DataError(f"latents file {path} holds no latents", param=param)
+        raise DataError(f"{what}: the array holds no latents", param=param)
     if np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"latents in {path} are complex ({arr.dtype}); give real numbers", param=param)
+        raise DataError(f"{what} are complex ({arr.dtype}); give real numbers", param=param)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise DataError(f"latents in {path} are not real numbers ({arr.dtype})", param=param)
+        raise DataError(f"{what} are not real numbers ({arr.dtype})", param=param)
     z = torch.from_numpy(np.asarray(arr, dtype=np.float64))
     if not torch.isfinite(z).all():
-        raise DataError(f"latents in {path} contain NaN or infinite values", param=param)
+        raise DataError(f"{what} contain NaN or infinite values", param=param)
     return z
 
 
@@ -195,16 +195,10 @@ Latents = str | Path | torch.Tensor | np.ndarray | None
 
 
 def check_latents(z: torch.Tensor | np.ndarray, nz: int) -> torch.Tensor:
-    """An in-memory (N, nz) array of real, finite numbers, as float64 on the CPU."""
-    t = torch.as_tensor(z)
-    if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
-        raise DataError(f"latents must be real numbers, got dtype {t.dtype}", param="latents")
-    if t.ndim != 2 or t.shape[1] != nz or t.shape[0] < 1:
-        raise DataError(f"latents have shape {tuple(t.shape)}; expected (N, {nz}) with N >= 1", param="latents")
-    t = t.detach().to("cpu", torch.float64)
-    if not torch.isfinite(t).all():
-        raise DataError("latents contain NaN or infinite values", param="latents")
-    return t
+    """An in-memory (N, nz) array of real, finite numbers, as float64 on the CPU (the file route's checks)."""
+    t = torch.as_tensor(z).detach().cpu()
+    arr = t.double().numpy() if t.is_floating_point() else t.numpy()
+    return _as_latents(arr, nz, "latents", "the latents")
 
 
 def given_latents(gen: LoadedGenerator, latents: Latents) -> torch.Tensor | None:

@@ -17,7 +17,6 @@ import torch
 from gan_probe._version import __version__
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
-from gan_probe.models.checkpoint import LoadedGenerator
 
 
 @dataclass
@@ -97,9 +96,4 @@ def build_report(
     return report
 
 
-def describe_checkpoint(gen: LoadedGenerator) -> dict[str, Any]:
-    """The report's ``checkpoint`` block for a loaded generator."""
-    return gen.describe()
-
-
-__all__ = ["Gate", "build_report", "describe_checkpoint"]
+__all__ = ["Gate", "build_report"]
