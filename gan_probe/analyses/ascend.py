@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gan_probe import distributed
 from gan_probe.analyses.common import (
     Latents,
     Progress,
@@ -180,23 +181,32 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     records: list[list[torch.Tensor]] = []
     interrupted = False
     promoted = [0]
+    # under torchrun each rank steps its own chunks (i mod world size) and the records are gathered every step
+    mine = distributed.owned(len(chunks))
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):
-                parts = [
-                    _ascend_chunk(
-                        gen, params, method, exact_recorded, geometry, z, opt, sl, step, promoted,
-                        last=step == params.steps,
+                local = {
+                    i: (
+                        _ascend_chunk(
+                            gen, params, method, exact_recorded, geometry, zs[i], opts[i], chunks[i], step,
+                            promoted, last=step == params.steps,
+                        ),
+                        zs[i].detach().clone(),
                     )
-                    for z, opt, sl in zip(zs, opts, chunks)
-                ]  # fmt: skip
-                records.append([torch.cat(c) for c in zip(*parts)])
+                    for i in mine
+                }  # fmt: skip
+                everything = distributed.gather_chunks(local, len(chunks))
+                records.append([torch.cat(c) for c in zip(*(rec for rec, _ in everything))])
                 if step == params.steps:
                     break
-                trail.append(torch.cat([z.detach() for z in zs]))
+                trail.append(torch.cat([z for _, z in everything]))
                 advance(1)
         except KeyboardInterrupt:
+            if distributed.current().distributed:
+                raise  # under torchrun an interrupt stops every rank and nothing is written
             interrupted = True
+    promoted[0] = sum(distributed.exchange(promoted[0]))
     n = min(len(trail), len(records))
     if n == 0:
         raise KeyboardInterrupt  # interrupted before the starting point was recorded: nothing done

@@ -11,7 +11,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from gan_probe import interrupt
+from gan_probe import distributed, interrupt
+from gan_probe.analyses.memory import auto_chunk_size
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import MappedPrior, Prior
@@ -84,14 +85,15 @@ def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
 
 
 def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None = None) -> JacobianOperator:
-    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype)."""
-    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk_size, routes=gen.routes)
+    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype); without a
+    ``chunk_size``, :func:`gan_probe.analyses.memory.auto_chunk_size` (on a GPU: from its free memory)."""
+    chunk = chunk_size if chunk_size is not None else auto_chunk_size(gen, int(z.shape[0]))
+    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk, routes=gen.routes)
 
 
 def batches(num: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``size`` out of ``num``."""
-    for start in range(0, num, size):
-        yield slice(start, min(num, start + size))
+    yield from distributed.chunks(num, size)
 
 
 def check_positive(name: str, value: float, param: str, *, allow_zero: bool = False) -> None:
@@ -236,13 +238,17 @@ def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: Latents, se
 def generate(
     gen: LoadedGenerator, z: torch.Tensor, batch_size: int, *, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """G(z) in batches of ``batch_size``, returned on the CPU in ``dtype`` (float32 for rendering)."""
-    out = []
-    with torch.no_grad():
-        for sl in batches(z.shape[0], batch_size):
-            out.append(gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype))
-            interrupt.poll()
-    return torch.cat(out)
+    """G(z) in batches of ``batch_size``, returned on the CPU in ``dtype`` (float32 for rendering); the batches
+    are shared out over the ranks under torchrun (:func:`gan_probe.distributed.map_batches`)."""
+
+    def one(sl: slice) -> torch.Tensor:
+        with torch.no_grad():
+            images = gen(z[sl].to(gen.device, gen.dtype)).to("cpu", dtype)
+        interrupt.poll()
+        return images
+
+    parts, _ = distributed.map_batches(z.shape[0], batch_size, one)
+    return torch.cat(parts)
 
 
 def resolve_geometry(gen: LoadedGenerator, geometry: str) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from gan_probe import distributed
 from gan_probe.analyses.common import (
     Latents,
     Progress,
-    batches,
     check_positive,
     count_latents,
     draw_or_load_latents,
@@ -160,15 +160,17 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
     z = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
 
     t0 = time.perf_counter()
-    parts = []
-    with progress_task(progress, "eigenvectors", num) as advance:
-        for sl in batches(num, params.batch_size):
-            spec, up = auto_spectrum(gen, z[sl], params.chunk_size, eigen=True)
-            parts.append(
-                [spec.eigenvalues, spec.eigenvectors, spec.condition, spec.singular, spec.precision_warning, up]
-            )
-            advance(z[sl].shape[0])
-    lam, vec, cond, singular, pwarn, promoted = (torch.cat(c).cpu() for c in zip(*parts, strict=True))
+
+    def one(sl: slice) -> list[torch.Tensor]:
+        spec, up = auto_spectrum(gen, z[sl], params.chunk_size, eigen=True)
+        assert spec.eigenvectors is not None
+        cols = [spec.eigenvalues, spec.eigenvectors, spec.condition, spec.singular, spec.precision_warning, up]
+        return [c.cpu() for c in cols]
+
+    # the batches are shared out over the ranks under torchrun, and gathered back in order
+    with progress_task(progress, "eigenvectors", distributed.local_count(num, params.batch_size)) as advance:
+        parts, _ = distributed.map_batches(num, params.batch_size, one, advance=advance)
+    lam, vec, cond, singular, pwarn, promoted = (torch.cat(c) for c in zip(*parts, strict=True))
     eigen_s = time.perf_counter() - t0
 
     rand = random_unit_directions(num, top, nz, seed=params.seed + 1)

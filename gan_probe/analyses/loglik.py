@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from gan_probe import distributed
 from gan_probe.analyses.common import (
     Latents,
     Progress,
-    batches,
     check_latent_range,
     check_positive,
     count_latents,
@@ -289,41 +289,51 @@ def evaluate_loglik(
     method = resolve_method(method, gen.nz, estimators, exact_fits=fits)
     geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
-    parts = []
-    stderr, interval, violated, exact_parts, promoted = [], [], [], [], []
-    num_matvecs = None
+
+    def one(sl: slice) -> dict[str, Any]:
+        streams = probe_streams(seed, sl.start, sl.stop)
+        # with --dtype auto, the exact method recomputes in float64 the latents flagged in float32
+        res, up = auto_half_logdet(
+            gen,
+            z[sl],
+            chunk_size,
+            method=method,
+            estimators=estimators,
+            generator=streams,
+            check=check,
+            geometry=geometry,
+        )
+        half, est, st = res.value.detach().cpu(), res.estimate, res.stats
+        stats = [st["lambda_max"], st["lambda_min"], st["condition"], st["singular"], st["precision_warning"]]
+        part: dict[str, Any] = {
+            "columns": [half, *(x.cpu() for x in stats), res.sphere.cpu(), res.log_base.cpu()],
+            "route": res.route,
+            "promoted": up,
+        }
+        if est is not None:
+            part["num_matvecs"] = est.num_matvecs
+            part["stderr"] = est.stderr.cpu() if est.stderr is not None else torch.full_like(half, float("nan"))
+            part["interval"] = est.interval.cpu() if est.interval is not None else None
+            part["violated"] = est.bounds_violated.cpu() if est.bounds_violated is not None else None
+            part["exact"] = res.exact_value.cpu() if res.exact_value is not None else None
+        return part
+
+    # the batches are shared out over the ranks under torchrun, and gathered back in order
+    with progress_task(progress, description, distributed.local_count(z.shape[0], batch_size)) as advance:
+        parts, _ = distributed.map_batches(z.shape[0], batch_size, one, advance=advance)
     route: str | None = None
-    with progress_task(progress, description, z.shape[0]) as advance:
-        for sl in batches(z.shape[0], batch_size):
-            streams = probe_streams(seed, sl.start, sl.stop)
-            # with --dtype auto, the exact method recomputes in float64 the latents flagged in float32
-            res, up = auto_half_logdet(
-                gen,
-                z[sl],
-                chunk_size,
-                method=method,
-                estimators=estimators,
-                generator=streams,
-                check=check,
-                geometry=geometry,
-            )
-            half, est = res.value.detach(), res.estimate
-            route = join_routes(route, res.route)
-            promoted.append(up)
-            if est is not None:
-                num_matvecs = est.num_matvecs
-                stderr.append(est.stderr.cpu() if est.stderr is not None else torch.full_like(half.cpu(), float("nan")))
-                if est.interval is not None:
-                    interval.append(est.interval.cpu())
-                if est.bounds_violated is not None:
-                    violated.append(est.bounds_violated.cpu())
-                if res.exact_value is not None:
-                    exact_parts.append(res.exact_value.cpu())
-            st = res.stats
-            stats = [st["lambda_max"], st["lambda_min"], st["condition"], st["singular"], st["precision_warning"]]
-            parts.append([half.cpu(), *(x.cpu() for x in stats), res.sphere.cpu(), res.log_base.cpu()])
-            advance(sl.stop - sl.start)
-    half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, sphere_c, base_c = (torch.cat(c) for c in zip(*parts))
+    for part in parts:
+        route = join_routes(route, part["route"])
+    promoted = [part["promoted"] for part in parts]
+
+    def joined(key: str) -> list[torch.Tensor]:
+        return [part[key] for part in parts if part.get(key) is not None]
+
+    stderr, interval, violated, exact_parts = joined("stderr"), joined("interval"), joined("violated"), joined("exact")
+    num_matvecs = parts[-1].get("num_matvecs")
+    half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, sphere_c, base_c = (
+        torch.cat(c) for c in zip(*(part["columns"] for part in parts))
+    )
     log_prior = torch.where(sphere_c, base_c, gen.prior.log_prob(z))
     values = LoglikValues(z, log_prior, half_c, lmax_c, lmin_c, cond_c, sing_c, pwarn_c, method=method, sphere=sphere_c)
     values.exact_route = route

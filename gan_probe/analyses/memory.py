@@ -178,6 +178,33 @@ def exact_spectrum_bytes(
     return (gram, "gram") if gram < dense else (dense, "dense")
 
 
+#: the share of free GPU memory the tangents of one chunk may take (J and the QR workspace come first)
+CHUNK_MEMORY_SHARE = 0.5
+
+
+def auto_chunk_size(gen: LoadedGenerator, batch: int) -> int:
+    """Latent axes per batched JVP call for ``batch`` latents when ``--chunk-size`` is not given.
+
+    On a GPU, the most axes whose primal and tangent activations (``2 b c A e``, docs/design.md §9) fit
+    in CHUNK_MEMORY_SHARE of the free memory left after J and its float64 QR copy: more axes in flight
+    is more throughput, until memory runs out. Elsewhere (and when the free memory cannot be told) the
+    fixed forward budget of :func:`gan_probe.spectral.jacobian.default_chunk_size`, whose figures on the
+    CPU do not grow with the chunk. Never below that default's 1 nor above nz.
+    """
+    nz = gen.nz
+    default = default_chunk_size(batch, nz)
+    if gen.device.type != "cuda":
+        return default
+    have = available_bytes(gen.device)
+    if have is None:
+        return default
+    e, n_out, act = _element_bytes(gen), gen.output_dim, activation_elements(gen)
+    left = have - batch * n_out * nz * (e + 16)
+    per_axis = 2 * batch * act * e
+    fits = int(CHUNK_MEMORY_SHARE * left // per_axis) if left > 0 else 0
+    return max(1, min(nz, fits))
+
+
 def exact_fits(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> bool | None:
     """Whether the exact spectrum of one batch fits in the memory available on the generator's device by
     either route (None when the memory cannot be told): ``--method auto`` takes an estimator when it does not."""

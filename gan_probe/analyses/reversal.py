@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gan_probe.analyses.common import Progress, batches, check_positive, progress_task, seeded_generator
+from gan_probe import distributed
+from gan_probe.analyses.common import Progress, check_positive, progress_task, seeded_generator
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 
@@ -97,19 +98,19 @@ def invert_generator(
     z0 = params.init_std * torch.randn(n, gen.nz, generator=seeded_generator(params.seed), dtype=torch.float64)
     if start is not None:
         z0 = z0 + start.to(torch.float64)  # around the mean w: the usual start of a StyleGAN projection
-    zs, recs, mses = [], [], []
+    # the chunks are shared out over the ranks under torchrun, and gathered back in order; in one process
+    # Ctrl-C keeps the chunks finished
+    with progress_task(progress, "reversal", distributed.local_count(n, params.batch_size) * params.steps) as advance:
+        parts, interrupted = distributed.map_batches(
+            n,
+            params.batch_size,
+            lambda sl: _invert_chunk(gen, x[sl], z0[sl], params, advance),
+            keep_on_interrupt=True,
+        )
+    zs, recs, mses, _ = (list(c) for c in zip(*parts, strict=True)) if parts else ([], [], [], [])
     history = torch.zeros(params.steps, dtype=torch.float64)
-    interrupted = False
-    with progress_task(progress, "reversal", n * params.steps) as advance:
-        try:
-            for sl in batches(n, params.batch_size):
-                z, rec, mse, losses = _invert_chunk(gen, x[sl], z0[sl], params, advance)
-                zs.append(z)
-                recs.append(rec)
-                mses.append(mse)
-                history += losses
-        except KeyboardInterrupt:
-            interrupted = True
+    for *_, losses in parts:
+        history += losses
     done = sum(z.shape[0] for z in zs)
     empty = torch.zeros(0, gen.nz, dtype=torch.float64)
     return ReversalResult(

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from gan_probe import distributed
 from gan_probe.analyses.common import (
     Latents,
     Progress,
@@ -189,25 +190,24 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
     else:
         eps = torch.randn(num, k, nz, generator=seeded_generator(params.seed + 1), dtype=torch.float64)
 
-    lam_parts, delta0_parts, delta_parts = [], [], []
-    outside = num_promoted = 0
+    def one(sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        zb = z[sl]
+        eig, up = auto_spectrum(gen, zb, params.chunk_size, eigen=True)
+        assert eig.eigenvectors is not None
+        dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
+        zp, outside = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
+        base = generate(gen, zb, params.forward_budget, dtype=torch.float64).flatten(1)  # (b, N)
+        dist = _distances(gen, zp, base, nz + k, params.forward_budget)  # (b, nz + K)
+        d0 = dist[:, nz:].mean(1)
+        ratio = torch.where(d0[:, None] > 0, dist[:, :nz] / d0.clamp_min(1e-300)[:, None], 0.0)
+        return eig.eigenvalues.cpu(), d0, ratio, int(up.sum()), outside
+
     t0 = time.perf_counter()
-    with progress_task(progress, "v_eff", num) as advance:
-        for sl in batches(num, params.batch_size):
-            zb = z[sl]
-            eig, up = auto_spectrum(gen, zb, params.chunk_size, eigen=True)
-            num_promoted += int(up.sum())
-            assert eig.eigenvectors is not None
-            dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
-            zp, out_b = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)
-            outside += out_b
-            base = generate(gen, zb, params.forward_budget, dtype=torch.float64).flatten(1)  # (b, N)
-            dist = _distances(gen, zp, base, nz + k, params.forward_budget)  # (b, nz + K)
-            d0 = dist[:, nz:].mean(1)
-            lam_parts.append(eig.eigenvalues.cpu())
-            delta0_parts.append(d0)
-            delta_parts.append(torch.where(d0[:, None] > 0, dist[:, :nz] / d0.clamp_min(1e-300)[:, None], 0.0))
-            advance(zb.shape[0])
+    # the batches are shared out over the ranks under torchrun, and gathered back in order
+    with progress_task(progress, "v_eff", distributed.local_count(num, params.batch_size)) as advance:
+        parts, _ = distributed.map_batches(num, params.batch_size, one, advance=advance)
+    lam_parts, delta0_parts, delta_parts, promoted_counts, outside_counts = zip(*parts, strict=True)
+    num_promoted, outside = sum(promoted_counts), sum(outside_counts)
     delta = torch.cat(delta_parts)
     run_s = time.perf_counter() - t0
 

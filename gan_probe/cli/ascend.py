@@ -11,7 +11,6 @@ from rich.table import Table
 from gan_probe.analyses.ascend import OPTIMIZERS, AscendParams, run_ascend
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
-from gan_probe.report.outputs import write_outputs
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
 
@@ -19,7 +18,7 @@ from gan_probe.spectral.logdet import METHODS
 @probe_command(app, "ascend", estimators=True)
 def ascend(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", help="Starting latents drawn from the prior (seeded).")] = 4,
+    n: Annotated[int, typer.Option("--n", "--num", help="Starting latents drawn from the prior (seeded).")] = 4,
     latents: Annotated[
         Optional[Path], typer.Option(help="Starting latents file (.npy/.npz/.safetensors) instead.")
     ] = None,
@@ -61,7 +60,7 @@ def ascend(
     result = run_ascend(ctx.gen, params, progress=ctx.progress)
     if result.interrupted and result.steps_done == 0:
         raise KeyboardInterrupt  # nothing done: the folder keeps what it held
-    write_outputs(result, ctx.gen, ctx.files)
+    ctx.write(result)
     res = result.to_json()
     table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")
     for col in ("#", "ln Q start", "ln Q end", "cond start", "cond end"):

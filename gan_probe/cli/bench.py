@@ -8,10 +8,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from gan_probe import distributed
 from gan_probe.analyses.bench import DEFAULT_CONDS, SYNTHETIC, BenchParams, BenchResult, run_bench, run_spectrum_bench
+from gan_probe.analyses.throughput import ThroughputParams, run_throughput
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
+from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.synthetic import synthetic_dcgan, synthetic_stylegan2
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
 
@@ -55,7 +58,7 @@ def bench(
     ] = None,
     n: Annotated[
         Optional[int],
-        typer.Option("--n", help="Latents timed together (spectrum: probe seeds per cond) [default: 4 / 20]."),
+        typer.Option("--n", "--num", help="Latents timed together (spectrum: probe seeds per cond) [default: 4 / 20]."),
     ] = None,
     repeats: Annotated[int, typer.Option(help="Timed runs per method (median reported), after one warm-up.")] = 3,
     naive_latents: Annotated[
@@ -72,6 +75,18 @@ def bench(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    throughput: Annotated[
+        bool,
+        typer.Option(
+            "--throughput",
+            help="Measure exact ln Q latents/s and peak memory over --batch-sizes x --chunk-sizes instead (under "
+            "torchrun: the aggregate of all ranks, and the speed-up over rank 0 alone).",
+        ),
+    ] = False,
+    batch_sizes: Annotated[str, typer.Option(help="--throughput: batch sizes to time.")] = "1,4,16",
+    chunk_sizes: Annotated[
+        str, typer.Option(help="--throughput: latent axes per JVP call to time (auto: from free GPU memory).")
+    ] = "auto",
     naive_rows: Annotated[
         int,
         typer.Option(
@@ -106,20 +121,19 @@ def bench(
         naive_rows=naive_rows if naive_rows >= 0 else (64 if (synthetic or "").startswith("stylegan2") else 0),
     ).validate()
     device, dtype = ctx.gen.device, ctx.gen.dtype
+    if throughput:
+        if synthetic == "spectrum":
+            raise GanProbeError("--throughput times a generator: use a checkpoint or a synthetic model, not spectrum")
+        return _throughput(ctx, synthetic, synthetic_nz, n, batch_sizes, chunk_sizes)
+    if distributed.current().distributed:
+        raise GanProbeError(
+            "under torchrun, bench measures --throughput only (its other modes time one process: run them without "
+            "torchrun)"
+        )
     if synthetic == "spectrum":
         result = run_spectrum_bench(params, nz=synthetic_nz or 512, device=device, dtype=dtype)
     else:
-        gen = ctx.gen
-        if synthetic is not None:
-            if synthetic.startswith("stylegan2"):
-                size, mult = (256, 2) if synthetic == "stylegan2-256" else (64, 1)
-                gen = synthetic_stylegan2(
-                    size, channel_multiplier=mult, seed=ctx.common.seed, device=device, dtype=dtype
-                )
-            else:
-                nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
-                gen = synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
-        result = run_bench(gen, params)
+        result = run_bench(_model(ctx, synthetic, synthetic_nz), params)
     parameters = {
         "synthetic": synthetic,
         "synthetic_nz": synthetic_nz,
@@ -143,6 +157,112 @@ def bench(
     return Outcome(
         parameters=parameters, results=result.to_json(), table=_table(result), notes=notes, checkpoint=checkpoint
     )
+
+
+def _model(ctx: RunContext, synthetic: str | None, synthetic_nz: int | None) -> LoadedGenerator:
+    """The generator to time: the checkpoint, or the --synthetic model built on its device and dtype."""
+    device, dtype = ctx.gen.device, ctx.gen.dtype
+    if synthetic is None:
+        return ctx.gen
+    if synthetic.startswith("stylegan2"):
+        size, mult = (256, 2) if synthetic == "stylegan2-256" else (64, 1)
+        return synthetic_stylegan2(size, channel_multiplier=mult, seed=ctx.common.seed, device=device, dtype=dtype)
+    nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
+    return synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
+
+
+def parse_sizes(text: str, flag: str, *, auto: bool = False) -> tuple[int | None, ...]:
+    """A comma list of positive integers (and ``auto`` where allowed, as None)."""
+    out: list[int | None] = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if auto and part == "auto":
+            out.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value < 1:
+            allowed = "positive integers or auto" if auto else "positive integers"
+            raise GanProbeError(f"{flag} must be a comma list of {allowed}, like 1,4,16; got {text!r}")
+        out.append(value)
+    if not out:
+        raise GanProbeError(f"{flag} is empty")
+    return tuple(out)
+
+
+def _throughput(
+    ctx: RunContext,
+    synthetic: str | None,
+    synthetic_nz: int | None,
+    n: int | None,
+    batch_sizes: str,
+    chunk_sizes: str,
+) -> Outcome:
+    params = ThroughputParams(
+        num=n if n is not None else 64,
+        batch_sizes=tuple(b for b in parse_sizes(batch_sizes, "--batch-sizes") if b is not None),
+        chunk_sizes=parse_sizes(chunk_sizes, "--chunk-sizes", auto=True),
+        seed=ctx.common.seed,
+    ).validate()
+    gen = _model(ctx, synthetic, synthetic_nz)
+    result = run_throughput(gen, params)
+    checkpoint = None
+    if synthetic is not None:
+        checkpoint = {"path": None, "sha256": None, "source": f"synthetic:{synthetic}", **gen.describe()}
+    notes = []
+    idle = [r for r in result["rows"] if r["idle_ranks"]]
+    if idle:
+        notes.append(
+            f"{len(idle)} configurations left ranks idle (fewer batches than ranks): give --num at least the world "
+            "size x the batch size"
+        )
+    missed = [tg["name"] for tg in result["targets"] if tg["met"] is False]
+    if missed:
+        notes.append("targets missed: " + "; ".join(missed))
+    parameters = {
+        "throughput": True,
+        "synthetic": synthetic,
+        "synthetic_nz": synthetic_nz,
+        "n": params.num,
+        "batch_sizes": list(params.batch_sizes),
+        "chunk_sizes": [c if c is not None else "auto" for c in params.chunk_sizes],
+    }
+    return Outcome(
+        parameters=parameters, results=result, table=_throughput_table(result), notes=notes, checkpoint=checkpoint
+    )
+
+
+def _throughput_table(result: dict) -> Table:
+    world = result["world"]["size"]
+    table = Table(
+        title=f"exact ln Q throughput, {result['dtype']}, {escape(result['device'])}, "
+        f"{world} process{'es' if world > 1 else ''}"
+    )
+    for col in ("batch", "chunk", "latents", "time [s]", "latents/s", "peak memory [MiB]"):
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        peak = r["peak_memory_bytes"]
+        table.add_row(
+            str(r["batch_size"]),
+            f"{r['chunk_size']}{' (auto)' if r['chunk_auto'] else ''}",
+            str(r["num_latents"]),
+            fmt(r["seconds"], ".3g"),
+            fmt(r["latents_per_s"], ".4g"),
+            "-" if peak is None else f"{peak / 2**20:.0f}",
+        )
+    lines = []
+    sc = result["scaling"]
+    if sc is not None:
+        lines.append(
+            f"{sc['world_size']} processes: {sc['latents_per_s']:.4g} latents/s; rank 0 alone "
+            f"{sc['single_process_latents_per_s']:.4g} latents/s: speed-up {sc['speedup']:.2f}x"
+        )
+    for tg in result["targets"]:
+        state = "n/a" if tg["met"] is None else ("met" if tg["met"] else "MISSED")
+        lines.append(f"{tg['name']} = {fmt(tg['value'], '.4g')} (target {tg['target']}): {state}")
+    table.caption = "\n".join(lines)
+    return table
 
 
 def _table(result: BenchResult) -> Table:

@@ -11,13 +11,14 @@ from rich.table import Table
 from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
-from gan_probe.report.outputs import write_outputs
 
 
 @probe_command(app, "eigvecs")
 def eigvecs(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", help="Trial latents drawn from the prior (seeded); the paper used 12.")] = 12,
+    n: Annotated[
+        int, typer.Option("--n", "--num", help="Trial latents drawn from the prior (seeded); the paper used 12.")
+    ] = 12,
     latents: Annotated[
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, T x nz) instead.")
     ] = None,
@@ -47,7 +48,7 @@ def eigvecs(
         seed=ctx.common.seed,
     )
     result = run_eigvecs(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.files)
+    ctx.write(result)
     return Outcome(
         parameters={
             "n": n,

@@ -31,14 +31,15 @@ def info(ctx: RunContext) -> Outcome:
 @probe_command(app, "sample")
 def sample(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", help="Number of samples (a square-ish grid).")] = 64,
+    n: Annotated[int, typer.Option("--n", "--num", help="Number of samples (a square-ish grid).")] = 64,
 ) -> Outcome:
     """Render a PNG grid of G(z) for latents drawn from the prior (samples.png, latents in samples.npz)."""
     count_latents(None, n)
     check_memory(sample_memory(ctx.gen, num=n, batch_size=ctx.common.batch_size))
     z = draw_or_load_latents(ctx.gen, num=n, latents=None, seed=ctx.common.seed)
     images = generate(ctx.gen, z, ctx.common.batch_size)
-    write_samples(images, z, ctx.gen, ctx.files)
+    if ctx.out is not None:  # rank 0 only under torchrun
+        write_samples(images, z, ctx.gen, ctx.out)
     results = {
         "num_samples": n,
         "output_min": float(images.min()),

@@ -12,7 +12,6 @@ from gan_probe.analyses.loglik import GridParams, LoglikParams, LoglikResult, es
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
-from gan_probe.report.outputs import write_outputs
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
 
@@ -30,7 +29,7 @@ def parse_dims(text: str | None) -> tuple[int, int] | None:
 @probe_command(app, "loglik", estimators=True)
 def loglik(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", help="Latents drawn from the prior (seeded).")] = 16,
+    n: Annotated[int, typer.Option("--n", "--num", help="Latents drawn from the prior (seeded).")] = 16,
     latents: Annotated[
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, N x nz) instead.")
     ] = None,
@@ -78,7 +77,7 @@ def loglik(
         geometry=geometry,
     )
     result = run_loglik(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.files)
+    ctx.write(result)
     uniform = ctx.gen.prior.kind == "uniform"
     return Outcome(
         parameters={

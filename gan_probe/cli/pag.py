@@ -13,7 +13,6 @@ from gan_probe.analyses.pag import PagParams, PagResult, run_pag
 from gan_probe.analyses.reversal import OPTIMIZERS, ReversalParams
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
-from gan_probe.report.outputs import write_outputs
 from gan_probe.report.report import Gate
 
 
@@ -60,7 +59,7 @@ def pag(
     result = run_pag(ctx.gen, params, progress=ctx.progress)
     if result.interrupted and result.reversal.num_done == 0:
         raise KeyboardInterrupt  # nothing done: the folder keeps what it held
-    write_outputs(result, ctx.gen, ctx.files)
+    ctx.write(result)
     value = result.score.pag if result.score is not None else None
     return Outcome(
         parameters={

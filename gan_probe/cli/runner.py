@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gan_probe import interrupt
+from gan_probe import distributed, interrupt
 from gan_probe.analyses.common import check_seed
 from gan_probe.cli.options import (
     COMMON_OPTIONS,
@@ -43,6 +43,7 @@ from gan_probe.device import resolve_device, resolve_dtype
 from gan_probe.errors import GanProbeError, is_out_of_memory
 from gan_probe.models.checkpoint import LoadedGenerator, load_generator
 from gan_probe.report.files import OutputDir, dumps_strict
+from gan_probe.report.outputs import write_outputs
 from gan_probe.report.report import Gate, build_report
 
 
@@ -72,12 +73,10 @@ class RunContext:
     console: Console
     estimators: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def files(self) -> OutputDir:
-        """The output folder of a command that writes files."""
-        if self.out is None:
-            raise RuntimeError("this command was registered with writes_files=False")
-        return self.out
+    def write(self, result: Any) -> None:
+        """Write a result's files into the output folder (under torchrun only rank 0 has one)."""
+        if self.out is not None:
+            write_outputs(result, self.gen, self.out)
 
 
 def check_gate_bounds(minimum: float | None, maximum: float | None) -> None:
@@ -150,8 +149,36 @@ def execute(
     argv: list[str] | None,
     writes_files: bool,
 ) -> None:
-    console = Console(stderr=True, quiet=common.quiet, highlight=False)
+    main = _is_main_rank()
+    console = Console(stderr=True, quiet=common.quiet or not main, highlight=False)
+    try:
+        _execute(name, common, body, own, est_opts, est_values, argv, writes_files, console)
+    finally:
+        distributed.shutdown()
+
+
+def _is_main_rank() -> bool:
+    """Whether this process prints: the only one, or rank 0 under torchrun (read before the group is joined)."""
+    try:
+        where = distributed.launched()
+    except GanProbeError:
+        return True
+    return where is None or where[0] == 0
+
+
+def _execute(
+    name: str,
+    common: CommonOptions,
+    body: Callable[..., Outcome],
+    own: dict[str, Any],
+    est_opts: list[EstimatorOption],
+    est_values: dict[str, Any],
+    argv: list[str] | None,
+    writes_files: bool,
+    console: Console,
+) -> None:
     out: OutputDir | None = None
+    world = distributed.SINGLE
     try:
         if common.batch_size < 1:
             raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
@@ -165,6 +192,7 @@ def execute(
             torch.set_num_threads(common.threads)
         estimators = build_estimator_params(est_opts, est_values) if est_opts else {}
         device = resolve_device(common.device)
+        world, device = distributed.setup(device)
         dtype = resolve_dtype(common.dtype, device)
         torch.manual_seed(common.seed)
         t0 = time.perf_counter()
@@ -172,10 +200,10 @@ def execute(
         load_s = time.perf_counter() - t0
         # from here on Ctrl-C is served between steps (interrupt.poll), so that ascend and pag keep their work
         with interrupt.deferred():
-            if writes_files:
+            if writes_files and world.is_main:
                 out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
             with interrupt.on_exit(out.discard if out is not None else lambda: None):
-                enabled = sys.stderr.isatty() and not common.quiet and not common.json
+                enabled = sys.stderr.isatty() and not common.quiet and not common.json and world.is_main
                 with RichProgress(console, enabled) as progress:
                     t1 = time.perf_counter()
                     outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
@@ -195,13 +223,18 @@ def execute(
                     files=files,
                     gate=outcome.gate,
                     interrupted=outcome.interrupted,
+                    world=world.describe(),
                 )
                 if out is not None:
                     out.write_json("report.json", report)
                     interrupt.poll()
+                distributed.exchange(None)  # every rank has finished: rank 0 may publish its files
+                if out is not None:
                     with interrupt.critical():
                         out.commit()
                 late_interrupt = interrupt.pending()
+    except distributed.RankFailure as exc:  # another rank failed, or every rank did: already agreed on
+        _fail(console, out, common, str(exc), code=exc.code, announce=False)
     except GanProbeError as exc:
         _fail(console, out, common, _with_flag(exc))
     except KeyboardInterrupt:
@@ -216,6 +249,12 @@ def execute(
         _fail(console, out, common, _describe_failure(exc, out, common))
     for note in [*gen.notes, *outcome.notes]:
         console.print(f"[yellow]note:[/] {escape(note)}")
+    if not world.is_main:  # under torchrun only rank 0 prints; every rank exits with the same code
+        if outcome.interrupted or late_interrupt:
+            raise typer.Exit(130)
+        if outcome.gate is not None and outcome.gate.failure() is not None:
+            raise typer.Exit(3)
+        return
     if common.json:
         sys.stdout.write(dumps_strict(report) + "\n")
         sys.stdout.flush()
@@ -267,13 +306,26 @@ def _with_flag(exc: GanProbeError) -> str:
     return message if flag in message else f"{message} ({flag})"
 
 
-def _fail(console: Console, out: OutputDir | None, common: CommonOptions, message: str, code: int = 1) -> None:
+def _fail(
+    console: Console, out: OutputDir | None, common: CommonOptions, message: str, code: int = 1, announce: bool = True
+) -> None:
+    """Discard the staged files, print one line (rank 0 only under torchrun) and exit ``code``.
+
+    Under torchrun a rank's own failure is first announced to the others (one exchange,
+    docs/design.md §8.6), and every rank reports the failure they agreed on: the rank and its cause."""
     if out is not None:
         out.discard()
     if common.debug:
-        console.print_exception()
+        Console(stderr=True, highlight=False).print_exception()
     message = " ".join(part.strip() for part in message.splitlines() if part.strip())  # one line, always
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    if announce and distributed.current().distributed:
+        try:
+            failure = distributed.announce_failure(message, code)
+            message, code = str(failure), failure.code
+        except Exception:  # noqa: BLE001 - the group is gone (a rank died): report this rank's own cause
+            message = f"rank {distributed.current().rank}: {message}"
+    if _is_main_rank():
+        Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -12,7 +12,6 @@ from gan_probe.analyses.veff import VeffParams, VeffResult, run_veff
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
 from gan_probe.errors import GanProbeError
-from gan_probe.report.outputs import write_outputs
 from gan_probe.report.report import Gate
 
 
@@ -33,7 +32,9 @@ def parse_taus(values: list[str] | None) -> tuple[float, ...]:
 @probe_command(app, "veff")
 def veff(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", "--m", help="Number M of latents drawn from the prior (seeded).")] = 64,
+    n: Annotated[
+        int, typer.Option("--n", "--num", "--m", help="Number M of latents drawn from the prior (seeded).")
+    ] = 64,
     latents: Annotated[
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, M x nz) instead.")
     ] = None,
@@ -76,7 +77,7 @@ def veff(
         seed=ctx.common.seed,
     )
     result = run_veff(ctx.gen, params, progress=ctx.progress)
-    write_outputs(result, ctx.gen, ctx.files)
+    ctx.write(result)
     results = result.to_json()
     return Outcome(
         parameters={

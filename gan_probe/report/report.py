@@ -71,6 +71,7 @@ def build_report(
     files: list[str],
     gate: Gate | None = None,
     interrupted: bool = False,
+    world: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report: provenance first, headline figures under ``results``."""
     report: dict[str, Any] = {
@@ -84,6 +85,7 @@ def build_report(
         "seed": seed,
         "batch_size": batch_size,
         "torch_threads": torch.get_num_threads(),
+        "world": world if world is not None else {"size": 1, "backend": None},
         "parameters": parameters,
         "timings": timings,
         "results": results,
