@@ -7,7 +7,7 @@ small Python objects exchanged here) and gives each rank its own GPU,
 ``cuda:LOCAL_RANK``. Without those variables (or with one process) nothing
 changes: world size 1, no process group.
 
-Sharding (docs/design.md §8.6): the work is cut into the same ``--batch-size``
+Sharding (docs/design.md §8.8): the work is cut into the same ``--batch-size``
 chunks a single process runs, and chunk i goes to rank i mod K
 (:func:`map_batches`). Every chunk is computed exactly as in one process (its
 random streams are seeded by latent index), and the chunks are gathered back
@@ -15,7 +15,7 @@ in order on every rank, so every figure is bit-identical for any world size.
 A chunk function that itself calls :func:`map_batches` runs it locally: only
 the outermost level is sharded.
 
-Failures (docs/design.md §8.6): every exchange is an all-gather of a tagged
+Failures (docs/design.md §8.8): every exchange is an all-gather of a tagged
 message. A rank that fails sends one ``fail`` message in its next exchange
 (:func:`announce_failure`) instead of its data; every rank that receives it
 stops with :class:`RankFailure` and exchanges nothing more, so all ranks agree

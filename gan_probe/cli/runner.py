@@ -312,7 +312,7 @@ def _fail(
     """Discard the staged files, print one line (rank 0 only under torchrun) and exit ``code``.
 
     Under torchrun a rank's own failure is first announced to the others (one exchange,
-    docs/design.md §8.6), and every rank reports the failure they agreed on: the rank and its cause."""
+    docs/design.md §8.8), and every rank reports the failure they agreed on: the rank and its cause."""
     if out is not None:
         out.discard()
     if common.debug:
