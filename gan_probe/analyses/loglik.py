@@ -285,7 +285,11 @@ def evaluate_loglik(
     ``geometry``: :func:`resolve_geometry`; a sphere latent's ``log_prior`` is ln P_U(u) = -ln|S^{nz-1}|
     and its ``half_logdet`` that of the tangent metric (docs/design.md §1.4).
     """
-    fits = exact_fits(gen, min(batch_size, max(1, z.shape[0])), chunk_size=chunk_size) if method == "auto" else None
+    fits = None
+    if method == "auto":
+        # every rank decides alike under torchrun (free memory differs between devices): exact only if it fits on all
+        votes = distributed.exchange(exact_fits(gen, min(batch_size, max(1, z.shape[0])), chunk_size=chunk_size))
+        fits = False if False in votes else (None if None in votes else True)
     method = resolve_method(method, gen.nz, estimators, exact_fits=fits)
     geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
