@@ -8,11 +8,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gan_probe.analyses.bench import DEFAULT_CONDS, SYNTHETIC, BenchParams, BenchResult, run_bench, run_spectrum_bench
+from gan_probe.analyses.bench import (
+    DEFAULT_CONDS,
+    SYNTHETIC,
+    BenchParams,
+    BenchResult,
+    parse_splits,
+    run_bench,
+    run_spectrum_bench,
+)
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
-from gan_probe.models.synthetic import synthetic_dcgan, synthetic_stylegan2
+from gan_probe.models.synthetic import OPERATORS, synthetic_dcgan, synthetic_stylegan2
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
 
 
@@ -71,6 +79,24 @@ def bench(
     conds: Annotated[str, typer.Option(help="Spectrum mode: condition numbers of M.")] = ",".join(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
+    splits: Annotated[
+        str,
+        typer.Option(
+            help="Spectrum mode: slq budget splits run side by side, a comma list of STEPSxPROBES like 100x4,40x10 "
+            "(empty: slq at --steps x --probes)."
+        ),
+    ] = "",
+    exact_max_nz: Annotated[
+        int,
+        typer.Option(help="Spectrum mode: time the exact method up to this nz; beyond, extrapolate it as nz^3."),
+    ] = 4096,
+    synthetic_operator: Annotated[
+        str,
+        typer.Option(
+            help="Spectrum mode: dense (Haar U, V: an nz x nz matrix), hadamard (Walsh-Hadamard, nz a power of two) "
+            "or auto (hadamard from nz 2048 when nz is a power of two)."
+        ),
+    ] = "auto",
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
     naive_rows: Annotated[
         int,
@@ -93,6 +119,11 @@ def bench(
         raise GanProbeError("--synthetic-nz needs --synthetic")
     if synthetic_nz is not None and synthetic_nz < 2:
         raise GanProbeError(f"--synthetic-nz must be at least 2, got {synthetic_nz}")
+    if synthetic_operator not in OPERATORS:
+        raise GanProbeError(f"--synthetic-operator {synthetic_operator!r}: use one of {', '.join(OPERATORS)}")
+    spectrum_nz = synthetic_nz or 512
+    if synthetic_operator == "hadamard" and spectrum_nz & (spectrum_nz - 1):
+        raise GanProbeError(f"--synthetic-operator hadamard needs a power-of-two --synthetic-nz, got {spectrum_nz}")
     params = BenchParams(
         num=n if n is not None else (20 if synthetic == "spectrum" else 4),
         repeats=repeats,
@@ -104,10 +135,12 @@ def bench(
         seed=ctx.common.seed,
         conds=parse_conds(conds),
         naive_rows=naive_rows if naive_rows >= 0 else (64 if (synthetic or "").startswith("stylegan2") else 0),
+        splits=parse_splits(splits),
+        exact_max_nz=exact_max_nz,
     ).validate()
     device, dtype = ctx.gen.device, ctx.gen.dtype
     if synthetic == "spectrum":
-        result = run_spectrum_bench(params, nz=synthetic_nz or 512, device=device, dtype=dtype)
+        result = run_spectrum_bench(params, nz=spectrum_nz, device=device, dtype=dtype, operator=synthetic_operator)
     else:
         gen = ctx.gen
         if synthetic is not None:
@@ -130,6 +163,9 @@ def bench(
         "gradient": params.gradient,
         "chunk_size": chunk_size,
         "conds": list(params.conds) if synthetic == "spectrum" else None,
+        "splits": [f"{a}x{b}" for a, b in params.splits] if synthetic == "spectrum" else None,
+        "exact_max_nz": params.exact_max_nz if synthetic == "spectrum" else None,
+        "synthetic_operator": synthetic_operator if synthetic == "spectrum" else None,
         "naive_rows": params.naive_rows,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
@@ -148,12 +184,15 @@ def bench(
 def _table(result: BenchResult) -> Table:
     if result.mode == "spectrum":
         table = Table(
-            title=f"estimator accuracy, linear G, nz = {result.model['nz']}, log-spaced spectra ({result.device})"
+            title=f"estimator accuracy, linear G ({result.model['operator']}), nz = {result.model['nz']}, "
+            f"log-spaced spectra ({result.device})"
         )
         for col in (
             "cond(M)",
             "method",
             "products",
+            "s/latent",
+            "x exact (time)",
             "median |err| [nats/dim]",
             "max |err| [nats/dim]",
             "mean err [nats/dim]",
@@ -166,6 +205,8 @@ def _table(result: BenchResult) -> Table:
                 f"{r['cond']:.0e}",
                 r["name"],
                 str(r["num_matvecs_per_latent"]),
+                fmt(r["per_latent_s"], ".3g"),
+                fmt(r["exact_over_estimator_seconds"], ".3g") + ("*" if r["exact_extrapolated_from_nz"] else ""),
                 fmt(r["median_abs_error_nats_per_dim"], ".3f"),
                 fmt(r["max_abs_error_nats_per_dim"], ".3f"),
                 fmt(r["mean_error_nats_per_dim"], "+.3f"),
@@ -201,6 +242,18 @@ def _table(result: BenchResult) -> Table:
                 fmt(r["interval_coverage"], ".0%") if "interval_coverage" in r else "",
             )
     lines = []
+    if result.mode == "spectrum":
+        ex = result.extra["exact"]
+        how = (
+            f"extrapolated as nz^3 from {fmt(ex['exact_measured_seconds'], '.3g')} s measured at nz = "
+            f"{ex['extrapolated_from_nz']} (*)"
+            if ex["extrapolated_from_nz"]
+            else "measured"
+        )
+        lines.append(
+            f"exact: {fmt(ex['exact_seconds_per_latent'], '.3g')} s per latent ({how}); "
+            "x exact = exact's seconds per latent over the row's"
+        )
     for tg in result.targets:
         state = "n/a" if tg["met"] is None else ("met" if tg["met"] else "MISSED")
         lines.append(f"{tg['name']} = {fmt(tg['value'], '.3g')} (target {tg['target']}): {state}")
