@@ -83,6 +83,18 @@ def test_bench_on_a_checkpoint_reports_times_ratios_and_errors(runner, tiny_ckpt
     assert (tmp_path / "b" / "report.json").is_file()
 
 
+def test_bench_model_mode_splits_without_limit_or_warmup(runner, tiny_ckpt, tmp_path):
+    args = ["bench", tiny_ckpt, *TINY, "--naive-latents", "0", "--no-gradient", "--methods", "slq"]
+    args += ["--splits", "4x2,2x4", "--no-limit", "--warmup", "0", "--dtype", "float64"]
+    res = invoke_json(runner, [*args, "--out", tmp_path / "b"])["results"]
+    rows = {r["name"]: r for r in res["rows"]}
+    assert set(rows) == {"exact", "slq 4x2", "slq 2x4"}
+    assert (rows["slq 4x2"]["steps"], rows["slq 4x2"]["probes"], rows["slq 4x2"]["num_matvecs_per_latent"]) == (4, 2, 8)
+    assert rows["slq 2x4"]["num_matvecs_per_latent"] == 8 and "interval_coverage" in rows["slq 2x4"]
+    assert "exact_over_limit" not in res["ratios"] and _positive(res["ratios"]["slq_4x2_over_exact"])
+    assert all(len(r["times_s"]) == 1 for r in res["rows"])
+
+
 def test_bench_errors_agree_with_loglik_check(runner, tiny_ckpt, tmp_path):
     common = ["--dtype", "float64", "--steps", "4", "--probes", "2", "--n", "2"]
     bench = invoke_json(

@@ -90,6 +90,15 @@ def bench(
         int,
         typer.Option(help="Spectrum mode: time the exact method up to this nz; beyond, extrapolate it as nz^3."),
     ] = 4096,
+    synthetic_space: Annotated[
+        str, typer.Option(help="stylegan2 models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
+    ] = "w",
+    synthetic_channels: Annotated[
+        Optional[int],
+        typer.Option(help="stylegan2 models: one channel width at every resolution (a narrow, CPU-sized model)."),
+    ] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before the timed ones (0 for runs of minutes).")] = 1,
+    limit: Annotated[bool, typer.Option("--limit/--no-limit", help="Time the limit (nz JVPs + one QR).")] = True,
     synthetic_operator: Annotated[
         str,
         typer.Option(
@@ -137,6 +146,8 @@ def bench(
         naive_rows=naive_rows if naive_rows >= 0 else (64 if (synthetic or "").startswith("stylegan2") else 0),
         splits=parse_splits(splits),
         exact_max_nz=exact_max_nz,
+        warmup=warmup,
+        limit=limit,
     ).validate()
     device, dtype = ctx.gen.device, ctx.gen.dtype
     if synthetic == "spectrum":
@@ -147,7 +158,13 @@ def bench(
             if synthetic.startswith("stylegan2"):
                 size, mult = (256, 2) if synthetic == "stylegan2-256" else (64, 1)
                 gen = synthetic_stylegan2(
-                    size, channel_multiplier=mult, seed=ctx.common.seed, device=device, dtype=dtype
+                    size,
+                    channel_multiplier=mult,
+                    space=synthetic_space,
+                    channels=synthetic_channels,
+                    seed=ctx.common.seed,
+                    device=device,
+                    dtype=dtype,
                 )
             else:
                 nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
@@ -163,10 +180,14 @@ def bench(
         "gradient": params.gradient,
         "chunk_size": chunk_size,
         "conds": list(params.conds) if synthetic == "spectrum" else None,
-        "splits": [f"{a}x{b}" for a, b in params.splits] if synthetic == "spectrum" else None,
         "exact_max_nz": params.exact_max_nz if synthetic == "spectrum" else None,
         "synthetic_operator": synthetic_operator if synthetic == "spectrum" else None,
         "naive_rows": params.naive_rows,
+        "splits": [f"{a}x{b}" for a, b in params.splits] or None,
+        "warmup": params.warmup,
+        "limit": params.limit,
+        "synthetic_space": synthetic_space if (synthetic or "").startswith("stylegan2") else None,
+        "synthetic_channels": synthetic_channels,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
     notes = []

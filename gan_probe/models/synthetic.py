@@ -198,11 +198,15 @@ def synthetic_stylegan2(
     style_dim: int = 512,
     n_mlp: int = 8,
     space: str = "w",
+    channels: int | None = None,
     seed: int,
     device: torch.device,
     dtype: torch.dtype,
 ) -> LoadedGenerator:
-    """A randomly initialised (seeded) StyleGAN2 in rosinality's layout, seen from ``space``."""
+    """A randomly initialised (seeded) StyleGAN2 in rosinality's layout, seen from ``space``.
+
+    ``channels``: one width for every resolution instead of rosinality's table (a narrow model whose
+    exact w+ spectrum is affordable on a CPU)."""
     from gan_probe.models.latent_spaces import stylegan2_latent
     from gan_probe.models.stylegan2 import StyleGAN2Generator
 
@@ -211,7 +215,9 @@ def synthetic_stylegan2(
         "size": size,
         "style_dim": style_dim,
         "n_mlp": n_mlp,
-        "channels": rosinality_channels(size, channel_multiplier),
+        "channels": {res: channels for res in rosinality_channels(size, channel_multiplier)}
+        if channels
+        else rosinality_channels(size, channel_multiplier),
         "blur_kernel": [1, 3, 3, 1],
         "lr_mlp": 0.01,
     }
@@ -229,7 +235,8 @@ def synthetic_stylegan2(
         output_shape=(3, size, size),
         output_range=(-1.0, 1.0),
         provenance=f"synthetic: rosinality StyleGAN2 layout, {size}px, channel_multiplier {channel_multiplier}, "
-        f"random init, seed {seed}",
+        + (f"{channels} channels at every resolution, " if channels else "")
+        + f"random init, seed {seed}",
         device=device,
         dtype=dtype,
     )
