@@ -227,6 +227,7 @@ def test_bench_spectrum_splits_on_the_hadamard_operator(runner, tmp_path):
     slq = res["rows"][0]
     assert (slq["steps"], slq["probes"], slq["num_matvecs_per_latent"]) == (16, 2, 32)
     assert slq["median_abs_error_nats_per_dim"] < 0.5 and "interval_coverage" in slq
+    assert _positive(slq["median_interval_width_nats_per_dim"])
     assert res["exact"]["exact_abs_error_nats"] < 1e-8
     bad = invoke(runner, [*args[:-2], "--splits", "10x1", "--out", tmp_path / "bad"])
     assert bad.exit_code != 0 and "probes >= 2" in bad.output + bad.stderr

@@ -219,6 +219,7 @@ def _table(result: BenchResult) -> Table:
             "mean err [nats/dim]",
             "coverage",
             "coverage (probe var. only)",
+            "interval width [nats/dim]",
         ):
             table.add_column(col, justify="right")
         for r in result.rows:
@@ -233,6 +234,9 @@ def _table(result: BenchResult) -> Table:
                 fmt(r["mean_error_nats_per_dim"], "+.3f"),
                 fmt(r.get("interval_coverage"), ".0%") if "interval_coverage" in r else "",
                 fmt(r.get("interval_coverage_probe_only"), ".0%") if "interval_coverage_probe_only" in r else "",
+                fmt(r.get("median_interval_width_nats_per_dim"), ".3f")
+                if "median_interval_width_nats_per_dim" in r
+                else "",
             )
     else:
         m = result.model
