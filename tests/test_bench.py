@@ -291,3 +291,14 @@ def test_rosinality_channel_table_and_the_stylegan2_bench_rows():
     target = next(t for t in res.targets if t["name"].startswith("naive"))
     assert target["name"].endswith("StyleGAN2 256x256") and target["applies"] is False
     assert res.extra["peak_memory_bytes"] > 0
+
+
+def test_narrow_stylegan2_in_w_plus_has_one_style_per_layer():
+    from gan_probe.models.synthetic import synthetic_stylegan2
+
+    gen = synthetic_stylegan2(
+        32, channel_multiplier=1, space="w+", channels=8, style_dim=8, seed=0, device=torch.device("cpu"),
+        dtype=torch.float32,
+    )  # fmt: skip
+    assert gen.nz == 8 * 8 and gen.output_shape == (3, 32, 32)  # 2 log2(32) - 2 = 8 styles
+    assert set(gen.config["channels"].values()) == {8}

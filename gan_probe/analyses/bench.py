@@ -53,7 +53,7 @@ from gan_probe.spectral.jacobian import Fn
 from gan_probe.spectral.logdet import estimator_params
 from gan_probe.spectral.operator import JacobianOperator
 
-SYNTHETIC = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "spectrum")
+SYNTHETIC = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32", "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
 
 #: docs/design.md §9

@@ -55,6 +55,7 @@ def bench(
             help="Bench a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
             "DCGAN init), dcgan64-nz128, stylegan2-256 (rosinality layout, 256x256, channel_multiplier 2, "
             "style_dim 512, random init, w space), stylegan2-64 (the same at 64x64, channel_multiplier 1: CPU-sized), "
+            "stylegan2-32 (32x32), "
             "or spectrum (linear generators with log-spaced spectra: estimator accuracy)."
         ),
     ] = None,
@@ -97,6 +98,13 @@ def bench(
         Optional[int],
         typer.Option(help="stylegan2 models: one channel width at every resolution (a narrow, CPU-sized model)."),
     ] = None,
+    synthetic_style_dim: Annotated[
+        int,
+        typer.Option(
+            help="stylegan2 models: style_dim (w+ has one style per layer; it is singular unless every modulated "
+            "layer has at least style_dim input channels)."
+        ),
+    ] = 512,
     warmup: Annotated[int, typer.Option(help="Untimed runs before the timed ones (0 for runs of minutes).")] = 1,
     limit: Annotated[bool, typer.Option("--limit/--no-limit", help="Time the limit (nz JVPs + one QR).")] = True,
     synthetic_operator: Annotated[
@@ -156,12 +164,13 @@ def bench(
         gen = ctx.gen
         if synthetic is not None:
             if synthetic.startswith("stylegan2"):
-                size, mult = (256, 2) if synthetic == "stylegan2-256" else (64, 1)
+                size, mult = {"stylegan2-256": (256, 2), "stylegan2-64": (64, 1), "stylegan2-32": (32, 1)}[synthetic]
                 gen = synthetic_stylegan2(
                     size,
                     channel_multiplier=mult,
                     space=synthetic_space,
                     channels=synthetic_channels,
+                    style_dim=synthetic_style_dim,
                     seed=ctx.common.seed,
                     device=device,
                     dtype=dtype,
@@ -188,6 +197,7 @@ def bench(
         "limit": params.limit,
         "synthetic_space": synthetic_space if (synthetic or "").startswith("stylegan2") else None,
         "synthetic_channels": synthetic_channels,
+        "synthetic_style_dim": synthetic_style_dim,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
     notes = []
