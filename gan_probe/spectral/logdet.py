@@ -39,13 +39,15 @@ AUTO_EXACT_MAX_NZ = 1024
 
 #: The cost of one product of the exact method's, in estimator products (one JVP + one VJP each): the dense
 #: route takes one JVP per latent axis, batched over up to 1024 axes, where an estimator's products run step
-#: by step. Measured (docs/performance.md, 64x64x3 DCGAN on a CPU): exact's per-axis cost was 0.42 (nz 100)
-#: and 0.56 (nz 128) of slq's per-product cost. The Gram route takes a JVP and a VJP per axis: 1.
+#: by step. Measured on a CPU (docs/performance.md): exact's per-axis cost, QR included, was 0.42 (nz 100)
+#: and 0.56 (nz 128) of slq's per-product cost on the 64x64x3 DCGAN, 0.73 on a StyleGAN2 in w+ (nz 2,048).
+#: The Gram route takes a JVP and a VJP per axis: 1.
 EXACT_PRODUCT_COST = {"dense": 0.5, "gram": 1.0}
 
 #: ``auto`` takes exact while its estimated cost is at most this many times slq's: exact has no error
-#: and gives the spectrum and its flags, where slq at its default budget is off by 0.1-0.3 nats per
-#: dimension at cond(M) = 1e6 (docs/performance.md), so exact is worth up to twice the time.
+#: and gives the spectrum and its flags, where slq at its default budget is off by 0.13 nats per
+#: dimension at cond(M) = 1e6 and 0.42 on a StyleGAN2 in w+ (docs/performance.md), so exact is worth
+#: up to twice the time.
 AUTO_EXACT_COST_FACTOR = 2.0
 
 
@@ -121,8 +123,8 @@ def resolve_method(
     fits in memory by neither the dense nor the Gram route, :func:`gan_probe.analyses.memory.exact_fits`;
     None: not known), else exact when its estimated cost, ``EXACT_PRODUCT_COST[route]`` x nz products (plus
     the factorisation when ``output_dim`` and ``product_flops`` are given), is at most
-    AUTO_EXACT_COST_FACTOR times slq's steps x probes, else slq. With the defaults (slq 50 x 4 = 200
-    products, dense route) that is exact up to nz = 800."""
+    AUTO_EXACT_COST_FACTOR times slq's steps x probes, else slq. With the defaults (slq 100 x 4 = 400
+    products, dense route) that is exact up to nz = 1,600."""
     if method not in METHODS:
         raise GanProbeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}", param="method")
     if method != "auto":
