@@ -83,6 +83,18 @@ def test_bench_on_a_checkpoint_reports_times_ratios_and_errors(runner, tiny_ckpt
     assert (tmp_path / "b" / "report.json").is_file()
 
 
+def test_bench_model_mode_splits_without_limit_or_warmup(runner, tiny_ckpt, tmp_path):
+    args = ["bench", tiny_ckpt, *TINY, "--naive-latents", "0", "--no-gradient", "--methods", "slq"]
+    args += ["--splits", "4x2,2x4", "--no-limit", "--warmup", "0", "--dtype", "float64"]
+    res = invoke_json(runner, [*args, "--out", tmp_path / "b"])["results"]
+    rows = {r["name"]: r for r in res["rows"]}
+    assert set(rows) == {"exact", "slq 4x2", "slq 2x4"}
+    assert (rows["slq 4x2"]["steps"], rows["slq 4x2"]["probes"], rows["slq 4x2"]["num_matvecs_per_latent"]) == (4, 2, 8)
+    assert rows["slq 2x4"]["num_matvecs_per_latent"] == 8 and "interval_coverage" in rows["slq 2x4"]
+    assert "exact_over_limit" not in res["ratios"] and _positive(res["ratios"]["slq_4x2_over_exact"])
+    assert all(len(r["times_s"]) == 1 for r in res["rows"])
+
+
 def test_bench_errors_agree_with_loglik_check(runner, tiny_ckpt, tmp_path):
     common = ["--dtype", "float64", "--steps", "4", "--probes", "2", "--n", "2"]
     bench = invoke_json(
@@ -150,6 +162,77 @@ def test_bench_spectrum_mode_measures_slq_against_the_prescribed_logdet(runner, 
     assert any(t["name"].startswith("slq interval coverage") for t in res["targets"])
 
 
+def test_hadamard_operator_has_exactly_the_prescribed_spectrum():
+    from gan_probe.models.synthetic import fwht, log_spaced_eigenvalues, resolve_operator
+
+    x = torch.randn(3, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(fwht(fwht(x)), x, atol=1e-12)  # orthonormal and symmetric
+    lin, half = synthetic_linear(64, 1e6, seed=3, device=torch.device("cpu"), dtype=torch.float64, operator="hadamard")
+    assert lin.config["operator"] == "hadamard"
+    # the dense A from the Jacobian, its M = A^T A in float64 against the prescribed eigenvalues
+    a = torch.func.jacrev(lin.module)(torch.zeros(64, dtype=torch.float64))
+    lam, ref = log_spaced_eigenvalues(64, 1e6)
+    got = torch.linalg.eigvalsh(a.T @ a).flip(0)
+    assert torch.allclose(got, lam, rtol=1e-9, atol=1e-15)
+    assert ref == pytest.approx(half, rel=1e-12)
+    # the eigenvectors are dense, as a Haar basis's are: no row of Q is close to a coordinate axis
+    q = a / lin.module.scale[:, None]
+    assert float(q.abs().max()) < 0.6
+    spec = exact_spectrum(JacobianOperator(lin.flat, torch.zeros(1, 64, dtype=torch.float64)))
+    assert float(spec.half_logdet[0]) == pytest.approx(half, rel=1e-10)
+    assert resolve_operator(512) == "dense" and resolve_operator(2048) == "hadamard"
+    assert resolve_operator(3000) == "dense"
+    with pytest.raises(ValueError, match="power of two"):
+        synthetic_linear(48, 10.0, seed=0, device=torch.device("cpu"), dtype=torch.float64, operator="hadamard")
+
+
+def test_bench_spectrum_splits_on_the_hadamard_operator(runner, tmp_path):
+    args = [
+        "bench",
+        "--synthetic",
+        "spectrum",
+        "--synthetic-nz",
+        "32",
+        "--synthetic-operator",
+        "hadamard",
+        "--conds",
+        "1e3",
+        "--n",
+        "4",
+        "--splits",
+        "16x2,8x4",
+        "--methods",
+        "slq,taylor",
+        "--m",
+        "4",
+        "--p",
+        "2",
+        "--t",
+        "3",
+        "--exact-max-nz",
+        "16",
+        "--dtype",
+        "float64",
+        "--threads",
+        "1",
+    ]
+    res = invoke_json(runner, [*args, "--out", tmp_path / "s"])["results"]
+    assert res["model"]["operator"] == "hadamard"
+    names = [r["name"] for r in res["rows"]]
+    assert names == ["slq 16x2", "slq 8x4", "taylor"]
+    for r in res["rows"]:
+        assert r["exact_extrapolated_from_nz"] == 16  # exact timed at nz 16, extrapolated as nz^3
+        assert _positive(r["exact_over_estimator_seconds"]) and _positive(r["per_latent_s"])
+        assert r["exact_over_estimator_products"] == pytest.approx(32 / r["num_matvecs_per_latent"])
+    slq = res["rows"][0]
+    assert (slq["steps"], slq["probes"], slq["num_matvecs_per_latent"]) == (16, 2, 32)
+    assert slq["median_abs_error_nats_per_dim"] < 0.5 and "interval_coverage" in slq
+    assert _positive(slq["median_interval_width_nats_per_dim"])
+    assert res["exact"]["exact_abs_error_nats"] < 1e-8
+    bad = invoke(runner, [*args[:-2], "--splits", "10x1", "--out", tmp_path / "bad"])
+    assert bad.exit_code != 0 and "probes >= 2" in bad.output + bad.stderr
+
+
 def test_limit_and_naive_agree_with_exact(dcgan_gen, mlp_gen):
     z = dcgan_gen.prior.sample(2, dcgan_gen.nz, generator=torch.Generator().manual_seed(0))
     ref = exact_spectrum(JacobianOperator(dcgan_gen.flat, z))
@@ -208,3 +291,14 @@ def test_rosinality_channel_table_and_the_stylegan2_bench_rows():
     target = next(t for t in res.targets if t["name"].startswith("naive"))
     assert target["name"].endswith("StyleGAN2 256x256") and target["applies"] is False
     assert res.extra["peak_memory_bytes"] > 0
+
+
+def test_narrow_stylegan2_in_w_plus_has_one_style_per_layer():
+    from gan_probe.models.synthetic import synthetic_stylegan2
+
+    gen = synthetic_stylegan2(
+        32, channel_multiplier=1, space="w+", channels=8, style_dim=8, seed=0, device=torch.device("cpu"),
+        dtype=torch.float32,
+    )  # fmt: skip
+    assert gen.nz == 8 * 8 and gen.output_shape == (3, 32, 32)  # 2 log2(32) - 2 = 8 styles
+    assert set(gen.config["channels"].values()) == {8}

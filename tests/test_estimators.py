@@ -144,7 +144,7 @@ def test_shared_flags_share_their_defaults():
     """chebyshev and taylor share --m --p --t --g: one default each, read from the dataclasses."""
     cheb, tay = ChebyshevParams(), TaylorParams()
     assert (cheb.m, cheb.p, cheb.t, cheb.g) == (tay.m, tay.p, tay.t, tay.g) == (10, 20, 20, 1.2)
-    assert (SLQParams().steps, SLQParams().probes) == (50, 4)
+    assert (SLQParams().steps, SLQParams().probes) == (100, 4)
 
 
 @pytest.mark.parametrize(

@@ -173,3 +173,38 @@ def test_method_auto_takes_an_estimator_when_exact_does_not_fit(mlp_gen, monkeyp
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     assert memory.exact_fits(mlp_gen, 2) is False
     assert evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean").method == "slq"
+
+
+def test_method_auto_chooses_by_estimated_cost():
+    """docs/design.md §3.6: exact while EXACT_PRODUCT_COST[route] x nz (+ the factorisation) is at most
+    AUTO_EXACT_COST_FACTOR x slq's steps x probes, and it fits; slq otherwise."""
+    from gan_probe.spectral.estimators import SLQParams
+    from gan_probe.spectral.logdet import (
+        AUTO_EXACT_COST_FACTOR,
+        EXACT_PRODUCT_COST,
+        exact_linalg_flops,
+        method_costs,
+        resolve_method,
+    )
+
+    budget = SLQParams().steps * SLQParams().probes
+    edge = int(AUTO_EXACT_COST_FACTOR * budget / EXACT_PRODUCT_COST["dense"])  # the dense route's break-even nz
+    assert resolve_method("auto", edge) == "exact"
+    assert resolve_method("auto", edge + 1) == "slq"
+    assert resolve_method("auto", 16384) == "slq"
+    # the Gram route costs a JVP and a VJP per axis: the break-even nz halves
+    gram_edge = int(AUTO_EXACT_COST_FACTOR * budget / EXACT_PRODUCT_COST["gram"])
+    assert resolve_method("auto", gram_edge, route="gram") == "exact"
+    assert resolve_method("auto", gram_edge + 1, route="gram") == "slq"
+    # a larger slq budget moves the edge up: exact at 4096 once slq would spend 4096 products
+    big = {"slq": SLQParams(steps=1024, probes=4)}
+    assert resolve_method("auto", 4096, big) == "exact"
+    assert resolve_method("auto", 4096, big, exact_fits=False) == "slq"  # memory overrides cost
+    # the factorisation counts when a product's flops are known: a linear map's (4 N nz) makes exact dearer
+    mid = {"slq": SLQParams(steps=100, probes=4)}
+    costs = method_costs(700, mid, output_dim=700, product_flops=4 * 700 * 700)
+    assert costs.exact == pytest.approx(0.5 * 700 + exact_linalg_flops("dense", 700, 700) / (4 * 700 * 700))
+    assert costs.choice == "slq" and resolve_method("auto", 700, mid) == "exact"
+    assert method_costs(700, mid, output_dim=700, product_flops=1e12).choice == "exact"  # a deep generator's
+    with pytest.raises(GanProbeError, match="route"):
+        method_costs(512, route="qr")

@@ -23,11 +23,16 @@ forward/backward pass), with ``torch.cuda.synchronize`` around each on CUDA.
 ``spectrum`` mode instead measures estimator accuracy on linear generators
 G(z) = A z with log-spaced eigenvalues of M (known ln det) over a range of
 condition numbers: the median error in nats per dimension and the slq
-interval's coverage over independent probe seeds.
+interval's coverage over independent probe seeds, several slq budget splits
+(steps x probes) side by side, and each row's cost against the exact method's
+(timed up to ``exact_max_nz``, extrapolated as nz^3 beyond and labelled so). From
+nz = 2,048 (a power of two) the operator is a Walsh-Hadamard one with the same
+spectrum (no nz x nz matrix), so nz = 16,384 runs on a CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -41,14 +46,14 @@ from gan_probe.analyses.timing import machine_info, synchronize, time_call
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.models.synthetic import synthetic_linear
+from gan_probe.models.synthetic import resolve_operator, synthetic_linear
 from gan_probe.spectral.estimators import ESTIMATORS, ChebyshevParams, LogdetEstimate, estimate_half_logdet
 from gan_probe.spectral.exact import exact_spectrum, spectrum_from_jacobian
 from gan_probe.spectral.jacobian import Fn
 from gan_probe.spectral.logdet import estimator_params
 from gan_probe.spectral.operator import JacobianOperator
 
-SYNTHETIC = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "spectrum")
+SYNTHETIC = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32", "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
 
 #: docs/design.md §9
@@ -66,7 +71,8 @@ class BenchParams:
     """``num`` latents timed together; ``repeats`` timed runs (median); ``naive_latents`` latents for
     the reverse-mode peer (0 skips it); ``methods`` estimators to time with ``estimators`` (name ->
     parameters; missing: defaults); ``gradient`` time the exact gradient; spectrum mode: ``conds``
-    condition numbers of M, ``num`` probe seeds."""
+    condition numbers of M, ``num`` probe seeds, ``splits`` slq (steps, probes) splits, ``exact_max_nz`` the
+    largest nz at which exact is timed (extrapolated beyond)."""
 
     num: int = 4
     repeats: int = 3
@@ -79,9 +85,17 @@ class BenchParams:
     conds: tuple[float, ...] = DEFAULT_CONDS
     #: time the naive peer on this many output rows only and extrapolate to all N (0: the whole Jacobian)
     naive_rows: int = 0
+    #: spectrum mode: slq (steps, probes) splits run side by side (empty: slq at its parameters)
+    splits: tuple[tuple[int, int], ...] = ()
+    #: spectrum mode: the exact method is timed up to this nz and extrapolated as nz^3 beyond
+    exact_max_nz: int = 4096
+    #: untimed runs before the timed ones (0: time the first run; for models where one run takes minutes)
+    warmup: int = 1
+    #: time the limit (nz JVPs + QR) too
+    limit: bool = True
 
     def validate(self) -> BenchParams:
-        for name, low in (("num", 1), ("repeats", 1), ("naive_latents", 0)):
+        for name, low in (("num", 1), ("repeats", 1), ("naive_latents", 0), ("warmup", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise GanProbeError(f"{name} must be an integer >= {low}, got {value!r}", param=name)
@@ -93,6 +107,8 @@ class BenchParams:
         for m in self.methods:
             if m not in ESTIMATORS:
                 raise GanProbeError(f"unknown estimator {m!r}: use some of {', '.join(ESTIMATORS)}", param="methods")
+        if self.exact_max_nz < 2:
+            raise GanProbeError(f"exact_max_nz must be at least 2, got {self.exact_max_nz}", param="exact_max_nz")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise GanProbeError(f"the chunk size must be at least 1, got {self.chunk_size}", param="chunk_size")
         for c in self.conds:
@@ -182,6 +198,9 @@ def error_stats(estimate: torch.Tensor, exact: torch.Tensor, nz: int, interval: 
         ex = exact.double().cpu()
         covered = (iv[:, 0] <= ex) & (ex <= iv[:, 1])
         out["interval_coverage"] = float(covered[ok].double().mean()) if ok.any() else None
+        # coverage says little without the width: 2 probes' t quantile (12.7 at 95%) covers almost anything
+        width = finite_stats((iv[:, 1] - iv[:, 0])[ok])["median"]
+        out["median_interval_width_nats_per_dim"] = None if width is None else width / nz
     return out
 
 
@@ -241,6 +260,20 @@ class BenchResult:
         }
 
 
+def estimator_runs(params: BenchParams) -> list[tuple[str, str, Any]]:
+    """(row name, estimator, parameters) per estimator run: slq once per ``params.splits`` split (``slq SxP``)
+    when there are splits, else every method at its parameters."""
+    runs: list[tuple[str, str, Any]] = []
+    for method in params.methods:
+        if method == "slq" and params.splits:
+            for steps, probes in params.splits:
+                split = dataclasses.replace(params.params_for("slq"), steps=steps, probes=probes)
+                runs.append((f"slq {steps}x{probes}", "slq", split))
+        else:
+            runs.append((method, method, params.params_for(method)))
+    return runs
+
+
 def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     """Time exact, its limit, the naive peer, the estimators and the exact gradient on ``gen``."""
     params.validate()
@@ -251,12 +284,15 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     reps = params.repeats
     rows: list[dict[str, Any]] = []
 
-    t_exact, times, spec = time_call(lambda: exact_spectrum(op), device, repeats=reps)
+    warm = params.warmup
+    t_exact, times, spec = time_call(lambda: exact_spectrum(op), device, repeats=reps, warmup=warm)
     exact_half = spec.half_logdet.cpu()
     rows.append(_row("exact", t_exact, times, params.num, note="loglik --method exact (nz JVPs, QR + SVD in float64)"))
-    t_limit, times, _ = time_call(lambda: limit_jacobian_qr(op), device, repeats=reps)
-    rows.append(_row("limit", t_limit, times, params.num, note="nz batched JVPs + one float64 QR of J"))
-    ratios = {"exact_over_limit": t_exact / t_limit}
+    ratios: dict[str, float] = {}
+    if params.limit:
+        t_limit, times, _ = time_call(lambda: limit_jacobian_qr(op), device, repeats=reps, warmup=warm)
+        rows.append(_row("limit", t_limit, times, params.num, note="nz batched JVPs + one float64 QR of J"))
+        ratios["exact_over_limit"] = t_exact / t_limit
 
     if params.naive_latents and params.naive_rows:
         per_row, n_out = naive_row_seconds(gen.flat, op.z[:1], params.naive_rows)
@@ -277,25 +313,30 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
         rows.append(row)
         ratios["naive_over_exact_per_latent"] = (t_naive / params.naive_latents) / (t_exact / params.num)
 
-    for method in params.methods:
+    for name, method, method_params in estimator_runs(params):
 
-        def run(method: str = method) -> LogdetEstimate:
+        def run(method: str = method, method_params: Any = method_params) -> LogdetEstimate:
             # fresh probe streams per call: every repeat computes the same estimate
             with torch.no_grad():
                 return estimate_half_logdet(
-                    op, method, params.params_for(method), generator=probe_streams(params.seed, 0, params.num)
+                    op, method, method_params, generator=probe_streams(params.seed, 0, params.num)
                 )
 
-        t, times, est = time_call(run, device, repeats=reps)
-        row = _row(method, t, times, params.num, note="")
+        t, times, est = time_call(run, device, repeats=reps, warmup=warm)
+        row = _row(name, t, times, params.num, note="")
         row["num_matvecs_per_latent"] = est.num_matvecs
+        if method == "slq":
+            row.update(steps=method_params.steps, probes=method_params.probes)
         row.update(error_stats(est.half_logdet.detach().cpu(), exact_half, nz, est.interval))
         row.update(flag_stats(est, exact_half, nz))
+        if "quadrature_bias" in est.extras:
+            bias = finite_stats(est.extras["quadrature_bias"])["median"]
+            row["median_quadrature_bias_nats_per_dim"] = None if bias is None else bias / nz
         rows.append(row)
-        ratios[f"{method}_over_exact"] = t / t_exact
+        ratios[f"{name.replace(' ', '_')}_over_exact"] = t / t_exact
 
     if params.gradient:
-        t_grad, times, (half_g, _) = time_call(lambda: exact_value_and_gradient(op), device, repeats=reps)
+        t_grad, times, (half_g, _) = time_call(lambda: exact_value_and_gradient(op), device, repeats=reps, warmup=warm)
         row = _row("gradient", t_grad, times, params.num, note="exact value + d/dz (QR surrogate)")
         row["max_abs_diff_vs_exact_nats"] = float((half_g.cpu() - exact_half).abs().max())
         rows.append(row)
@@ -308,7 +349,9 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     is_dcgan64x3 = gen.arch == "dcgan" and tuple(gen.output_shape) == (3, 64, 64)
     is_sg2_256 = gen.arch == "stylegan2" and tuple(gen.output_shape) == (3, 256, 256)
     paper_cheb = params.params_for("chebyshev") == ChebyshevParams()
-    targets = [_target("exact / limit", ratios["exact_over_limit"], "<=", TARGET_EXACT_OVER_LIMIT)]
+    targets = []
+    if "exact_over_limit" in ratios:
+        targets.append(_target("exact / limit", ratios["exact_over_limit"], "<=", TARGET_EXACT_OVER_LIMIT))
     if "naive_over_exact_per_latent" in ratios and gen.arch == "stylegan2":
         targets.append(
             _target(
@@ -367,36 +410,106 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     )
 
 
-def run_spectrum_bench(params: BenchParams, *, nz: int = 512, device: torch.device, dtype: torch.dtype) -> BenchResult:
+def spectrum_exact_seconds(
+    nz: int, *, seed: int, device: torch.device, dtype: torch.dtype, operator: str = "auto", max_nz: int = 4096
+) -> dict[str, Any]:
+    """The exact method's time for one latent of the synthetic linear generator at ``nz`` (the dense route:
+    nz JVPs, QR and SVD in float64), measured when ``nz <= max_nz``, else measured at the largest nz0 <= max_nz
+    of the same operator kind (a power of two for hadamard) and extrapolated as (nz / nz0)^3 (the QR and SVD
+    dominate): ``extrapolated_from_nz`` says which. Also the exact value's error against the closed form."""
+    kind = resolve_operator(nz, operator)
+    at = nz
+    if nz > max_nz:
+        at = 1 << (max_nz.bit_length() - 1) if kind == "hadamard" else max_nz
+    gen, half = synthetic_linear(at, 1e4, seed=seed, device=device, dtype=dtype, operator=kind)
+    op = jacobian_operator(gen, torch.zeros(1, at))
+    times = []
+    value = math.nan
+    for _ in range(2):  # the first run warms up
+        synchronize(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            value = float(exact_spectrum(op).half_logdet[0])
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    seconds = times[-1] * (nz / at) ** 3
+    return {
+        "exact_seconds_per_latent": seconds,
+        "exact_measured_nz": at,
+        "exact_measured_seconds": times[-1],
+        "extrapolated_from_nz": at if at != nz else None,
+        "exact_abs_error_nats": abs(value - half),
+    }
+
+
+def parse_splits(text: str) -> tuple[tuple[int, int], ...]:
+    """``100x4,40x10`` -> ((100, 4), (40, 10)): slq budget splits, steps x probes."""
+    out = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            steps, probes = (int(x) for x in part.lower().split("x"))
+        except ValueError:
+            raise GanProbeError(f"a split is STEPSxPROBES, like 100x4; got {part.strip()!r}", param="splits") from None
+        if steps < 1 or probes < 2:
+            raise GanProbeError(f"a split needs steps >= 1 and probes >= 2, got {part.strip()!r}", param="splits")
+        out.append((steps, probes))
+    return tuple(out)
+
+
+def run_spectrum_bench(
+    params: BenchParams, *, nz: int = 512, device: torch.device, dtype: torch.dtype, operator: str = "auto"
+) -> BenchResult:
     """Estimator accuracy on linear generators with log-spaced spectra, one row per (condition number, method).
 
     ``params.num`` independent probe seeds per condition number (one latent
     each: G is linear, so only the probes differ); the reference is the
-    prescribed 1/2 sum ln lambda_i.
+    prescribed 1/2 sum ln lambda_i. ``params.splits``: slq runs once per
+    (steps, probes) split instead of at its parameters (rows ``slq SxP``).
+    ``operator``: the synthetic operator (:func:`gan_probe.models.synthetic.resolve_operator`;
+    auto: Walsh-Hadamard from nz = 2,048 when nz is a power of two, the dense Haar one below).
+    Every row also has the cost ratio against exact: seconds per latent of the exact method
+    (:func:`spectrum_exact_seconds`, measured up to ``params.exact_max_nz``, extrapolated beyond:
+    ``exact_extrapolated_from_nz``) over the row's, and nz (exact's products) over the row's products.
     """
     params.validate()
     if not params.methods:
         raise GanProbeError("spectrum mode needs at least one estimator", param="methods")
+    kind = resolve_operator(nz, operator)
+    exact_time = spectrum_exact_seconds(
+        nz, seed=params.seed, device=device, dtype=dtype, operator=kind, max_nz=params.exact_max_nz
+    )
+    runs = estimator_runs(params)
     rows, targets = [], []
     for cond in params.conds:
-        gen, half = synthetic_linear(nz, cond, seed=params.seed, device=device, dtype=dtype)
+        gen, half = synthetic_linear(nz, cond, seed=params.seed, device=device, dtype=dtype, operator=kind)
         z = gen.prior.sample(params.num, nz, generator=seeded_generator(params.seed))
         op = jacobian_operator(gen, z)
         exact = torch.full((params.num,), half, dtype=torch.float64)
-        for method in params.methods:
+        for name, method, method_params in runs:
             streams = probe_streams(params.seed + int(round(math.log10(cond) * 1000)), 0, params.num)
             synchronize(device)
             t0 = time.perf_counter()
             with torch.no_grad():
-                est = estimate_half_logdet(op, method, params.params_for(method), generator=streams)
+                est = estimate_half_logdet(op, method, method_params, generator=streams)
             synchronize(device)
             seconds = time.perf_counter() - t0
+            per_latent = seconds / params.num
             row: dict[str, Any] = {
                 "cond": cond,
-                "name": method,
+                "name": name,
+                "method": method,
                 "seconds": seconds,
+                "per_latent_s": per_latent,
                 "num_matvecs_per_latent": est.num_matvecs,
+                "exact_seconds_per_latent": exact_time["exact_seconds_per_latent"],
+                "exact_extrapolated_from_nz": exact_time["extrapolated_from_nz"],
+                "exact_over_estimator_seconds": exact_time["exact_seconds_per_latent"] / per_latent,
+                "exact_over_estimator_products": nz / est.num_matvecs,
             }
+            if method == "slq":
+                row.update(steps=method_params.steps, probes=method_params.probes)
             row.update(error_stats(est.half_logdet.detach().cpu(), exact, nz, est.interval))
             row.update(flag_stats(est, exact, nz))
             if "quadrature_bias" in est.extras and est.interval is not None:
@@ -412,7 +525,7 @@ def run_spectrum_bench(params: BenchParams, *, nz: int = 512, device: torch.devi
                 note = "" if cheap else f"budget {est.num_matvecs} products exceeds {TARGET_SLQ_MAX_PRODUCTS}"
                 targets.append(
                     _target(
-                        f"slq median |error| per dim, cond {cond:g}",
+                        f"{name} median |error| per dim, cond {cond:g}",
                         row["median_abs_error_nats_per_dim"],
                         "<=",
                         TARGET_SLQ_NATS_PER_DIM,
@@ -422,7 +535,7 @@ def run_spectrum_bench(params: BenchParams, *, nz: int = 512, device: torch.devi
                 )
                 targets.append(
                     _target(
-                        f"slq interval coverage, cond {cond:g}",
+                        f"{name} interval coverage, cond {cond:g}",
                         row["interval_coverage"],
                         ">=",
                         TARGET_SLQ_COVERAGE,
@@ -437,13 +550,14 @@ def run_spectrum_bench(params: BenchParams, *, nz: int = 512, device: torch.devi
         model={
             "arch": "linear",
             "nz": nz,
+            "operator": kind,
             "spectrum": "eigenvalues of M log-spaced in [1/cond, 1]",
             "seed": params.seed,
         },
         rows=rows,
         targets=targets,
         machine=machine_info(device),
-        extra={"num_seeds": params.num, "nz": nz, "conds": list(params.conds)},
+        extra={"num_seeds": params.num, "nz": nz, "conds": list(params.conds), "exact": exact_time},
     )
 
 
@@ -453,12 +567,15 @@ __all__ = [
     "BenchParams",
     "BenchResult",
     "error_stats",
+    "estimator_runs",
     "exact_value_and_gradient",
     "flag_stats",
     "limit_jacobian_qr",
     "naive_row_seconds",
     "naive_spectra",
+    "parse_splits",
     "peak_memory_bytes",
     "run_bench",
     "run_spectrum_bench",
+    "spectrum_exact_seconds",
 ]

@@ -35,7 +35,7 @@ from gan_probe.analyses.common import (
     resolve_geometry,
     seeded_generator,
 )
-from gan_probe.analyses.memory import check_memory, exact_fits, loglik_memory
+from gan_probe.analyses.memory import check_memory, exact_fits, exact_route, loglik_memory
 from gan_probe.analyses.precision import auto_half_logdet, join_routes
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
@@ -285,12 +285,17 @@ def evaluate_loglik(
     ``geometry``: :func:`resolve_geometry`; a sphere latent's ``log_prior`` is ln P_U(u) = -ln|S^{nz-1}|
     and its ``half_logdet`` that of the tangent metric (docs/design.md §1.4).
     """
-    fits = None
+    fits, costed_route = None, "dense"
     if method == "auto":
-        # every rank decides alike under torchrun (free memory differs between devices): exact only if it fits on all
-        votes = distributed.exchange(exact_fits(gen, min(batch_size, max(1, z.shape[0])), chunk_size=chunk_size))
-        fits = False if False in votes else (None if None in votes else True)
-    method = resolve_method(method, gen.nz, estimators, exact_fits=fits)
+        # every rank decides alike under torchrun (free memory differs between devices): exact only if it fits on
+        # all, costed by the Gram route if any rank would take it (docs/design.md §3.6)
+        batch = min(batch_size, max(1, z.shape[0]))
+        votes = distributed.exchange(
+            (exact_fits(gen, batch, chunk_size=chunk_size), exact_route(gen, batch, chunk_size=chunk_size))
+        )
+        fits = False if any(v is False for v, _ in votes) else (None if any(v is None for v, _ in votes) else True)
+        costed_route = "gram" if any(r == "gram" for _, r in votes) else "dense"
+    method = resolve_method(method, gen.nz, estimators, exact_fits=fits, route=costed_route)
     geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
 

@@ -14,7 +14,8 @@ bytes, with
   every leaf module, measured once per generator by forward hooks
   (:func:`activation_elements`; ``4 N`` when hooks cannot be set);
 - ``c`` the latent axes in flight in one batched JVP (``--chunk-size``, default
-  ``max(1, min(nz, 1024 // b))``, :func:`gan_probe.spectral.jacobian.default_chunk_size`).
+  :func:`auto_chunk_size`: on the CPU ``max(1, min(nz, 1024 // b))`` unless memory is short, on a GPU
+  what its free memory holds).
 
 Working sets (on the generator's device):
 
@@ -149,10 +150,6 @@ def _element_bytes(gen: LoadedGenerator) -> int:
     return torch.empty((), dtype=gen.dtype).element_size()
 
 
-def _chunk(batch: int, nz: int, chunk_size: int | None) -> int:
-    return min(nz, chunk_size) if chunk_size else default_chunk_size(batch, nz)
-
-
 def _estimator_sizes(method: str, estimators: Mapping[str, Any] | None) -> tuple[int, int]:
     """(probes P, Krylov vectors kept S) of an estimator's parameters."""
     from gan_probe.spectral.logdet import estimator_params
@@ -161,6 +158,32 @@ def _estimator_sizes(method: str, estimators: Mapping[str, Any] | None) -> tuple
     probes = int(getattr(params, "probes", getattr(params, "p", 1)))
     kept = int(getattr(params, "steps", getattr(params, "t", 1)))
     return probes, kept
+
+
+#: the share of free memory the tangents of one chunk may take (J and the QR workspace come first)
+CHUNK_MEMORY_SHARE = 0.5
+
+
+def auto_chunk_size(gen: LoadedGenerator, batch: int) -> int:
+    """Latent axes per batched JVP call for ``batch`` latents when ``--chunk-size`` is not given.
+
+    The axes whose primal and tangent activations (``2 b c A e``, docs/design.md §9) fit in
+    CHUNK_MEMORY_SHARE of the free memory left after J and its float64 QR copy: on a GPU as many as fit
+    (more axes in flight, more throughput, up to nz); on the CPU at most the fixed forward budget of
+    :func:`gan_probe.spectral.jacobian.default_chunk_size` (more measured no faster there), fewer when
+    memory is short (a StyleGAN2's activations at 1,024 axes take tens of GB). At least 1; the default
+    when the free memory cannot be told.
+    """
+    nz = gen.nz
+    default = default_chunk_size(batch, nz)
+    have = available_bytes(gen.device)
+    if have is None:
+        return default
+    e, n_out, act = _element_bytes(gen), gen.output_dim, activation_elements(gen)
+    left = have - batch * n_out * nz * (e + 16)
+    per_axis = 2 * batch * act * e
+    fits = int(CHUNK_MEMORY_SHARE * left // per_axis) if left > 0 else 0
+    return max(1, min(nz if gen.device.type == "cuda" else default, fits))
 
 
 def exact_spectrum_bytes(
@@ -172,37 +195,22 @@ def exact_spectrum_bytes(
     from gan_probe.spectral.gram import dense_route_bytes, gram_route_bytes
 
     e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
-    chunk = _chunk(batch, nz, chunk_size)
+    chunk = min(nz, chunk_size) if chunk_size else auto_chunk_size(gen, batch)
     dense = dense_route_bytes(batch, n_out, nz, e, chunk=chunk, activations=act, vectors=vectors)
     gram = gram_route_bytes(batch, n_out, nz, e, block=1, activations=act, vectors=vectors)
     return (gram, "gram") if gram < dense else (dense, "dense")
 
 
-#: the share of free GPU memory the tangents of one chunk may take (J and the QR workspace come first)
-CHUNK_MEMORY_SHARE = 0.5
+def exact_route(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> str:
+    """The exact route one batch will take, as :func:`gan_probe.spectral.gram.choose_route` picks it: ``dense``
+    when J and its working set fit in the free memory (or the memory cannot be told), else ``gram``."""
+    from gan_probe.spectral.gram import dense_route_bytes
 
-
-def auto_chunk_size(gen: LoadedGenerator, batch: int) -> int:
-    """Latent axes per batched JVP call for ``batch`` latents when ``--chunk-size`` is not given.
-
-    On a GPU, the most axes whose primal and tangent activations (``2 b c A e``, docs/design.md §9) fit
-    in CHUNK_MEMORY_SHARE of the free memory left after J and its float64 QR copy: more axes in flight
-    is more throughput, until memory runs out. Elsewhere (and when the free memory cannot be told) the
-    fixed forward budget of :func:`gan_probe.spectral.jacobian.default_chunk_size`, whose figures on the
-    CPU do not grow with the chunk. Never below that default's 1 nor above nz.
-    """
-    nz = gen.nz
-    default = default_chunk_size(batch, nz)
-    if gen.device.type != "cuda":
-        return default
     have = available_bytes(gen.device)
-    if have is None:
-        return default
-    e, n_out, act = _element_bytes(gen), gen.output_dim, activation_elements(gen)
-    left = have - batch * n_out * nz * (e + 16)
-    per_axis = 2 * batch * act * e
-    fits = int(CHUNK_MEMORY_SHARE * left // per_axis) if left > 0 else 0
-    return max(1, min(nz, fits))
+    chunk = min(gen.nz, chunk_size) if chunk_size else auto_chunk_size(gen, batch)
+    e, act = _element_bytes(gen), activation_elements(gen)
+    dense = dense_route_bytes(batch, gen.output_dim, gen.nz, e, chunk=chunk, activations=act)
+    return "dense" if have is None or dense <= have else "gram"
 
 
 def exact_fits(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> bool | None:

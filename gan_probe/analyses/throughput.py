@@ -28,7 +28,7 @@ import torch
 from gan_probe import distributed
 from gan_probe.analyses.common import seeded_generator
 from gan_probe.analyses.loglik import evaluate_loglik
-from gan_probe.analyses.memory import auto_chunk_size
+from gan_probe.analyses.memory import auto_chunk_size, check_memory, loglik_memory
 from gan_probe.analyses.timing import machine_info, synchronize
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
@@ -77,6 +77,18 @@ def _timed(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: 
     """(seconds of the slowest rank, peak memory of the hungriest rank) for exact ln Q of z, every rank
     starting together."""
     device = gen.device
+    check_memory(
+        loglik_memory(
+            gen,
+            num=int(z.shape[0]),
+            latents_given=True,
+            batch_size=batch,
+            method="exact",
+            estimators=None,
+            chunk_size=chunk,
+            grid_size=None,
+        )
+    )
     _reset_peak(device)
     distributed.exchange(None)  # start together
     synchronize(device)

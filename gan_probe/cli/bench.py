@@ -9,13 +9,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from gan_probe import distributed
-from gan_probe.analyses.bench import DEFAULT_CONDS, SYNTHETIC, BenchParams, BenchResult, run_bench, run_spectrum_bench
+from gan_probe.analyses.bench import (
+    DEFAULT_CONDS,
+    SYNTHETIC,
+    BenchParams,
+    BenchResult,
+    parse_splits,
+    run_bench,
+    run_spectrum_bench,
+)
 from gan_probe.analyses.throughput import ThroughputParams, run_throughput
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.models.synthetic import synthetic_dcgan, synthetic_stylegan2
+from gan_probe.models.synthetic import OPERATORS, synthetic_dcgan, synthetic_stylegan2
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
 
 
@@ -50,6 +58,7 @@ def bench(
             help="Bench a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
             "DCGAN init), dcgan64-nz128, stylegan2-256 (rosinality layout, 256x256, channel_multiplier 2, "
             "style_dim 512, random init, w space), stylegan2-64 (the same at 64x64, channel_multiplier 1: CPU-sized), "
+            "stylegan2-32 (32x32), "
             "or spectrum (linear generators with log-spaced spectra: estimator accuracy)."
         ),
     ] = None,
@@ -74,6 +83,40 @@ def bench(
     conds: Annotated[str, typer.Option(help="Spectrum mode: condition numbers of M.")] = ",".join(
         f"{c:g}" for c in DEFAULT_CONDS
     ),
+    splits: Annotated[
+        str,
+        typer.Option(
+            help="Spectrum mode: slq budget splits run side by side, a comma list of STEPSxPROBES like 100x4,40x10 "
+            "(empty: slq at --steps x --probes)."
+        ),
+    ] = "",
+    exact_max_nz: Annotated[
+        int,
+        typer.Option(help="Spectrum mode: time the exact method up to this nz; beyond, extrapolate it as nz^3."),
+    ] = 4096,
+    synthetic_space: Annotated[
+        str, typer.Option(help="stylegan2 models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
+    ] = "w",
+    synthetic_channels: Annotated[
+        Optional[int],
+        typer.Option(help="stylegan2 models: one channel width at every resolution (a narrow, CPU-sized model)."),
+    ] = None,
+    synthetic_style_dim: Annotated[
+        int,
+        typer.Option(
+            help="stylegan2 models: style_dim (w+ has one style per layer; it is singular unless every modulated "
+            "layer has at least style_dim input channels)."
+        ),
+    ] = 512,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before the timed ones (0 for runs of minutes).")] = 1,
+    limit: Annotated[bool, typer.Option("--limit/--no-limit", help="Time the limit (nz JVPs + one QR).")] = True,
+    synthetic_operator: Annotated[
+        str,
+        typer.Option(
+            help="Spectrum mode: dense (Haar U, V: an nz x nz matrix), hadamard (Walsh-Hadamard, nz a power of two) "
+            "or auto (hadamard from nz 2048 when nz is a power of two)."
+        ),
+    ] = "auto",
     chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
     throughput: Annotated[
         bool,
@@ -108,6 +151,11 @@ def bench(
         raise GanProbeError("--synthetic-nz needs --synthetic")
     if synthetic_nz is not None and synthetic_nz < 2:
         raise GanProbeError(f"--synthetic-nz must be at least 2, got {synthetic_nz}")
+    if synthetic_operator not in OPERATORS:
+        raise GanProbeError(f"--synthetic-operator {synthetic_operator!r}: use one of {', '.join(OPERATORS)}")
+    spectrum_nz = synthetic_nz or 512
+    if synthetic_operator == "hadamard" and spectrum_nz & (spectrum_nz - 1):
+        raise GanProbeError(f"--synthetic-operator hadamard needs a power-of-two --synthetic-nz, got {spectrum_nz}")
     params = BenchParams(
         num=n if n is not None else (20 if synthetic == "spectrum" else 4),
         repeats=repeats,
@@ -119,21 +167,26 @@ def bench(
         seed=ctx.common.seed,
         conds=parse_conds(conds),
         naive_rows=naive_rows if naive_rows >= 0 else (64 if (synthetic or "").startswith("stylegan2") else 0),
+        splits=parse_splits(splits),
+        exact_max_nz=exact_max_nz,
+        warmup=warmup,
+        limit=limit,
     ).validate()
     device, dtype = ctx.gen.device, ctx.gen.dtype
+    stylegan2 = {"space": synthetic_space, "channels": synthetic_channels, "style_dim": synthetic_style_dim}
     if throughput:
         if synthetic == "spectrum":
             raise GanProbeError("--throughput times a generator: use a checkpoint or a synthetic model, not spectrum")
-        return _throughput(ctx, synthetic, synthetic_nz, n, batch_sizes, chunk_sizes)
+        return _throughput(ctx, synthetic, synthetic_nz, stylegan2, n, batch_sizes, chunk_sizes)
     if distributed.current().distributed:
         raise GanProbeError(
             "under torchrun, bench measures --throughput only (its other modes time one process: run them without "
             "torchrun)"
         )
     if synthetic == "spectrum":
-        result = run_spectrum_bench(params, nz=synthetic_nz or 512, device=device, dtype=dtype)
+        result = run_spectrum_bench(params, nz=spectrum_nz, device=device, dtype=dtype, operator=synthetic_operator)
     else:
-        result = run_bench(_model(ctx, synthetic, synthetic_nz), params)
+        result = run_bench(_model(ctx, synthetic, synthetic_nz, stylegan2), params)
     parameters = {
         "synthetic": synthetic,
         "synthetic_nz": synthetic_nz,
@@ -144,7 +197,15 @@ def bench(
         "gradient": params.gradient,
         "chunk_size": chunk_size,
         "conds": list(params.conds) if synthetic == "spectrum" else None,
+        "exact_max_nz": params.exact_max_nz if synthetic == "spectrum" else None,
+        "synthetic_operator": synthetic_operator if synthetic == "spectrum" else None,
         "naive_rows": params.naive_rows,
+        "splits": [f"{a}x{b}" for a, b in params.splits] or None,
+        "warmup": params.warmup,
+        "limit": params.limit,
+        "synthetic_space": synthetic_space if (synthetic or "").startswith("stylegan2") else None,
+        "synthetic_channels": synthetic_channels,
+        "synthetic_style_dim": synthetic_style_dim,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
     notes = []
@@ -159,14 +220,17 @@ def bench(
     )
 
 
-def _model(ctx: RunContext, synthetic: str | None, synthetic_nz: int | None) -> LoadedGenerator:
-    """The generator to time: the checkpoint, or the --synthetic model built on its device and dtype."""
+def _model(ctx: RunContext, synthetic: str | None, synthetic_nz: int | None, stylegan2: dict) -> LoadedGenerator:
+    """The generator to time: the checkpoint, or the --synthetic model built on its device and dtype
+    (``stylegan2``: the synthetic StyleGAN2's space, channels and style_dim)."""
     device, dtype = ctx.gen.device, ctx.gen.dtype
     if synthetic is None:
         return ctx.gen
     if synthetic.startswith("stylegan2"):
-        size, mult = (256, 2) if synthetic == "stylegan2-256" else (64, 1)
-        return synthetic_stylegan2(size, channel_multiplier=mult, seed=ctx.common.seed, device=device, dtype=dtype)
+        size, mult = {"stylegan2-256": (256, 2), "stylegan2-64": (64, 1), "stylegan2-32": (32, 1)}[synthetic]
+        return synthetic_stylegan2(
+            size, channel_multiplier=mult, **stylegan2, seed=ctx.common.seed, device=device, dtype=dtype
+        )
     nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
     return synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
 
@@ -195,6 +259,7 @@ def _throughput(
     ctx: RunContext,
     synthetic: str | None,
     synthetic_nz: int | None,
+    stylegan2: dict,
     n: int | None,
     batch_sizes: str,
     chunk_sizes: str,
@@ -205,7 +270,7 @@ def _throughput(
         chunk_sizes=parse_sizes(chunk_sizes, "--chunk-sizes", auto=True),
         seed=ctx.common.seed,
     ).validate()
-    gen = _model(ctx, synthetic, synthetic_nz)
+    gen = _model(ctx, synthetic, synthetic_nz, stylegan2)
     result = run_throughput(gen, params)
     checkpoint = None
     if synthetic is not None:
@@ -268,17 +333,21 @@ def _throughput_table(result: dict) -> Table:
 def _table(result: BenchResult) -> Table:
     if result.mode == "spectrum":
         table = Table(
-            title=f"estimator accuracy, linear G, nz = {result.model['nz']}, log-spaced spectra ({result.device})"
+            title=f"estimator accuracy, linear G ({result.model['operator']}), nz = {result.model['nz']}, "
+            f"log-spaced spectra ({result.device})"
         )
         for col in (
             "cond(M)",
             "method",
             "products",
+            "s/latent",
+            "x exact (time)",
             "median |err| [nats/dim]",
             "max |err| [nats/dim]",
             "mean err [nats/dim]",
             "coverage",
             "coverage (probe var. only)",
+            "interval width [nats/dim]",
         ):
             table.add_column(col, justify="right")
         for r in result.rows:
@@ -286,11 +355,16 @@ def _table(result: BenchResult) -> Table:
                 f"{r['cond']:.0e}",
                 r["name"],
                 str(r["num_matvecs_per_latent"]),
+                fmt(r["per_latent_s"], ".3g"),
+                fmt(r["exact_over_estimator_seconds"], ".3g") + ("*" if r["exact_extrapolated_from_nz"] else ""),
                 fmt(r["median_abs_error_nats_per_dim"], ".3f"),
                 fmt(r["max_abs_error_nats_per_dim"], ".3f"),
                 fmt(r["mean_error_nats_per_dim"], "+.3f"),
                 fmt(r.get("interval_coverage"), ".0%") if "interval_coverage" in r else "",
                 fmt(r.get("interval_coverage_probe_only"), ".0%") if "interval_coverage_probe_only" in r else "",
+                fmt(r.get("median_interval_width_nats_per_dim"), ".3f")
+                if "median_interval_width_nats_per_dim" in r
+                else "",
             )
     else:
         m = result.model
@@ -321,6 +395,18 @@ def _table(result: BenchResult) -> Table:
                 fmt(r["interval_coverage"], ".0%") if "interval_coverage" in r else "",
             )
     lines = []
+    if result.mode == "spectrum":
+        ex = result.extra["exact"]
+        how = (
+            f"extrapolated as nz^3 from {fmt(ex['exact_measured_seconds'], '.3g')} s measured at nz = "
+            f"{ex['extrapolated_from_nz']} (*)"
+            if ex["extrapolated_from_nz"]
+            else "measured"
+        )
+        lines.append(
+            f"exact: {fmt(ex['exact_seconds_per_latent'], '.3g')} s per latent ({how}); "
+            "x exact = exact's seconds per latent over the row's"
+        )
     for tg in result.targets:
         state = "n/a" if tg["met"] is None else ("met" if tg["met"] else "MISSED")
         lines.append(f"{tg['name']} = {fmt(tg['value'], '.3g')} (target {tg['target']}): {state}")

@@ -61,8 +61,8 @@ def loglik(
 
     --method exact (default) builds J from nz batched JVPs; chebyshev (Ramesh & LeCun Algorithm 1,
     scale term corrected), taylor and slq (Golub-Kahan quadrature with a 95% interval) use only
-    matrix-vector products; auto picks exact up to nz = 1024. --check adds the exact value and the
-    error of every estimate in nats and nats per latent dimension.
+    matrix-vector products; auto picks exact or slq by estimated cost and memory (docs/design.md §3.6).
+    --check adds the exact value and the error of every estimate in nats and nats per latent dimension.
     """
     params = LoglikParams(
         num=n,

@@ -6,6 +6,12 @@
   and 1/2 ln det M = 1/2 sum_i ln lambda_i; the eigenvalues are log-spaced from
   lam_max down to lam_max / cond, the hardest case for polynomial and
   quadrature estimators (half of the spectrum sits in the bottom few decades).
+- :class:`HadamardLinearGenerator`: the same spectrum at large nz (a power of
+  two) without an nz x nz matrix: A = diag(sqrt(lambda)) Q with
+  Q = P_2 H S_2 P_1 H S_1 (H the orthonormal Walsh-Hadamard transform, S random
+  signs, P random permutations), so A z costs O(nz log nz), M = Q^T diag(lambda) Q
+  has exactly the prescribed eigenvalues and its eigenvectors (the rows of Q)
+  are dense, as a Haar-random basis's are (a probe sees every eigenvalue).
 - :func:`synthetic_dcgan`: the PyTorch-examples 64x64x3 DCGAN with the
   examples' initialisation (no trained 64x64 checkpoint ships).
 - :func:`synthetic_stylegan2`: rosinality's StyleGAN2 layout at a given size
@@ -37,6 +43,12 @@ class LinearGenerator(nn.Module):
         return z @ self.a.T
 
 
+def log_spaced_eigenvalues(nz: int, cond: float, *, lam_max: float = 1.0) -> tuple[torch.Tensor, float]:
+    """(lambda (nz,) float64 descending, log-spaced from lam_max to lam_max / cond; 1/2 sum ln lambda)."""
+    lam = lam_max * torch.logspace(0, -math.log10(cond), nz, dtype=torch.float64)
+    return lam, 0.5 * float(torch.log(lam).sum())
+
+
 def log_spaced_spectrum(
     nz: int, cond: float, *, seed: int = 0, lam_max: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -44,9 +56,69 @@ def log_spaced_spectrum(
     gen = torch.Generator().manual_seed(seed)
     u, _ = torch.linalg.qr(torch.randn(nz, nz, generator=gen, dtype=torch.float64))
     v, _ = torch.linalg.qr(torch.randn(nz, nz, generator=gen, dtype=torch.float64))
-    lam = lam_max * torch.logspace(0, -math.log10(cond), nz, dtype=torch.float64)
+    lam, half = log_spaced_eigenvalues(nz, cond, lam_max=lam_max)
     a = (u * lam.sqrt()) @ v.T
-    return a, lam, 0.5 * float(torch.log(lam).sum())
+    return a, lam, half
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """The orthonormal Walsh-Hadamard transform along the last axis (a power of two): H x / sqrt(n), H = H^T,
+    H^2 = n I. Butterflies of stack/reshape only, so forward- and reverse-mode AD and vmap go through it."""
+    n = x.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"the Walsh-Hadamard transform needs a power-of-two length, got {n}")
+    lead = x.shape[:-1]
+    h = 1
+    while h < n:
+        y = x.reshape(*lead, n // (2 * h), 2, h)
+        a, b = y[..., 0, :], y[..., 1, :]
+        x = torch.stack((a + b, a - b), dim=-2).reshape(*lead, n)
+        h *= 2
+    return x / math.sqrt(n)
+
+
+class HadamardLinearGenerator(nn.Module):
+    """G(z) = diag(sqrt(lambda)) Q z with Q = P_2 H S_2 P_1 H S_1 orthogonal (H: :func:`fwht`): the spectrum of
+    M = A^T A is exactly ``lam``, at O(nz log nz) per product and O(nz) memory (nz a power of two)."""
+
+    scale: torch.Tensor
+    signs: torch.Tensor
+    perms: torch.Tensor
+
+    def __init__(self, lam: torch.Tensor, *, seed: int) -> None:
+        super().__init__()
+        nz = lam.shape[0]
+        if nz < 1 or nz & (nz - 1):
+            raise ValueError(f"the Hadamard operator needs nz a power of two, got {nz}")
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("scale", lam.sqrt().clone())
+        self.register_buffer("signs", torch.randint(0, 2, (2, nz), generator=gen).to(lam.dtype).mul_(2).sub_(1))
+        self.register_buffer("perms", torch.stack([torch.randperm(nz, generator=gen) for _ in range(2)]))
+        self.nz = nz
+
+    def orthogonal(self, z: torch.Tensor) -> torch.Tensor:
+        """Q z along the last axis."""
+        x = fwht(z * self.signs[0])[..., self.perms[0]]
+        return fwht(x * self.signs[1])[..., self.perms[1]]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.orthogonal(z) * self.scale
+
+
+#: Synthetic operators of :func:`synthetic_linear`: dense (Haar U, V; an nz x nz matrix), hadamard
+#: (:class:`HadamardLinearGenerator`, nz a power of two), auto (hadamard from nz = 2,048 when nz is a power of
+#: two, dense below: the figures at nz <= 1,024 stay those of the dense operator).
+OPERATORS: tuple[str, ...] = ("auto", "dense", "hadamard")
+HADAMARD_FROM_NZ = 2048
+
+
+def resolve_operator(nz: int, operator: str = "auto") -> str:
+    """The synthetic operator ``auto`` stands for at ``nz`` (see :data:`OPERATORS`)."""
+    if operator not in OPERATORS:
+        raise ValueError(f"unknown synthetic operator {operator!r}: use one of {', '.join(OPERATORS)}")
+    if operator != "auto":
+        return operator
+    return "hadamard" if nz >= HADAMARD_FROM_NZ and not nz & (nz - 1) else "dense"
 
 
 def dcgan_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -83,19 +155,30 @@ def synthetic_dcgan(nz: int, *, seed: int, device: torch.device, dtype: torch.dt
 
 
 def synthetic_linear(
-    nz: int, cond: float, *, seed: int, device: torch.device, dtype: torch.dtype
+    nz: int, cond: float, *, seed: int, device: torch.device, dtype: torch.dtype, operator: str = "auto"
 ) -> tuple[LoadedGenerator, float]:
-    """(G(z) = A z with log-spaced eigenvalues of M and condition number ``cond``, exact 1/2 ln det M)."""
-    a, _, half = log_spaced_spectrum(nz, cond, seed=seed)
+    """(G(z) = A z with log-spaced eigenvalues of M and condition number ``cond``, exact 1/2 ln det M).
+
+    ``operator``: dense, hadamard or auto (:func:`resolve_operator`)."""
+    kind = resolve_operator(nz, operator)
+    module: nn.Module
+    if kind == "hadamard":
+        lam, half = log_spaced_eigenvalues(nz, cond)
+        module = HadamardLinearGenerator(lam, seed=seed)
+        how = "diag(s) P H S P H S (Walsh-Hadamard, random signs and permutations)"
+    else:
+        a, _, half = log_spaced_spectrum(nz, cond, seed=seed)
+        module = LinearGenerator(a)
+        how = "U diag(s) V^T"
     gen = wrap_module(
-        LinearGenerator(a),
+        module,
         arch="linear",
-        config={"nz": nz, "cond": cond},
+        config={"nz": nz, "cond": cond, "operator": kind},
         nz=nz,
         source="synthetic",
         output_shape=(nz,),
         output_range=None,
-        provenance=f"synthetic: U diag(s) V^T, eigenvalues of M log-spaced over cond {cond:g}, seed {seed}",
+        provenance=f"synthetic: {how}, eigenvalues of M log-spaced over cond {cond:g}, seed {seed}",
         device=device,
         dtype=dtype,
     )
@@ -115,11 +198,15 @@ def synthetic_stylegan2(
     style_dim: int = 512,
     n_mlp: int = 8,
     space: str = "w",
+    channels: int | None = None,
     seed: int,
     device: torch.device,
     dtype: torch.dtype,
 ) -> LoadedGenerator:
-    """A randomly initialised (seeded) StyleGAN2 in rosinality's layout, seen from ``space``."""
+    """A randomly initialised (seeded) StyleGAN2 in rosinality's layout, seen from ``space``.
+
+    ``channels``: one width for every resolution instead of rosinality's table (a narrow model whose
+    exact w+ spectrum is affordable on a CPU)."""
     from gan_probe.models.latent_spaces import stylegan2_latent
     from gan_probe.models.stylegan2 import StyleGAN2Generator
 
@@ -128,7 +215,9 @@ def synthetic_stylegan2(
         "size": size,
         "style_dim": style_dim,
         "n_mlp": n_mlp,
-        "channels": rosinality_channels(size, channel_multiplier),
+        "channels": {res: channels for res in rosinality_channels(size, channel_multiplier)}
+        if channels
+        else rosinality_channels(size, channel_multiplier),
         "blur_kernel": [1, 3, 3, 1],
         "lr_mlp": 0.01,
     }
@@ -146,7 +235,8 @@ def synthetic_stylegan2(
         output_shape=(3, size, size),
         output_range=(-1.0, 1.0),
         provenance=f"synthetic: rosinality StyleGAN2 layout, {size}px, channel_multiplier {channel_multiplier}, "
-        f"random init, seed {seed}",
+        + (f"{channels} channels at every resolution, " if channels else "")
+        + f"random init, seed {seed}",
         device=device,
         dtype=dtype,
     )
@@ -155,9 +245,15 @@ def synthetic_stylegan2(
 
 
 __all__ = [
+    "HADAMARD_FROM_NZ",
+    "OPERATORS",
+    "HadamardLinearGenerator",
     "LinearGenerator",
     "dcgan_init_",
+    "fwht",
+    "log_spaced_eigenvalues",
     "log_spaced_spectrum",
+    "resolve_operator",
     "rosinality_channels",
     "synthetic_dcgan",
     "synthetic_linear",

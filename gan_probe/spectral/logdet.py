@@ -34,8 +34,71 @@ from gan_probe.spectral.operator import JacobianOperator
 
 METHODS: tuple[str, ...] = ("exact", *ESTIMATORS, "auto")
 
-#: ``auto`` uses the exact method up to this nz (J fits in memory and costs nz JVPs).
+#: ``ascend`` records ln Q exactly at every step up to this nz (its per-step record, not the auto rule).
 AUTO_EXACT_MAX_NZ = 1024
+
+#: The cost of one product of the exact method's, in estimator products (one JVP + one VJP each): the dense
+#: route takes one JVP per latent axis, batched over up to 1024 axes, where an estimator's products run step
+#: by step. Measured on a CPU (docs/performance.md): exact's per-axis cost, QR included, was 0.42 (nz 100)
+#: and 0.56 (nz 128) of slq's per-product cost on the 64x64x3 DCGAN, 0.73 on a StyleGAN2 in w+ (nz 2,048).
+#: The Gram route takes a JVP and a VJP per axis: 1.
+EXACT_PRODUCT_COST = {"dense": 0.5, "gram": 1.0}
+
+#: ``auto`` takes exact while its estimated cost is at most this many times slq's: exact has no error
+#: and gives the spectrum and its flags, where slq at its default budget is off by 0.13 nats per
+#: dimension at cond(M) = 1e6 and 0.42 on a StyleGAN2 in w+ (docs/performance.md), so exact is worth
+#: up to twice the time.
+AUTO_EXACT_COST_FACTOR = 2.0
+
+
+def exact_linalg_flops(route: str, nz: int, output_dim: int) -> float:
+    """Float64 flops of the exact method's factorisation for one latent: the dense route's QR of J (N x nz)
+    and SVD of R, ``2 N nz^2 + 2 nz^3``; the Gram route's symmetric eigensolver, ``(4/3) nz^3`` (values only)."""
+    if route == "gram":
+        return 4.0 / 3.0 * nz**3
+    return 2.0 * output_dim * nz**2 + 2.0 * nz**3
+
+
+@dataclass(frozen=True)
+class MethodCosts:
+    """The ``auto`` rule's figures, in estimator products per latent: ``exact`` (route ``route``), ``slq``
+    (its steps x probes), the ``factor`` exact may cost more, and whether exact fits in memory."""
+
+    exact: float
+    slq: float
+    route: str
+    factor: float
+    exact_fits: bool | None
+
+    @property
+    def choice(self) -> str:
+        if self.exact_fits is False:
+            return "slq"
+        return "exact" if self.exact <= self.factor * self.slq else "slq"
+
+
+def method_costs(
+    nz: int,
+    estimators: Mapping[str, Any] | None = None,
+    *,
+    exact_fits: bool | None = None,
+    route: str = "dense",
+    output_dim: int | None = None,
+    product_flops: float | None = None,
+) -> MethodCosts:
+    """The costs ``auto`` compares (docs/design.md §3.6).
+
+    exact = ``EXACT_PRODUCT_COST[route]`` x nz (+ the factorisation's flops over ``product_flops``, the
+    flops of one product, when both it and ``output_dim`` are known: for deep generators the products
+    dominate and it is left out), slq = steps x probes of its parameters in ``estimators`` (else defaults).
+    """
+    if route not in EXACT_PRODUCT_COST:
+        raise GanProbeError(f"unknown exact route {route!r}: use dense or gram", param="route")
+    exact = EXACT_PRODUCT_COST[route] * nz
+    if output_dim is not None and product_flops is not None and product_flops > 0:
+        exact += exact_linalg_flops(route, nz, output_dim) / product_flops
+    slq = float(get_estimator("slq").num_products(estimator_params("slq", estimators)))
+    return MethodCosts(exact, slq, route, AUTO_EXACT_COST_FACTOR, exact_fits)
 
 
 def estimator_params(method: str, estimators: Mapping[str, Any] | None) -> Any:
@@ -46,21 +109,30 @@ def estimator_params(method: str, estimators: Mapping[str, Any] | None) -> Any:
 
 
 def resolve_method(
-    method: str, nz: int, estimators: Mapping[str, Any] | None = None, *, exact_fits: bool | None = None
+    method: str,
+    nz: int,
+    estimators: Mapping[str, Any] | None = None,
+    *,
+    exact_fits: bool | None = None,
+    route: str = "dense",
+    output_dim: int | None = None,
+    product_flops: float | None = None,
 ) -> str:
-    """``auto``: exact up to nz = AUTO_EXACT_MAX_NZ or when slq's budget (steps x probes) reaches nz, else slq;
-    and slq whenever ``exact_fits`` is False (the exact spectrum fits in memory by neither the dense nor the
-    Gram route, :func:`gan_probe.analyses.memory.exact_fits`; None: not known)."""
+    """The method that runs: ``method`` itself, or for ``auto`` the choice by cost and memory
+    (docs/design.md §3.6, :func:`method_costs`): slq whenever ``exact_fits`` is False (the exact spectrum
+    fits in memory by neither the dense nor the Gram route, :func:`gan_probe.analyses.memory.exact_fits`;
+    None: not known), else exact when its estimated cost, ``EXACT_PRODUCT_COST[route]`` x nz products (plus
+    the factorisation when ``output_dim`` and ``product_flops`` are given), is at most
+    AUTO_EXACT_COST_FACTOR times slq's steps x probes, else slq. With the defaults (slq 100 x 4 = 400
+    products, dense route) that is exact up to nz = 1,600."""
     if method not in METHODS:
         raise GanProbeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}", param="method")
     if method != "auto":
         return method
-    if exact_fits is False:
-        return "slq"
-    slq = get_estimator("slq")
-    if nz <= AUTO_EXACT_MAX_NZ or slq.num_products(estimator_params("slq", estimators)) >= nz:
-        return "exact"
-    return "slq"
+    costs = method_costs(
+        nz, estimators, exact_fits=exact_fits, route=route, output_dim=output_dim, product_flops=product_flops
+    )
+    return costs.choice
 
 
 @dataclass
@@ -264,11 +336,16 @@ def _merge_estimates(sphere: torch.Tensor, flat: LogdetEstimate, round_: LogdetE
 
 
 __all__ = [
+    "AUTO_EXACT_COST_FACTOR",
     "AUTO_EXACT_MAX_NZ",
+    "EXACT_PRODUCT_COST",
     "GEOMETRIES",
     "METHODS",
     "HalfLogdet",
+    "MethodCosts",
     "estimator_params",
+    "exact_linalg_flops",
     "half_logdet",
+    "method_costs",
     "resolve_method",
 ]
