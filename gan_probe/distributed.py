@@ -65,6 +65,8 @@ class World:
 SINGLE = World()
 _world = SINGLE
 _local_depth = 0
+#: (items, chunk size) of the sharded calls that left a rank without a chunk (a note on rank 0)
+_idle: list[tuple[int, int]] = []
 
 
 def current() -> World:
@@ -148,6 +150,7 @@ def shutdown() -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
     _world = SINGLE
+    _idle.clear()
 
 
 def _all_gather(message: tuple[str, Any]) -> list[tuple[str, Any]]:
@@ -233,6 +236,7 @@ def map_batches(
     *,
     advance: Callable[[int], None] | None = None,
     keep_on_interrupt: bool = False,
+    main_work: bool = False,
 ) -> tuple[list[T], bool]:
     """``fn`` over the ``size`` chunks of ``num`` items, sharded over the ranks; (every chunk's result in
     order, on every rank; interrupted).
@@ -240,9 +244,12 @@ def map_batches(
     ``advance(n)`` is called after each of this rank's chunks with its length. With ``keep_on_interrupt``
     in one process, Ctrl-C keeps the chunks already done (a prefix) and returns interrupted=True; under
     torchrun an interrupt is a failure of that rank like any other (nothing partial is written).
+    ``main_work``: the command's heavy loop, whose idle ranks get a note (:func:`idle_note`).
     """
     parts = chunks(num, size)
     mine = owned(len(parts))
+    if main_work:
+        record_idle(num, size)
     done: dict[int, T] = {}
     interrupted = False
     try:
@@ -280,6 +287,24 @@ def on_main(fn: Callable[[], T]) -> T:
     return exchange(result)[0]  # type: ignore[return-value]
 
 
+def record_idle(num: int, size: int) -> None:
+    """Remember a command's main loop over ``num`` items in chunks of ``size`` if it leaves ranks idle."""
+    if _world.distributed and not _nested() and len(chunks(num, size)) < _world.size:
+        _idle.append((num, size))
+
+
+def idle_note() -> str | None:
+    """A note when some sharded work left ranks without a chunk (fewer batches than ranks); None otherwise."""
+    if not _idle:
+        return None
+    num, size = max(_idle, key=lambda x: _world.size - len(chunks(*x)))
+    idle = _world.size - len(chunks(num, size))
+    return (
+        f"{idle} of {_world.size} ranks had nothing to do for {num} items in batches of {size}: work is shared "
+        f"out by batch, so give at least {_world.size} batches (a larger --num or a smaller --batch-size)"
+    )
+
+
 def idle_ranks(num: int, size: int) -> int:
     """How many ranks get no chunk of ``num`` items in chunks of ``size``."""
     return max(0, _world.size - len(chunks(num, size)))
@@ -294,6 +319,8 @@ __all__ = [
     "current",
     "exchange",
     "gather_chunks",
+    "idle_note",
+    "record_idle",
     "idle_ranks",
     "launched",
     "local",

@@ -192,6 +192,12 @@ def test_the_same_error_on_every_rank_is_one_line_without_a_rank(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_fewer_batches_than_ranks_is_said(tmp_path):
+    run = _torchrun(["loglik", "--num", "2", "--batch-size", "2", "--out", "o"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "1 of 2 ranks had nothing to do for 2 items in batches of 2" in " ".join(run.stderr.split())
+
+
 def test_world_of_one_under_torchrun_is_a_single_process(tmp_path):
     run = _torchrun(["loglik", "--num", "2", "--json", "--out", "o"], tmp_path, nproc=1)
     assert run.returncode == 0, run.stderr

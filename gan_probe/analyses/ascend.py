@@ -183,6 +183,7 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     promoted = [0]
     # under torchrun each rank steps its own chunks (i mod world size) and the records are gathered every step
     mine = distributed.owned(len(chunks))
+    distributed.record_idle(num, params.batch_size)
     with progress_task(progress, "likelihood ascent", params.steps) as advance:
         try:
             for step in range(params.steps + 1):

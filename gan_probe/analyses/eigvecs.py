@@ -169,7 +169,7 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
 
     # the batches are shared out over the ranks under torchrun, and gathered back in order
     with progress_task(progress, "eigenvectors", distributed.local_count(num, params.batch_size)) as advance:
-        parts, _ = distributed.map_batches(num, params.batch_size, one, advance=advance)
+        parts, _ = distributed.map_batches(num, params.batch_size, one, advance=advance, main_work=True)
     lam, vec, cond, singular, pwarn, promoted = (torch.cat(c) for c in zip(*parts, strict=True))
     eigen_s = time.perf_counter() - t0
 

@@ -329,7 +329,7 @@ def evaluate_loglik(
 
     # the batches are shared out over the ranks under torchrun, and gathered back in order
     with progress_task(progress, description, distributed.local_count(z.shape[0], batch_size)) as advance:
-        parts, _ = distributed.map_batches(z.shape[0], batch_size, one, advance=advance)
+        parts, _ = distributed.map_batches(z.shape[0], batch_size, one, advance=advance, main_work=True)
     route: str | None = None
     for part in parts:
         route = join_routes(route, part["route"])

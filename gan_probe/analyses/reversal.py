@@ -106,6 +106,7 @@ def invert_generator(
             params.batch_size,
             lambda sl: _invert_chunk(gen, x[sl], z0[sl], params, advance),
             keep_on_interrupt=True,
+            main_work=True,
         )
     zs, recs, mses, _ = (list(c) for c in zip(*parts, strict=True)) if parts else ([], [], [], [])
     history = torch.zeros(params.steps, dtype=torch.float64)

@@ -205,7 +205,7 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
     t0 = time.perf_counter()
     # the batches are shared out over the ranks under torchrun, and gathered back in order
     with progress_task(progress, "v_eff", distributed.local_count(num, params.batch_size)) as advance:
-        parts, _ = distributed.map_batches(num, params.batch_size, one, advance=advance)
+        parts, _ = distributed.map_batches(num, params.batch_size, one, advance=advance, main_work=True)
     lam_parts, delta0_parts, delta_parts, promoted_counts, outside_counts = zip(*parts, strict=True)
     num_promoted, outside = sum(promoted_counts), sum(outside_counts)
     delta = torch.cat(delta_parts)

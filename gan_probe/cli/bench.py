@@ -275,13 +275,7 @@ def _throughput(
     checkpoint = None
     if synthetic is not None:
         checkpoint = {"path": None, "sha256": None, "source": f"synthetic:{synthetic}", **gen.describe()}
-    notes = []
-    idle = [r for r in result["rows"] if r["idle_ranks"]]
-    if idle:
-        notes.append(
-            f"{len(idle)} configurations left ranks idle (fewer batches than ranks): give --num at least the world "
-            "size x the batch size"
-        )
+    notes = []  # ranks left idle by a configuration get the runner's note (gan_probe.distributed.idle_note)
     missed = [tg["name"] for tg in result["targets"] if tg["met"] is False]
     if missed:
         notes.append("targets missed: " + "; ".join(missed))

@@ -247,7 +247,8 @@ def _execute(
         raise
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
         _fail(console, out, common, _describe_failure(exc, out, common))
-    for note in [*gen.notes, *outcome.notes]:
+    idle = distributed.idle_note()
+    for note in [*gen.notes, *outcome.notes, *([idle] if idle else [])]:
         console.print(f"[yellow]note:[/] {escape(note)}")
     if not world.is_main:  # under torchrun only rank 0 prints; every rank exits with the same code
         if outcome.interrupted or late_interrupt:
