@@ -20,6 +20,7 @@ import torch
 
 from gan_probe import distributed
 from gan_probe.distributed import World
+from gan_probe.errors import GanProbeError
 
 # --- in-process: the sharding and the failure rule ------------------------------------------------------------------
 
@@ -206,3 +207,55 @@ def test_world_of_one_under_torchrun_is_a_single_process(tmp_path):
 
 def test_gloo_is_available_in_this_torch():
     assert torch.distributed.is_available() and torch.distributed.is_gloo_available()
+
+
+# --- devices, the environment and the chunk size (no GPU needed) ----------------------------------------------------
+
+
+def test_each_local_rank_takes_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert distributed.local_device(torch.device("cuda"), 2) == torch.device("cuda", 2)
+    assert distributed.local_device(torch.device("cuda:0"), 3) == torch.device("cuda", 3)
+    assert distributed.local_device(torch.device("cuda:1"), 3) == torch.device("cuda", 1)  # an explicit index stays
+    assert distributed.local_device(torch.device("cpu"), 3) == torch.device("cpu")
+    with pytest.raises(GanProbeError, match="local rank 4 has no GPU of its own: this machine has 4"):
+        distributed.local_device(torch.device("cuda"), 4)
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, None),
+        ({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, (1, 4, 1)),
+        ({"RANK": "5", "WORLD_SIZE": "8"}, (5, 8, 5)),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "not integers"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "not in 0..WORLD_SIZE-1"),
+    ],
+)
+def test_launch_environment(monkeypatch, env, expected):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if isinstance(expected, str):
+        with pytest.raises(GanProbeError, match=expected):
+            distributed.launched()
+    else:
+        assert distributed.launched() == expected
+
+
+def test_auto_chunk_size_follows_free_memory(dcgan_gen, monkeypatch):
+    from gan_probe.analyses import memory
+
+    nz, batch = dcgan_gen.nz, 2
+    default = memory.default_chunk_size(batch, nz)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
+    assert memory.auto_chunk_size(dcgan_gen, batch) == default  # unknown memory: the fixed budget
+    per_axis = 2 * batch * memory.activation_elements(dcgan_gen) * 8  # float64 generator
+    held = batch * dcgan_gen.output_dim * nz * (8 + 16)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: held + 2 * 3 * per_axis)
+    assert memory.auto_chunk_size(dcgan_gen, batch) == min(default, 3)  # half the rest holds 3 axes
+    monkeypatch.setattr(memory, "available_bytes", lambda device: held // 2)
+    assert memory.auto_chunk_size(dcgan_gen, batch) == 1  # never below 1: the memory check refuses the rest
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
+    assert memory.auto_chunk_size(dcgan_gen, batch) == default  # the CPU never goes beyond the budget
