@@ -65,6 +65,8 @@ class World:
 SINGLE = World()
 _world = SINGLE
 _local_depth = 0
+#: whether this process joined a torchrun group (it then ends by os._exit, see :func:`joined`)
+_joined = False
 #: (items, chunk size) of the sharded calls that left a rank without a chunk (a note on rank 0)
 _idle: list[tuple[int, int]] = []
 
@@ -137,8 +139,18 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
         except Exception as exc:  # noqa: BLE001 - a rendezvous failure is a one-line error
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GanProbeError(f"rank {rank}: cannot join the torchrun process group ({backend}): {first}") from None
+    global _joined
     _world = World(rank, size, local, backend, dist.group.WORLD)
+    _joined = True
     return _world, device
+
+
+def joined() -> bool:
+    """Whether this process took part in a torchrun group. Such a process ends by ``os._exit`` after
+    flushing its output (``gan_probe.__main__``): gloo's worker threads can otherwise abort the interpreter's
+    teardown ("terminate called without an active exception", SIGABRT; seen in about 1 of 6 two-rank runs
+    here even after destroy_process_group), and torchrun would report a failure."""
+    return _joined
 
 
 def shutdown() -> None:
@@ -320,6 +332,7 @@ __all__ = [
     "exchange",
     "gather_chunks",
     "idle_note",
+    "joined",
     "record_idle",
     "idle_ranks",
     "launched",

@@ -138,6 +138,15 @@ def _flag_of(p: inspect.Parameter) -> str:
     return "--" + p.name.replace("_", "-")
 
 
+def _is_main_rank() -> bool:
+    """Whether this process prints: the only one, or rank 0 under torchrun (read before the group is joined)."""
+    try:
+        where = distributed.launched()
+    except GanProbeError:
+        return True
+    return where is None or where[0] == 0
+
+
 def execute(
     name: str,
     common: CommonOptions,
@@ -149,131 +158,109 @@ def execute(
     argv: list[str] | None,
     writes_files: bool,
 ) -> None:
-    main = _is_main_rank()
-    console = Console(stderr=True, quiet=common.quiet or not main, highlight=False)
+    console = Console(stderr=True, quiet=common.quiet or not _is_main_rank(), highlight=False)
     try:
-        _execute(name, common, body, own, est_opts, est_values, argv, writes_files, console)
-    finally:
-        distributed.shutdown()
-
-
-def _is_main_rank() -> bool:
-    """Whether this process prints: the only one, or rank 0 under torchrun (read before the group is joined)."""
-    try:
-        where = distributed.launched()
-    except GanProbeError:
-        return True
-    return where is None or where[0] == 0
-
-
-def _execute(
-    name: str,
-    common: CommonOptions,
-    body: Callable[..., Outcome],
-    own: dict[str, Any],
-    est_opts: list[EstimatorOption],
-    est_values: dict[str, Any],
-    argv: list[str] | None,
-    writes_files: bool,
-    console: Console,
-) -> None:
-    out: OutputDir | None = None
-    world = distributed.SINGLE
-    try:
-        if common.batch_size < 1:
-            raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
-        check_seed(common.seed)
-        if common.threads is not None:
-            if common.threads < 1:
-                raise GanProbeError(f"--threads must be at least 1, got {common.threads}")
-            most = 4 * (os.cpu_count() or 1)  # far beyond it, torch's kernels fail ('could not create a primitive')
-            if common.threads > most:
-                raise GanProbeError(f"--threads {common.threads} is more than 4 per CPU core here; use at most {most}")
-            torch.set_num_threads(common.threads)
-        estimators = build_estimator_params(est_opts, est_values) if est_opts else {}
-        device = resolve_device(common.device)
-        world, device = distributed.setup(device)
-        dtype = resolve_dtype(common.dtype, device)
-        torch.manual_seed(common.seed)
-        t0 = time.perf_counter()
-        gen = load_generator(common.ckpt, common.load_options(), device=device, dtype=dtype)
-        load_s = time.perf_counter() - t0
-        # from here on Ctrl-C is served between steps (interrupt.poll), so that ascend and pag keep their work
-        with interrupt.deferred():
-            if writes_files and world.is_main:
-                out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
-            with interrupt.on_exit(out.discard if out is not None else lambda: None):
-                enabled = sys.stderr.isatty() and not common.quiet and not common.json and world.is_main
-                with RichProgress(console, enabled) as progress:
-                    t1 = time.perf_counter()
-                    outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
-                    run_s = time.perf_counter() - t1
-                files = [] if out is None else [str(out.root / f) for f in [*out.files, "report.json"]]
-                report = build_report(
-                    name,
-                    argv=argv,
-                    checkpoint=outcome.checkpoint if outcome.checkpoint is not None else gen.describe(),
-                    device=device,
-                    dtype=dtype,
-                    seed=common.seed,
-                    batch_size=common.batch_size,
-                    parameters=outcome.parameters,
-                    timings={"load_s": load_s, "run_s": run_s},
-                    results=outcome.results,
-                    files=files,
-                    gate=outcome.gate,
-                    interrupted=outcome.interrupted,
-                    world=world.describe(),
-                )
-                if out is not None:
-                    out.write_json("report.json", report)
-                    interrupt.poll()
-                distributed.exchange(None)  # every rank has finished: rank 0 may publish its files
-                if out is not None:
-                    with interrupt.critical():
-                        out.commit()
-                late_interrupt = interrupt.pending()
-    except distributed.RankFailure as exc:  # another rank failed, or every rank did: already agreed on
-        _fail(console, out, common, str(exc), code=exc.code, announce=False)
-    except GanProbeError as exc:
-        _fail(console, out, common, _with_flag(exc))
-    except KeyboardInterrupt:
-        _fail(console, out, common, "interrupted", code=130)
-    except typer.BadParameter:
-        if out is not None:
-            out.discard()  # a usage error found by the command body: nothing written, not even the folder
-        raise
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
-        _fail(console, out, common, _describe_failure(exc, out, common))
-    idle = distributed.idle_note()
-    for note in [*gen.notes, *outcome.notes, *([idle] if idle else [])]:
-        console.print(f"[yellow]note:[/] {escape(note)}")
-    if not world.is_main:  # under torchrun only rank 0 prints; every rank exits with the same code
+        out: OutputDir | None = None
+        world = distributed.SINGLE
+        try:
+            if common.batch_size < 1:
+                raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
+            check_seed(common.seed)
+            if common.threads is not None:
+                if common.threads < 1:
+                    raise GanProbeError(f"--threads must be at least 1, got {common.threads}")
+                most = 4 * (os.cpu_count() or 1)  # far beyond it, torch's kernels fail ('could not create a primitive')
+                if common.threads > most:
+                    raise GanProbeError(
+                        f"--threads {common.threads} is more than 4 per CPU core here; use at most {most}"
+                    )
+                torch.set_num_threads(common.threads)
+            estimators = build_estimator_params(est_opts, est_values) if est_opts else {}
+            device = resolve_device(common.device)
+            world, device = distributed.setup(device)
+            dtype = resolve_dtype(common.dtype, device)
+            torch.manual_seed(common.seed)
+            t0 = time.perf_counter()
+            gen = load_generator(common.ckpt, common.load_options(), device=device, dtype=dtype)
+            load_s = time.perf_counter() - t0
+            # from here on Ctrl-C is served between steps (interrupt.poll), so that ascend and pag keep their work
+            with interrupt.deferred():
+                if writes_files and world.is_main:
+                    out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
+                with interrupt.on_exit(out.discard if out is not None else lambda: None):
+                    enabled = sys.stderr.isatty() and not common.quiet and not common.json and world.is_main
+                    with RichProgress(console, enabled) as progress:
+                        t1 = time.perf_counter()
+                        outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
+                        run_s = time.perf_counter() - t1
+                    files = [] if out is None else [str(out.root / f) for f in [*out.files, "report.json"]]
+                    report = build_report(
+                        name,
+                        argv=argv,
+                        checkpoint=outcome.checkpoint if outcome.checkpoint is not None else gen.describe(),
+                        device=device,
+                        dtype=dtype,
+                        seed=common.seed,
+                        batch_size=common.batch_size,
+                        parameters=outcome.parameters,
+                        timings={"load_s": load_s, "run_s": run_s},
+                        results=outcome.results,
+                        files=files,
+                        gate=outcome.gate,
+                        interrupted=outcome.interrupted,
+                        world=world.describe(),
+                    )
+                    if out is not None:
+                        out.write_json("report.json", report)
+                        interrupt.poll()
+                    distributed.exchange(None)  # every rank has finished: rank 0 may publish its files
+                    if out is not None:
+                        with interrupt.critical():
+                            out.commit()
+                    late_interrupt = interrupt.pending()
+        except distributed.RankFailure as exc:  # another rank failed, or every rank did: already agreed on
+            _fail(console, out, common, str(exc), code=exc.code, announce=False)
+        except GanProbeError as exc:
+            _fail(console, out, common, _with_flag(exc))
+        except KeyboardInterrupt:
+            _fail(console, out, common, "interrupted", code=130)
+        except typer.BadParameter:
+            if out is not None:
+                out.discard()  # a usage error found by the command body: nothing written, not even the folder
+            raise
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+            _fail(console, out, common, _describe_failure(exc, out, common))
+        idle = distributed.idle_note()
+        for note in [*gen.notes, *outcome.notes, *([idle] if idle else [])]:
+            console.print(f"[yellow]note:[/] {escape(note)}")
+        if not world.is_main:  # under torchrun only rank 0 prints; every rank exits with the same code
+            if outcome.interrupted or late_interrupt:
+                raise typer.Exit(130)
+            if outcome.gate is not None and outcome.gate.failure() is not None:
+                raise typer.Exit(3)
+            return
+        if common.json:
+            sys.stdout.write(dumps_strict(report) + "\n")
+            sys.stdout.flush()
+        else:
+            stdout = Console(highlight=False)
+            if outcome.table is not None:
+                stdout.print(outcome.table)
+            if out is not None:
+                console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
         if outcome.interrupted or late_interrupt:
+            # printed even with --quiet, like an error: it is why the exit code is 130
+            done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"
+            when = "" if outcome.interrupted else " after the run had finished"
+            Console(stderr=True, highlight=False).print(f"[yellow]interrupted{when}:[/] {done}")
             raise typer.Exit(130)
-        if outcome.gate is not None and outcome.gate.failure() is not None:
+        if outcome.gate is not None and (why := outcome.gate.failure()) is not None:
+            console.print(f"[red]gate failed:[/] {escape(why)}")
             raise typer.Exit(3)
-        return
-    if common.json:
-        sys.stdout.write(dumps_strict(report) + "\n")
-        sys.stdout.flush()
-    else:
-        stdout = Console(highlight=False)
-        if outcome.table is not None:
-            stdout.print(outcome.table)
-        if out is not None:
-            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
-    if outcome.interrupted or late_interrupt:
-        # printed even with --quiet, like an error: it is why the exit code is 130
-        done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"
-        when = "" if outcome.interrupted else " after the run had finished"
-        Console(stderr=True, highlight=False).print(f"[yellow]interrupted{when}:[/] {done}")
-        raise typer.Exit(130)
-    if outcome.gate is not None and (why := outcome.gate.failure()) is not None:
-        console.print(f"[red]gate failed:[/] {escape(why)}")
-        raise typer.Exit(3)
+    finally:
+        distributed.shutdown()  # leave the torchrun group before the interpreter tears its threads down
 
 
 def _describe_failure(exc: Exception, out: OutputDir | None, common: CommonOptions) -> str:
