@@ -301,7 +301,7 @@ def on_main(fn: Callable[[], T]) -> T:
 
 def record_idle(num: int, size: int) -> None:
     """Remember a command's main loop over ``num`` items in chunks of ``size`` if it leaves ranks idle."""
-    if _world.distributed and not _nested() and len(chunks(num, size)) < _world.size:
+    if _world.distributed and not _nested() and idle_ranks(num, size):
         _idle.append((num, size))
 
 
@@ -309,8 +309,8 @@ def idle_note() -> str | None:
     """A note when some sharded work left ranks without a chunk (fewer batches than ranks); None otherwise."""
     if not _idle:
         return None
-    num, size = max(_idle, key=lambda x: _world.size - len(chunks(*x)))
-    idle = _world.size - len(chunks(num, size))
+    num, size = max(_idle, key=lambda x: idle_ranks(*x))
+    idle = idle_ranks(num, size)
     return (
         f"{idle} of {_world.size} ranks had nothing to do for {num} items in batches of {size}: work is shared "
         f"out by batch, so give at least {_world.size} batches (a larger --num or a smaller --batch-size)"

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from gan_probe import distributed
+from gan_probe.analyses.bench import _target, peak_memory_bytes
 from gan_probe.analyses.common import seeded_generator
 from gan_probe.analyses.loglik import evaluate_loglik
 from gan_probe.analyses.memory import auto_chunk_size, check_memory, loglik_memory
@@ -67,10 +68,13 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak(device: torch.device) -> int | None:
-    from gan_probe.analyses.bench import peak_memory_bytes
-
-    return peak_memory_bytes(device)
+def _seconds(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: int) -> float:
+    """Wall seconds of exact ln Q of z as loglik computes it (sharded over the ranks, unless run alone)."""
+    synchronize(gen.device)
+    t0 = time.perf_counter()
+    evaluate_loglik(gen, z, method="exact", batch_size=batch, chunk_size=chunk, seed=seed)
+    synchronize(gen.device)
+    return time.perf_counter() - t0
 
 
 def _timed(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: int) -> tuple[float, int | None]:
@@ -91,12 +95,8 @@ def _timed(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: 
     )
     _reset_peak(device)
     distributed.exchange(None)  # start together
-    synchronize(device)
-    t0 = time.perf_counter()
-    evaluate_loglik(gen, z, method="exact", batch_size=batch, chunk_size=chunk, seed=seed)
-    synchronize(device)
-    seconds = time.perf_counter() - t0
-    reports = distributed.exchange((seconds, _peak(device)))
+    seconds = _seconds(gen, z, batch, chunk, seed)
+    reports = distributed.exchange((seconds, peak_memory_bytes(device)))
     peaks = [p for _, p in reports if p is not None]
     return max(s for s, _ in reports), (max(peaks) if peaks else None)
 
@@ -132,7 +132,7 @@ def run_throughput(gen: LoadedGenerator, params: ThroughputParams) -> dict[str, 
     scaling: dict[str, Any] | None = None
     if params.scaling and world.distributed:
         # the same configuration with rank 0 alone: the other ranks wait at the exchange
-        seconds = distributed.on_main(lambda: _time_alone(gen, z, best["batch_size"], best["chunk_size"], params.seed))
+        seconds = distributed.on_main(lambda: _seconds(gen, z, best["batch_size"], best["chunk_size"], params.seed))
         single_rate = params.num / seconds
         scaling = {
             "batch_size": best["batch_size"],
@@ -156,20 +156,10 @@ def run_throughput(gen: LoadedGenerator, params: ThroughputParams) -> dict[str, 
     }
 
 
-def _time_alone(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: int) -> float:
-    synchronize(gen.device)
-    t0 = time.perf_counter()
-    evaluate_loglik(gen, z, method="exact", batch_size=batch, chunk_size=chunk, seed=seed)
-    synchronize(gen.device)
-    return time.perf_counter() - t0
-
-
 def _targets(
     gen: LoadedGenerator, device: torch.device, best: dict[str, Any], scaling: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """docs/design.md §9; a target applies to the model and machine it was set for (else met is None)."""
-    from gan_probe.analyses.bench import _target
-
     dcgan = gen.nz == 128 and tuple(gen.output_shape) == (3, 64, 64)
     on_gpu = device.type == "cuda"
     one_process = best["latents_per_s"] if scaling is None else scaling["single_process_latents_per_s"]

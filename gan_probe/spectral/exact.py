@@ -73,6 +73,19 @@ class Spectrum:
         return torch.where(lmin > 0, self.lambda_max / lmin.clamp_min(1e-300), torch.full_like(lmin, math.inf))
 
 
+def check_finite_jacobian(x: torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse a batch (B, ...) of Jacobians (or of the metrics J^T J built from them) with a non-finite entry:
+    the generator overflowed there in ``dtype``."""
+    finite = torch.isfinite(x).flatten(1).all(1)
+    if not bool(finite.all()):
+        name = str(dtype).replace("torch.", "")
+        raise GanProbeError(
+            f"the generator's Jacobian is not finite at {int((~finite).sum())} of {x.shape[0]} latents: the "
+            f"generator overflows there in {name}; give smaller latents or use --dtype float64",
+            param="latents",
+        )
+
+
 def spectrum_from_jacobian(jac: torch.Tensor, *, vectors: bool = False, grad: bool = False) -> Spectrum:
     """The :class:`Spectrum` of M = J^T J for J of shape (B, N, nz): the one exact route.
 
@@ -84,14 +97,7 @@ def spectrum_from_jacobian(jac: torch.Tensor, *, vectors: bool = False, grad: bo
     batch, n, nz = j64.shape
     with torch.no_grad():
         jd = j64.detach()
-        finite = torch.isfinite(jd).flatten(1).all(1)
-        if not bool(finite.all()):
-            dtype = str(jac.dtype).replace("torch.", "")
-            raise GanProbeError(
-                f"the generator's Jacobian is not finite at {int((~finite).sum())} of {batch} latents: the generator "
-                f"overflows there in {dtype}; give smaller latents or use --dtype float64",
-                param="latents",
-            )
+        check_finite_jacobian(jd, jac.dtype)
         q = None
         if grad and n >= nz:
             q, r = torch.linalg.qr(jd, mode="reduced")

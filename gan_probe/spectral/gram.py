@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 
 from gan_probe.errors import GanProbeError
-from gan_probe.spectral.exact import Spectrum
+from gan_probe.spectral.exact import Spectrum, check_finite_jacobian
 from gan_probe.spectral.jacobian import default_chunk_size
 from gan_probe.spectral.operator import JacobianOperator
 
@@ -195,15 +195,8 @@ def gram_spectrum(
             param="route",
         )
     m, n = gram_matrix(op, block=block)
-    batch, nz = op.batch, op.nz
-    finite = torch.isfinite(m).flatten(1).all(1)
-    if not bool(finite.all()):
-        dtype = str(op.dtype).replace("torch.", "")
-        raise GanProbeError(
-            f"the generator's Jacobian is not finite at {int((~finite).sum())} of {batch} latents: the generator "
-            f"overflows there in {dtype}; give smaller latents or use --dtype float64",
-            param="latents",
-        )
+    nz = op.nz
+    check_finite_jacobian(m, op.dtype)
     if vectors:
         lam, vec = torch.linalg.eigh(m)
         lam, v = lam.flip(-1), vec.flip(-1)
