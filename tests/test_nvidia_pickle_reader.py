@@ -411,6 +411,16 @@ def test_one_storage_loaded_many_times_counts_each_time(tmp_path):
     assert torch.equal(tensor, torch.arange(64, dtype=torch.float32))
 
 
+def test_storages_saved_on_a_gpu_are_read_to_the_cpu(tmp_path):
+    real = torch.arange(4, dtype=torch.float32).untyped_storage()
+    payload = torch.storage.TypedStorage(wrap_storage=real, dtype=torch.float32, _internal=True).__reduce__()[1][0]
+    on_gpu = payload.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")  # the location torch records
+    assert b"cuda:0" in on_gpu
+    (tmp_path / "g.pkl").write_bytes(_storage_pickle(on_gpu, numel=4))
+    (tensor,) = read_nvidia_pickle(tmp_path / "g.pkl")["G"]
+    assert tensor.device.type == "cpu" and torch.equal(tensor, torch.arange(4, dtype=torch.float32))
+
+
 def test_a_storage_record_naming_another_global_is_refused(tmp_path):
     payload = _legacy_storage_bytes(2, b"\0" * 8, storage_class=os.system)
     path = tmp_path / "s.pkl"
@@ -474,6 +484,9 @@ def test_a_truncated_or_foreign_file_is_refused_in_one_line(tmp_path):
         read_nvidia_pickle(tmp_path / "list.pkl")
     with pytest.raises(CheckpointError, match="cannot read the checkpoint"):
         read_nvidia_pickle(tmp_path / "missing.pkl")
+    (tmp_path / "empty.pkl").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pkl: an empty file, not a pickle"):
+        read_nvidia_pickle(tmp_path / "empty.pkl")
 
 
 def test_object_arrays_and_foreign_records_are_refused(tmp_path):

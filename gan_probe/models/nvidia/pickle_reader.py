@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
+import os
 import pickle
 import struct
 import warnings
@@ -281,7 +283,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], str] = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only :data:`ALLOWED_GLOBALS`, each to a function here; counts what it builds and the storage bytes."""
 
-    def __init__(self, file: io.BytesIO, *, file_bytes: int, limits: PickleLimits, source: str) -> None:
+    def __init__(self, file: mmap.mmap, *, file_bytes: int, limits: PickleLimits, source: str) -> None:
         super().__init__(file)
         self._file_bytes = file_bytes
         self._limits = limits
@@ -678,21 +680,27 @@ def read_nvidia_pickle(path: str | Path, *, limits: PickleLimits = PickleLimits(
     file = Path(path)
     source = str(path)
     try:
-        size = file.stat().st_size
-        if size > limits.max_file_bytes:
-            raise CheckpointError(
-                f"{source}: {size:,} bytes, more than the reader's limit of {limits.max_file_bytes:,} "
-                "(PickleLimits.max_file_bytes)"
-            )
-        data = file.read_bytes()
+        with open(file, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limits.max_file_bytes:
+                raise CheckpointError(
+                    f"{source}: {size:,} bytes, more than the reader's limit of {limits.max_file_bytes:,} "
+                    "(PickleLimits.max_file_bytes)"
+                )
+            if size == 0:
+                raise CheckpointError(f"{source}: an empty file, not a pickle")
+            # mapped, not read: the pages are the file's, so only the unpickled objects take memory
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return _read_mapped(mapped, size, limits, source)
     except OSError as exc:
         raise CheckpointError(f"cannot read the checkpoint {source}: {exc.strerror or exc}") from None
-    unpickler = _RestrictedUnpickler(io.BytesIO(data), file_bytes=len(data), limits=limits, source=source)
+
+
+def _read_mapped(mapped: mmap.mmap, size: int, limits: PickleLimits, source: str) -> dict[str, Any]:
+    unpickler = _RestrictedUnpickler(mapped, file_bytes=size, limits=limits, source=source)
     converter = _Converter(limits, source)
     try:
-        top = unpickler.load()
-        del data
-        return _entries(top, converter, source)
+        return _entries(unpickler.load(), converter, source)
     except CheckpointError as exc:
         if str(exc).startswith(f"{source}: "):
             raise
