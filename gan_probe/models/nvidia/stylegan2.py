@@ -285,8 +285,8 @@ def parse_stylegan2_kwargs(
     bad_synthesis = sorted(k for k in synthesis if k not in synthesis_names)
     if bad_synthesis:
         raise _unsupported("synthesis kwarg(s)", bad_synthesis, synthesis_names)
-    for where, kwargs in (("mapping", mapping), ("synthesis", synthesis)):
-        activation = kwargs.get("activation", "lrelu")
+    for where, group in (("mapping", mapping), ("synthesis", synthesis)):
+        activation = group.get("activation", "lrelu")
         if activation != "lrelu":
             raise CheckpointError(f"StyleGAN2 {where} activation {activation!r} not supported (supported: 'lrelu')")
 
@@ -589,6 +589,10 @@ class SynthesisNetwork(nn.Module):
             maps: list[torch.Tensor | None] = list(noise)
             if len(maps) != len(layers):
                 raise GanProbeError(f"need {len(layers)} noise maps, got {len(maps)}")
+            for i, (m, layer) in enumerate(zip(noise, layers)):
+                r = layer.resolution
+                if m.ndim != 4 or m.shape[1:] != (1, r, r) or m.shape[0] not in (1, ws.shape[0]):
+                    raise GanProbeError(f"noise map {i} must have shape (1 or B, 1, {r}, {r}), got {tuple(m.shape)}")
         elif noise_mode == "const":
             maps = [layer.noise_const.reshape(1, 1, *layer.noise_const.shape) for layer in layers]
         elif noise_mode == "none":
