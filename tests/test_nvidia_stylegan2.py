@@ -348,3 +348,18 @@ def test_state_that_does_not_fit_is_refused():
         build_stylegan2(_with(record, state={**state, "synthesis.b8.resample_filter": torch.zeros(2, 2, 2)}))
     with pytest.raises(CheckpointError, match="floating-point"):
         build_stylegan2(_with(record, state={**state, "mapping.w_avg": torch.zeros(16, dtype=torch.int64)}))
+
+
+@torch.no_grad()
+def test_model_without_noise_inputs_is_the_noiseless_image():
+    record, data = _load("ada_orig")
+    kwargs = json.loads(json.dumps(record.init_kwargs))
+    kwargs["synthesis_kwargs"]["use_noise"] = False
+    state = {k: v for k, v in record.state.items() if not k.endswith(("noise_const", "noise_strength"))}
+    g = build_stylegan2(SimpleNamespace(class_name=record.class_name, init_kwargs=kwargs, state=state), torch.float64)
+    assert g.noise_shapes() == []
+    reference = build_stylegan2(record, torch.float64)
+    ws = data["expected.ws"]
+    assert _rel(g.synthesis(ws, "const"), reference.synthesis(ws, "none")) < 1e-15
+    with pytest.raises(CheckpointError, match="unexpected"):
+        build_stylegan2(SimpleNamespace(class_name=record.class_name, init_kwargs=kwargs, state=record.state))
