@@ -125,14 +125,14 @@ def field(obj: Any, key: str, kind: type | tuple[type, ...], file: Path, where: 
     """``obj[key]`` checked to be of type ``kind`` (``default`` when absent); ``obj`` must be a dict. The error
     names the field as ``where.key``."""
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{file} was refused: {where} is a {_json_type(obj)}, not an object")
+        raise CheckpointError(f"{file} was refused: {where} is {_json_type(obj)}, not an object")
     value = obj.get(key, default)
     if value is default and key not in obj:
         return value
     kinds = _tuple(kind)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         names = " or ".join(_JSON_NAMES.get(k, k.__name__) for k in kinds)
-        raise CheckpointError(f"{file} was refused: {where}.{key} is a {_json_type(value)}, not {names}")
+        raise CheckpointError(f"{file} was refused: {where}.{key} is {_json_type(value)}, not {names}")
     return value
 
 
@@ -146,8 +146,8 @@ def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), type(value).__name__
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number"}.get(
+        type(value), "a number" if isinstance(value, float) else type(value).__name__
     )
 
 

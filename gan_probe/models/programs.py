@@ -452,8 +452,14 @@ def _check_export_graph(graph_module: nn.Module, file: Path) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The line of an error worth showing: its first, or for an error raised inside the TorchScript interpreter
+    (whose first line only says so) its last, where the program's own error is (``builtins.ValueError: ...``)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript interpreter" in lines[0] and len(lines) > 1:
+        return lines[-1].removeprefix("builtins.")
+    return lines[0]
 
 
 __all__ = [
@@ -494,21 +500,31 @@ def load_program(
     if kind == TORCHSCRIPT:
         unsqueeze = _wants_4d(module, nz)
         module.unsqueeze = unsqueeze
-    gen = wrap_module(
-        module,
-        nz=nz,
-        prior=resolve_prior(None, options),
-        arch=kind,
-        config={"nz": nz, "input": "(B, nz, 1, 1)" if unsqueeze else "(B, nz)"},
-        output_range=range_attr,
-        provenance=f"{kind} program {file.name}",
-        path=str(file),
-        sha256=file_sha256(file),
-        source=kind,
-        device=device,
-        dtype=dtype,
-        seed=options.seed,
-    )
+    try:
+        gen = wrap_module(
+            module,
+            nz=nz,
+            prior=resolve_prior(None, options),
+            arch=kind,
+            config={"nz": nz, "input": "(B, nz, 1, 1)" if unsqueeze else "(B, nz)"},
+            output_range=range_attr,
+            provenance=f"{kind} program {file.name}",
+            path=str(file),
+            sha256=file_sha256(file),
+            source=kind,
+            device=device,
+            dtype=dtype,
+            seed=options.seed,
+        )
+    except CheckpointError as exc:
+        if exc.param != "generator":
+            raise
+        # the check of a module's output names --generator, which a program does not come from; say what failed
+        what = str(exc).removeprefix("the generator ")
+        cause = exc.__context__
+        if cause is not None:  # the module raised: show its own error, not TorchScript's first line
+            what = f"{what.split(': ', 1)[0]}: {_first_line(cause)}"
+        raise CheckpointError(f"{file}: the {kind} program {what}") from None
     _check_batch(gen, file)
     return gen
 
@@ -520,11 +536,11 @@ def _wants_4d(module: ProgramModule, nz: int) -> bool:
     z = torch.zeros(2, nz, dtype=dtype)
     with torch.no_grad():
         try:
-            module.program(z)
+            module.run(z)
             return False
         except Exception:  # noqa: BLE001 - try the DCGAN-style (B, nz, 1, 1) input next
             try:
-                module.program(z[:, :, None, None])
+                module.run(z[:, :, None, None])
             except Exception:  # noqa: BLE001 - neither: wrap_module reports the (B, nz) failure
                 return False
             return True
