@@ -56,6 +56,15 @@ def exit_now() -> None:
     os._exit(EXIT_CODE)
 
 
+def run_cleanups() -> None:
+    """Run the cleanups registered with :func:`on_exit` (for a caller that leaves the process by itself)."""
+    for cleanup in list(_State.cleanups):
+        try:
+            cleanup()
+        except BaseException:  # noqa: BLE001 - leaving anyway
+            pass
+
+
 def _exit_handler(signum: int, frame: FrameType | None) -> None:
     exit_now()
 
@@ -123,4 +132,14 @@ def on_exit(cleanup: Callable[[], object]) -> Iterator[None]:
         _State.cleanups.remove(cleanup)
 
 
-__all__ = ["EXIT_CODE", "critical", "deferred", "exit_now", "install_exit_handler", "on_exit", "pending", "poll"]
+__all__ = [
+    "EXIT_CODE",
+    "critical",
+    "deferred",
+    "exit_now",
+    "install_exit_handler",
+    "on_exit",
+    "pending",
+    "poll",
+    "run_cleanups",
+]

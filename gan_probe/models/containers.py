@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 
 from gan_probe.errors import CheckpointError
+from gan_probe.models.archive import check_inflation
 
 #: Classes a checkpoint may hold besides tensors and plain containers: plain data, no behaviour on unpickling
 #: (an argparse.Namespace is rebuilt as an empty object whose __dict__ is then filled with plain values).
@@ -173,8 +175,16 @@ def read_container(file: Path, key: str | None = None) -> Container:
 def load_weights_only(file: Path) -> Any:
     """``torch.load(file, weights_only=True)`` with :data:`ALLOWED_GLOBALS` allowed for this call only.
 
-    A pickled object of any other class is refused with a message naming it; nothing in the file runs.
+    A pickled object of any other class is refused with a message naming it; nothing in the file runs. A zip
+    archive whose members would inflate past the budget of :func:`~gan_probe.models.archive.check_inflation` is
+    refused before torch reads it.
     """
+    try:
+        if zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as zf:
+                check_inflation(file, zf)
+    except (OSError, zipfile.BadZipFile):
+        pass  # not a readable zip after all: torch.load says what is wrong with it
     try:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
             return torch.load(file, map_location="cpu", weights_only=True)

@@ -6,10 +6,15 @@ TorchScript code and its weights; a torch.export archive (``torch.export.save``,
 ``--generator`` and runs tensor operations, not Python:
 
 - TorchScript is recognised by its content (a zip holding ``code/`` or
-  ``constants.pkl``, whatever the extension), loaded by ``torch.jit.load``
-  (TorchScript's own unpickler and interpreter, no Python objects), and refused
-  when its graph calls anything but ``aten::``/``prim::`` operators (custom
-  operators, ``aten::from_file``).
+  ``constants.pkl``, whatever the extension) and loaded by TorchScript's own
+  unpickler and interpreter (no Python objects). Loading runs a class's
+  ``__setstate__``, so an archive whose code defines one is refused before it is
+  loaded. Then every function and method the archive compiled to, called from
+  ``forward`` or not, is checked in every block and nested graph (``If``/``Loop``
+  bodies, ``prim::fork`` subgraphs) against the operator allow-list of
+  :mod:`gan_probe.models.operators`; anything else is refused by name. Its
+  ``nz`` and ``output_range`` attributes, when present, must be a positive
+  integer and a finite LOW < HIGH pair.
 - torch.export's loader can run Python from a crafted file (sympy expressions
   are evaluated, guard code is executed, non-tensor constants are unpickled,
   AOTInductor libraries are loaded), so the archive is checked first
@@ -17,8 +22,15 @@ TorchScript code and its weights; a torch.export archive (``torch.export.save``,
   pickled payload loadable with ``weights_only=True``, symbolic expressions made
   of symbols, numbers and sympy's integer functions, guard code that only
   compares input sizes (checked on its syntax tree), and every graph node an
-  ATen or higher-order operator (or one of a few arithmetic builtins on sizes).
-  The loaded graph is checked again before it runs.
+  operator allowed by :mod:`gan_probe.models.operators` (or one of a few
+  arithmetic builtins on sizes), nested graphs of ``cond``/``while_loop``/``map``
+  included. The loaded graph is checked again before it runs. Members are read
+  with the bounds of :mod:`gan_probe.models.archive` (sizes, JSON depth, every
+  field's type).
+
+A program's evaluations run under :func:`gan_probe.models.watchdog.evaluating`
+(Ctrl-C at once, a bound on the time of one evaluation, on the command line)
+with its warnings silenced.
 
 What a program does not record comes from flags: ``--nz`` (read from a scripted
 module's ``nz`` attribute or the export's input spec otherwise), the prior, and
@@ -32,7 +44,6 @@ from __future__ import annotations
 
 import ast
 import io
-import json
 import math
 import operator
 import re
@@ -46,15 +57,16 @@ import torch
 from torch import nn
 
 from gan_probe.errors import CheckpointError
+from gan_probe.models.archive import check_inflation, field, parse_json, read_member
 from gan_probe.models.checkpoint import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
+from gan_probe.models.operators import export_target_refusal, schema_refusal, script_refusals
+from gan_probe.models.watchdog import evaluating
 
 TORCHSCRIPT = "torchscript"
 EXPORT = "torch.export"
 
-#: Node kinds a TorchScript program may not call even in the aten namespace (they read or write files).
-_SCRIPT_DENY = {"aten::from_file", "aten::save", "aten::load"}
-_SCRIPT_NAMESPACES = ("aten::", "prim::")
-_EXPORT_NAMESPACES = ("aten", "prims", "higher_order")
+#: The largest ``nz`` attribute taken from a program (a larger one is a damaged or hostile attribute).
+NZ_ATTRIBUTE_MAX = 1 << 20
 #: Python callables an exported graph may call: arithmetic on sizes.
 _EXPORT_BUILTINS: dict[str, Any] = {
     **{
@@ -143,52 +155,89 @@ class ProgramModule(nn.Module):
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.program(z[:, :, None, None] if self.unsqueeze else z)
+        return self.run(z[:, :, None, None] if self.unsqueeze else z)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The program on ``x`` as given, timed by the watchdog, its warnings (``aten::warn``) silenced."""
+        with evaluating(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.program(x)
 
 
-def load_torchscript(file: Path) -> tuple[nn.Module, int | None, tuple[float, float] | None]:
-    """(the program, its ``nz`` attribute, its ``output_range`` attribute) from a TorchScript archive."""
+def load_torchscript(
+    file: Path, *, read_range: bool = True
+) -> tuple[nn.Module, int | None, tuple[float, float] | None]:
+    """(the program, its ``nz`` attribute, its ``output_range`` attribute) from a TorchScript archive, checked
+    (see the module docstring) before anything in it runs. ``read_range`` False: the range comes from a flag, the
+    attribute is neither read nor checked."""
+    _check_script_archive(file)
+    # every function and method the archive defines ends up in this compilation unit (torch.jit.load's own steps;
+    # torch's type stubs disagree with the bindings, hence Any)
+    compiled: Any = torch._C.CompilationUnit()
+    import_ir_module: Any = torch._C.import_ir_module
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.load. is deprecated", category=DeprecationWarning)
-            program = torch.jit.load(str(file), map_location="cpu")
+        cpp_module = import_ir_module(compiled, str(file), torch.device("cpu"), {}, False)
+        program = torch.jit._recursive.wrap_cpp_module(cpp_module)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         raise CheckpointError(f"{file} is not a readable TorchScript archive: {_first_line(exc)}") from None
-    if not hasattr(program, "forward"):
-        raise CheckpointError(f"{file}: the TorchScript program has no forward method")
-    kinds = sorted(_script_kinds(program))
-    bad = [k for k in kinds if not k.startswith(_SCRIPT_NAMESPACES) or k in _SCRIPT_DENY or k == "prim::PythonOp"]
-    if bad:
+    refused = script_refusals(list(compiled.get_functions()))
+    if refused:
         raise CheckpointError(
-            f"{file} was refused: its TorchScript calls {', '.join(bad[:5])}; gan-probe runs programs made of "
-            "aten and prim tensor operators only"
+            f"{file} was refused: its TorchScript calls {'; '.join(refused[:3])}"
+            f"{f' (and {len(refused) - 3} more)' if len(refused) > 3 else ''}; gan-probe runs programs made of "
+            "tensor, shape and control-flow operators only"
         )
-    nz = getattr(program, "nz", None)
-    return program, nz if isinstance(nz, int) and not isinstance(nz, bool) else None, _range_attr(program)
+    if "forward" not in program._c._method_names():
+        raise CheckpointError(f"{file}: the TorchScript program has no forward method")
+    return program, _nz_attr(program, file), _range_attr(program, file) if read_range else None
 
 
-def _script_kinds(program: Any) -> set[str]:
+def _check_script_archive(file: Path) -> None:
+    """Bounded sizes (:func:`check_inflation`), and no ``__setstate__`` in the code: TorchScript runs it while the
+    archive loads, before any check of the compiled program could."""
     try:
-        graph = program.inlined_graph
-    except Exception as exc:  # noqa: BLE001 - a forward TorchScript cannot show
-        raise CheckpointError(f"cannot read the TorchScript program's graph: {_first_line(exc)}") from None
-    kinds: set[str] = set()
-
-    def visit(block: Any) -> None:
-        for node in block.nodes():
-            kinds.add(node.kind())
-            for sub in node.blocks():
-                visit(sub)
-
-    visit(graph)
-    return kinds
+        with zipfile.ZipFile(file) as zf:
+            check_inflation(file, zf)
+            for name in zf.namelist():
+                if name.endswith(".py") and "/code/" in f"/{name}":
+                    if b"__setstate__" in read_member(file, zf, name):
+                        raise CheckpointError(
+                            f"{file} was refused: its TorchScript code ({name}) defines __setstate__, which "
+                            "runs while the file loads; gan-probe never runs code from a checkpoint"
+                        )
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{file} is not a readable TorchScript archive: {_first_line(exc)}") from None
 
 
-def _range_attr(program: Any) -> tuple[float, float] | None:
-    value = getattr(program, "output_range", None)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return float(value[0]), float(value[1])
-    return None
+def _nz_attr(program: Any, file: Path) -> int | None:
+    if not hasattr(program, "nz"):
+        return None
+    value = program.nz
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= NZ_ATTRIBUTE_MAX:
+        raise CheckpointError(
+            f"{file}: the program's nz attribute is {value!r}; it must be an integer from 1 to {NZ_ATTRIBUTE_MAX}"
+        )
+    return value
+
+
+def _range_attr(program: Any, file: Path) -> tuple[float, float] | None:
+    if not hasattr(program, "output_range"):
+        return None
+    value = program.output_range
+    if value is None:
+        return None
+    if not (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(math.isfinite(v) for v in value)
+        and value[0] < value[1]
+    ):
+        raise CheckpointError(
+            f"{file}: the program's output_range attribute is {value!r}; it must be two finite numbers LOW < HIGH "
+            "(--output-range overrides it)"
+        )
+    return float(value[0]), float(value[1])
 
 
 def load_export(file: Path) -> tuple[nn.Module, int | None, bool]:
@@ -229,13 +278,14 @@ def check_export_archive(file: Path) -> None:
     """Refuse a torch.export archive whose loading could run Python (see the module docstring)."""
     try:
         with zipfile.ZipFile(file) as zf:
+            check_inflation(file, zf)
             names = [n for n in zf.namelist() if not n.endswith("/")]
             roots = {n.split("/", 1)[0] for n in names if "/" in n}
             if len(roots) != 1 or any("/" not in n for n in names):
                 raise CheckpointError(f"{file} is not a torch.export archive (expected one top-level folder)")
             root = roots.pop() + "/"
             rel = {n[len(root) :]: n for n in names}
-            if "archive_format" not in rel or zf.read(rel["archive_format"]).decode(errors="replace") != "pt2":
+            if "archive_format" not in rel or read_member(file, zf, rel["archive_format"], 64) != b"pt2":
                 raise CheckpointError(
                     f"{file} is not a torch.export archive in the current format (archive_format 'pt2'); "
                     "save it again with torch.export.save from torch >= 2.8"
@@ -248,14 +298,14 @@ def check_export_archive(file: Path) -> None:
                     )
             for r, n in rel.items():
                 if r.startswith("models/"):
-                    _check_model_json(zf.read(n), file, r)
+                    _check_model_json(parse_json(read_member(file, zf, n), file, r), file, r)
                 elif r.endswith("_config.json"):
                     _check_payloads(zf, root, r, file)
                 elif r.endswith(".pt"):
-                    _check_pickle(zf.read(n), file, r)
+                    _check_pickle(read_member(file, zf, n), file, r)
     except CheckpointError:
         raise
-    except (OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, KeyError) as exc:
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
         raise CheckpointError(f"{file} is not a readable torch.export archive: {_first_line(exc)}") from None
 
 
@@ -270,22 +320,24 @@ def _check_pickle(data: bytes, file: Path, member: str) -> None:
 
 
 def _check_payloads(zf: zipfile.ZipFile, root: str, member: str, file: Path) -> None:
-    config = json.loads(zf.read(root + member)).get("config", {})
+    config = field(parse_json(read_member(file, zf, root + member), file, member), "config", dict, file, member, {})
     folder = member.rsplit("/", 1)[0] + "/"
     for fqn, meta in config.items():
-        path = str(meta.get("path_name", ""))
+        where = f"{member} config[{fqn!r}]"
+        path = field(meta, "path_name", str, file, where, "")
         if path.startswith(("custom_obj_", "opaque_obj_")):
             raise CheckpointError(
                 f"{file} was refused: constant {fqn!r} is a pickled object ({path}), not a tensor; "
                 "gan-probe never runs code from a checkpoint"
             )
-        if meta.get("use_pickle"):
-            _check_pickle(zf.read(root + folder + path), file, folder + path)
+        if field(meta, "use_pickle", bool, file, where, False):
+            if root + folder + path not in zf.NameToInfo:
+                raise CheckpointError(f"{file} was refused: {where}.path_name names {path!r}, which it does not hold")
+            _check_pickle(read_member(file, zf, root + folder + path), file, folder + path)
 
 
-def _check_model_json(data: bytes, file: Path, member: str) -> None:
-    model = json.loads(data)
-    for guard in model.get("guards_code") or []:
+def _check_model_json(model: Any, file: Path, member: str) -> None:
+    for guard in field(model, "guards_code", list, file, member, None) or []:
         if not isinstance(guard, str) or not _safe_guard(guard):
             raise CheckpointError(
                 f"{file} was refused: {member} carries guard code {str(guard)[:80]!r} (Python source run on "
@@ -293,14 +345,17 @@ def _check_model_json(data: bytes, file: Path, member: str) -> None:
             )
     for node in _walk(model):
         target = node.get("target")
-        if isinstance(target, str) and "inputs" in node and not _safe_target(target):
-            raise CheckpointError(
-                f"{file} was refused: its graph calls {target!r}; gan-probe runs ATen and higher-order operators only"
-            )
+        if isinstance(target, str) and "inputs" in node:
+            why = _target_refusal(target)
+            if why is not None:
+                raise CheckpointError(
+                    f"{file} was refused: its graph calls {target!r} ({why}); gan-probe runs tensor, shape and "
+                    "control-flow operators only"
+                )
         expr = node.get("expr_str")
         if isinstance(expr, str) and not _safe_sym_expr(expr):
             raise CheckpointError(f"{file} was refused: its symbolic shape expression {expr[:80]!r} is not plain")
-    for name in model.get("range_constraints", {}):
+    for name in field(model, "range_constraints", dict, file, member, {}):
         if not _SYMBOL.fullmatch(str(name)):
             raise CheckpointError(f"{file} was refused: its range constraint names {str(name)[:40]!r}")
 
@@ -315,17 +370,12 @@ def _walk(obj: Any) -> Iterator[dict]:
             yield from _walk(v)
 
 
-def _safe_target(target: str) -> bool:
+def _target_refusal(target: str) -> str | None:
+    """None when a call target in an exported graph's JSON is allowed (an operator by
+    :func:`~gan_probe.models.operators.export_target_refusal`, or an arithmetic builtin on sizes), else why not."""
     if target in _EXPORT_BUILTINS:
-        return True
-    parts = target.split(".")
-    return (
-        len(parts) >= 4
-        and parts[:2] == ["torch", "ops"]
-        and parts[2] in _EXPORT_NAMESPACES
-        and parts[3] not in ("from_file", "save", "load")
-        and all(p.isidentifier() and not p.startswith("__") for p in parts)
-    )
+        return None
+    return export_target_refusal(target)
 
 
 _GUARD_NODES = (
@@ -373,7 +423,8 @@ def _safe_sym_expr(text: str) -> bool:
 
 
 def _check_export_graph(graph_module: nn.Module, file: Path) -> None:
-    """Every node of every graph is a placeholder, output, attribute or a call of an allowed operator."""
+    """Every node of every graph (nested graphs of higher-order operators included) is a placeholder, output,
+    attribute or a call of an allowed operator (:mod:`gan_probe.models.operators`) or arithmetic builtin."""
     allowed = set(_EXPORT_BUILTINS.values())
     for module in graph_module.modules():
         graph = getattr(module, "graph", None)
@@ -383,25 +434,32 @@ def _check_export_graph(graph_module: nn.Module, file: Path) -> None:
             if node.op in ("placeholder", "output", "get_attr"):
                 continue
             target = node.target
-            ok = node.op == "call_function" and (
-                isinstance(target, torch._ops.HigherOrderOperator)
-                or (
-                    isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket))
-                    and target.namespace in _EXPORT_NAMESPACES
-                    and target.__name__.split(".")[0] not in ("from_file", "save", "load")
-                )
-                or any(target is a for a in allowed)
-            )
-            if not ok:
+            why: str | None = f"a {node.op} is not an operator call"
+            if node.op == "call_function":
+                if any(target is a for a in allowed):
+                    why = None
+                elif isinstance(target, torch._ops.HigherOrderOperator):
+                    why = _target_refusal(f"torch.ops.higher_order.{target.name()}")
+                elif isinstance(target, torch._ops.OpOverload):
+                    why = schema_refusal(target._schema)
+                else:
+                    why = "is not an operator"
+            if why is not None:
                 raise CheckpointError(
-                    f"{file} was refused: its graph has a {node.op} of {target!r}; gan-probe runs ATen and "
-                    "higher-order operators only"
+                    f"{file} was refused: its graph has a {node.op} of {target!r} ({why}); gan-probe runs tensor, "
+                    "shape and control-flow operators only"
                 )
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The line of an error worth showing: its first, or for an error raised inside the TorchScript interpreter
+    (whose first line only says so) its last, where the program's own error is (``builtins.ValueError: ...``)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript interpreter" in lines[0] and len(lines) > 1:
+        return lines[-1].removeprefix("builtins.")
+    return lines[0]
 
 
 __all__ = [
@@ -428,7 +486,7 @@ def load_program(
     unsqueeze = False
     range_attr = None
     if kind == TORCHSCRIPT:
-        program, nz_found, range_attr = load_torchscript(file)
+        program, nz_found, range_attr = load_torchscript(file, read_range=options.output_range is None)
     else:
         program, nz_found, unsqueeze = load_export(file)
     if options.nz is not None and nz_found is not None and options.nz != nz_found:
@@ -442,21 +500,31 @@ def load_program(
     if kind == TORCHSCRIPT:
         unsqueeze = _wants_4d(module, nz)
         module.unsqueeze = unsqueeze
-    gen = wrap_module(
-        module,
-        nz=nz,
-        prior=resolve_prior(None, options),
-        arch=kind,
-        config={"nz": nz, "input": "(B, nz, 1, 1)" if unsqueeze else "(B, nz)"},
-        output_range=range_attr,
-        provenance=f"{kind} program {file.name}",
-        path=str(file),
-        sha256=file_sha256(file),
-        source=kind,
-        device=device,
-        dtype=dtype,
-        seed=options.seed,
-    )
+    try:
+        gen = wrap_module(
+            module,
+            nz=nz,
+            prior=resolve_prior(None, options),
+            arch=kind,
+            config={"nz": nz, "input": "(B, nz, 1, 1)" if unsqueeze else "(B, nz)"},
+            output_range=range_attr,
+            provenance=f"{kind} program {file.name}",
+            path=str(file),
+            sha256=file_sha256(file),
+            source=kind,
+            device=device,
+            dtype=dtype,
+            seed=options.seed,
+        )
+    except CheckpointError as exc:
+        if exc.param != "generator":
+            raise
+        # the check of a module's output names --generator, which a program does not come from; say what failed
+        what = str(exc).removeprefix("the generator ")
+        cause = exc.__context__
+        if cause is not None:  # the module raised: show its own error, not TorchScript's first line
+            what = f"{what.split(': ', 1)[0]}: {_first_line(cause)}"
+        raise CheckpointError(f"{file}: the {kind} program {what}") from None
     _check_batch(gen, file)
     return gen
 
@@ -468,11 +536,11 @@ def _wants_4d(module: ProgramModule, nz: int) -> bool:
     z = torch.zeros(2, nz, dtype=dtype)
     with torch.no_grad():
         try:
-            module.program(z)
+            module.run(z)
             return False
         except Exception:  # noqa: BLE001 - try the DCGAN-style (B, nz, 1, 1) input next
             try:
-                module.program(z[:, :, None, None])
+                module.run(z[:, :, None, None])
             except Exception:  # noqa: BLE001 - neither: wrap_module reports the (B, nz) failure
                 return False
             return True
