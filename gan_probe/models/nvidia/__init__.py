@@ -1,0 +1,1 @@
+"""NVIDIA StyleGAN networks, read and rebuilt without NVIDIA's code."""

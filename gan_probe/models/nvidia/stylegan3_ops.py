@@ -1,0 +1,101 @@
+"""The filtered leaky ReLU of StyleGAN3 (Karras et al. 2021, "Alias-Free Generative Adversarial Networks",
+Sec. 3.2 and Appendix C), as direct convolutions in plain differentiable torch.
+
+A nonlinearity applied to a band-limited signal creates frequencies above the Nyquist limit; StyleGAN3
+therefore applies it at a higher sampling rate: per channel,
+
+    y = D_fd( clamp( gain * lrelu( U_fu(x + b), slope ), conv_clamp ) )
+
+where ``U_fu`` upsamples by an integer factor (zero insertion, pad, low-pass ``fu`` with gain ``up`` per
+axis) and ``D_fd`` low-passes with ``fd`` and keeps every ``down``-th sample. A filter is 1-D (separable:
+the same taps along width then height) or 2-D (the radially symmetric jinc filters of config R);
+``None`` is the identity (the ToRGB layer, where up = down = 1 and slope = gain = 1 leave bias and clamp).
+
+Every filtering is a true convolution (the kernel flipped relative to ``F.conv2d``'s cross-correlation).
+Upsampling is a transposed convolution with stride ``up``, which multiplies no inserted zeros, followed by
+a pad or crop to the requested window; downsampling is a convolution with stride ``down``, which computes
+no discarded samples. Both give the same sums as zero insertion / decimation around a stride-1
+convolution, so the numbers agree to rounding, while forward-mode Jacobians (``torch.func.jvp`` under
+``vmap``) do up to ``up`` (``down``) times less work per axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample_fir(x: torch.Tensor, f: torch.Tensor | None, up: int, padding: Sequence[int]) -> torch.Tensor:
+    """Zero-insertion upsampling by ``up``, padding ``(px0, px1, py0, py1)`` (negative crops), true
+    convolution with ``f`` scaled by ``up`` per axis ("valid"). x (B, C, H, W) ->
+    (B, C, H up + py0 + py1 - k + 1, W up + px0 + px1 - k + 1) for a filter of k taps per axis.
+
+    With ``x_up * f`` the full convolution of the zero-inserted signal (length (H - 1) up + k along an
+    axis, which is ``conv_transpose`` with stride ``up``), the output is ``(x_up * f)[m + k - 1 - p0]``:
+    the full result shifted left by k - 1 - p0 and padded or cropped on the right by up + p1 - k.
+    """
+    px0, px1, py0, py1 = padding
+    if f is None:
+        if up != 1:
+            raise ValueError(f"upsampling by {up} needs a filter")
+        return F.pad(x, (px0, px1, py0, py1))
+    c = x.shape[1]
+    f = f.to(x.dtype)
+    if f.ndim == 1:
+        k = f.shape[0]
+        g = f * up
+        x = F.conv_transpose2d(x, g.reshape(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, up), groups=c)
+        x = F.pad(x, (px0 - (k - 1), up + px1 - k))
+        x = F.conv_transpose2d(x, g.reshape(1, 1, k, 1).expand(c, 1, k, 1), stride=(up, 1), groups=c)
+        return F.pad(x, (0, 0, py0 - (k - 1), up + py1 - k))
+    kh, kw = f.shape
+    g = f * (up * up)
+    x = F.conv_transpose2d(x, g.reshape(1, 1, kh, kw).expand(c, 1, kh, kw), stride=up, groups=c)
+    return F.pad(x, (px0 - (kw - 1), up + px1 - kw, py0 - (kh - 1), up + py1 - kh))
+
+
+def downsample_fir(x: torch.Tensor, f: torch.Tensor | None, down: int) -> torch.Tensor:
+    """True convolution with ``f`` ("valid", no padding), then every ``down``-th sample from index 0.
+    x (B, C, H, W) -> (B, C, (H - k) // down + 1, (W - k) // down + 1)."""
+    if f is None:
+        if down != 1:
+            raise ValueError(f"downsampling by {down} needs a filter")
+        return x
+    c = x.shape[1]
+    f = torch.flip(f.to(x.dtype), tuple(range(f.ndim)))  # conv2d correlates; flipped it convolves
+    if f.ndim == 1:
+        k = f.shape[0]
+        x = F.conv2d(x, f.reshape(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, down), groups=c)
+        return F.conv2d(x, f.reshape(1, 1, k, 1).expand(c, 1, k, 1), stride=(down, 1), groups=c)
+    kh, kw = f.shape
+    return F.conv2d(x, f.reshape(1, 1, kh, kw).expand(c, 1, kh, kw), stride=down, groups=c)
+
+
+def filtered_leaky_relu(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    up_filter: torch.Tensor | None,
+    down_filter: torch.Tensor | None,
+    *,
+    up: int,
+    down: int,
+    padding: Sequence[int],
+    gain: float,
+    slope: float,
+    clamp: float | None,
+) -> torch.Tensor:
+    """D_fd(clamp(gain * lrelu(U_fu(x + b), slope), clamp)), x (B, C, H, W), bias (C,).
+
+    Output (B, C, (H up + py0 + py1 - (ku - 1) - (kd - 1) + down - 1) // down, ...) for filters of
+    ku and kd taps per axis (1 for ``None``).
+    """
+    x = x + bias.to(x.dtype).reshape(1, -1, 1, 1)
+    x = upsample_fir(x, up_filter, up, padding)
+    x = F.leaky_relu(x, slope) if slope != 1 else x
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return downsample_fir(x, down_filter, down)
