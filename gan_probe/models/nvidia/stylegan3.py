@@ -115,7 +115,9 @@ class StyleGAN3Config:
 
 @dataclass(frozen=True)
 class LayerGeometry:
-    """One synthesis layer's sizes, resampling factors, filter lengths and padding (px0, px1, py0, py1)."""
+    """One synthesis layer's sizes, resampling factors, filter lengths and padding (px0, px1, py0, py1), and
+    the band limits its filters were designed for: cutoffs f_c and transition half-widths f_h of its input
+    and output, at the temporary sampling rate (the stored filters are used, these are for reference)."""
 
     name: str
     is_torgb: bool
@@ -130,6 +132,11 @@ class LayerGeometry:
     down_taps: int
     radial_down: bool
     padding: tuple[int, int, int, int]
+    tmp_sampling_rate: int
+    in_cutoff: float
+    out_cutoff: float
+    in_half_width: float
+    out_half_width: float
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,7 @@ def synthesis_geometry(cfg: StyleGAN3Config) -> tuple[InputGeometry, list[LayerG
     cutoffs = [cfg.first_cutoff * (last_cutoff / cfg.first_cutoff) ** e for e in exponents]
     stopbands = [cfg.first_stopband * (last_stopband / cfg.first_stopband) ** e for e in exponents]
     rates = [2.0 ** math.ceil(math.log2(min(2 * f_t, res))) for f_t in stopbands]
+    half_widths = [max(f_t, s / 2) - f_c for f_t, s, f_c in zip(stopbands, rates, cutoffs)]
     sizes = [int(s + 2 * cfg.margin_size) for s in rates]
     sizes[-2:] = [res, res]
     channels = [int(round(min(cfg.channel_base / 2 / f_c, cfg.channel_max))) for f_c in cutoffs]
@@ -255,6 +263,11 @@ def synthesis_geometry(cfg: StyleGAN3Config) -> tuple[InputGeometry, list[LayerG
                 down_taps=down_taps,
                 radial_down=cfg.use_radial_filters and i < n - cfg.num_critical,
                 padding=(pad_lo, pad_hi, pad_lo, pad_hi),
+                tmp_sampling_rate=tmp_rate,
+                in_cutoff=cutoffs[prev],
+                out_cutoff=cutoffs[i],
+                in_half_width=half_widths[prev],
+                out_half_width=half_widths[i],
             )
         )
     return inp, layers
@@ -347,11 +360,19 @@ class FourierInput(nn.Module):
         t = t / t[:, :2].norm(dim=1, keepdim=True)
         one, zero = torch.ones_like(t[:, 0]), torch.zeros_like(t[:, 0])
         rotation = torch.stack(
-            [torch.stack([t[:, 0], -t[:, 1], zero], 1), torch.stack([t[:, 1], t[:, 0], zero], 1), torch.stack([zero, zero, one], 1)],
+            [
+                torch.stack([t[:, 0], -t[:, 1], zero], 1),
+                torch.stack([t[:, 1], t[:, 0], zero], 1),
+                torch.stack([zero, zero, one], 1),
+            ],
             1,
         )
         translation = torch.stack(
-            [torch.stack([one, zero, -t[:, 2]], 1), torch.stack([zero, one, -t[:, 3]], 1), torch.stack([zero, zero, one], 1)],
+            [
+                torch.stack([one, zero, -t[:, 2]], 1),
+                torch.stack([zero, one, -t[:, 3]], 1),
+                torch.stack([zero, zero, one], 1),
+            ],
             1,
         )
         m = rotation @ translation @ self.transform.to(t.dtype)  # (B, 3, 3)
@@ -465,11 +486,15 @@ class SynthesisNetwork(nn.Module):
         self, ws: torch.Tensor, noise_mode: str = "const", noise: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
         if noise_mode not in ("const", "none", "random"):
-            raise GanProbeError(f"noise_mode must be 'const', 'none' or 'random', got {noise_mode!r}", param="noise_mode")
+            raise GanProbeError(
+                f"noise_mode must be 'const', 'none' or 'random', got {noise_mode!r}", param="noise_mode"
+            )
         if noise:
             raise GanProbeError(f"StyleGAN3 has no noise inputs, got {len(noise)} noise maps", param="noise")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise GanProbeError(f"ws must have shape (batch, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}", param="ws")
+            raise GanProbeError(
+                f"ws must have shape (batch, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}", param="ws"
+            )
         ws = ws.to(self.input.weight.dtype)
         x = self.input(ws[:, 0])
         for i, name in enumerate(self.layer_names):
@@ -521,9 +546,10 @@ class StyleGAN3Generator(nn.Module):
 # --------------------------------------------------------------------------------------------------- builder
 
 
-def build_stylegan3(record: NetworkState, init_args: tuple = ()) -> StyleGAN3Generator:
+def build_stylegan3(record: NetworkState) -> StyleGAN3Generator:
     """Rebuild ``training.networks_stylegan3.Generator`` from its class name, init kwargs and flat state
-    (keys as NVIDIA's ``named_parameters()`` and ``named_buffers()``), in float32 and eval mode.
+    (keys as NVIDIA's ``named_parameters()`` and ``named_buffers()``), in float32 and eval mode. A record's
+    ``init_args`` (positional, rare) are read in the constructor's order.
 
     The kwargs set the geometry; every stored tensor is used as stored, filters included (their tap
     counts must be those the geometry needs). Raises CheckpointError for another class, an unsupported
@@ -531,7 +557,7 @@ def build_stylegan3(record: NetworkState, init_args: tuple = ()) -> StyleGAN3Gen
     """
     if record.class_name != STYLEGAN3_CLASS:
         raise CheckpointError(f"class {record.class_name!r} is not StyleGAN3; supported: {STYLEGAN3_CLASS}")
-    args = tuple(getattr(record, "init_args", ()) or ()) or init_args
+    args = tuple(getattr(record, "init_args", ()) or ())  # positional init args, where the record has them
     cfg = parse_stylegan3_kwargs(record.init_kwargs, args)
     generator = StyleGAN3Generator(cfg)
     state = dict(record.state)
@@ -557,7 +583,9 @@ def build_stylegan3(record: NetworkState, init_args: tuple = ()) -> StyleGAN3Gen
             # the stored filter wins, separable (taps,) or 2-D (taps, taps) alike: NVIDIA filters with it as stored
             taps = want[0]
             if got not in ((taps,), (taps, taps)):
-                raise CheckpointError(f"{STYLEGAN3_CLASS} filter {key!r} has shape {got}; the geometry needs {taps} taps")
+                raise CheckpointError(
+                    f"{STYLEGAN3_CLASS} filter {key!r} has shape {got}; the geometry needs {taps} taps"
+                )
             module = generator.get_submodule(key.rsplit(".", 1)[0])
             setattr(module, key.rsplit(".", 1)[1], torch.empty(got))
         elif got != want:
