@@ -77,7 +77,7 @@ def _full_upsampling_convolution(x: torch.Tensor, f: torch.Tensor, up: int, dim:
     phases = F.pad(f, (0, m * up - k)).reshape(m, up).T.flip(1)  # (up, m): phase r holds f[up j + r], reversed
     kernel = phases.reshape(up, 1, 1, m) if dim == 3 else phases.reshape(up, 1, m, 1)
     pad = (0, m - 1) if dim == 3 else (m - 1, 0)
-    y = F.conv2d(x, kernel.repeat(c, 1, 1, 1), padding=pad, groups=c)  # (B, C up, H', W')
+    y = _depthwise_conv2d(x, kernel, stride=(1, 1), padding=pad)  # (B, C up, H', W')
     hh, ww = y.shape[2:]
     y = y.reshape(b, c, up, hh, ww)
     if dim == 3:
@@ -92,14 +92,27 @@ def downsample_fir(x: torch.Tensor, f: torch.Tensor | None, down: int) -> torch.
         if down != 1:
             raise ValueError(f"downsampling by {down} needs a filter")
         return x
-    c = x.shape[1]
     f = torch.flip(f.to(x.dtype), tuple(range(f.ndim)))  # conv2d correlates; flipped it convolves
     if f.ndim == 1:
         k = f.shape[0]
-        x = F.conv2d(x, f.reshape(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, down), groups=c)
-        return F.conv2d(x, f.reshape(1, 1, k, 1).expand(c, 1, k, 1), stride=(down, 1), groups=c)
+        x = _depthwise_conv2d(x, f.reshape(1, 1, 1, k), stride=(1, down), padding=(0, 0))
+        return _depthwise_conv2d(x, f.reshape(1, 1, k, 1), stride=(down, 1), padding=(0, 0))
     kh, kw = f.shape
-    return F.conv2d(x, f.reshape(1, 1, kh, kw).expand(c, 1, kh, kw), stride=down, groups=c)
+    return _depthwise_conv2d(x, f.reshape(1, 1, kh, kw), stride=(down, down), padding=(0, 0))
+
+
+def _depthwise_conv2d(
+    x: torch.Tensor, kernel: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]
+) -> torch.Tensor:
+    """The same kernels (M, 1, kh, kw) correlated with every channel of x (B, C, H, W) -> (B, C M, H', W')
+    (channel-major). float64 folds the channels into the batch: the CPU's float64 grouped convolution
+    runs group by group and concatenates, several times slower than one single-channel convolution."""
+    b, c, h, w = x.shape
+    m = kernel.shape[0]
+    if x.dtype == torch.float64:
+        y = F.conv2d(x.reshape(b * c, 1, h, w), kernel, stride=stride, padding=padding)
+        return y.reshape(b, c * m, y.shape[2], y.shape[3])
+    return F.conv2d(x, kernel.repeat(c, 1, 1, 1), stride=stride, padding=padding, groups=c)
 
 
 def filtered_leaky_relu(
