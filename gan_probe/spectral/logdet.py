@@ -32,6 +32,8 @@ from gan_probe.spectral.geometry import (
 )
 from gan_probe.spectral.gram import gram_spectrum
 from gan_probe.spectral.operator import JacobianOperator
+
+# the method rule lives with the run plan; its names stay importable from here
 from gan_probe.spectral.plan import (
     AUTO_EXACT_COST_FACTOR,
     EXACT_PRODUCT_COST,
