@@ -541,34 +541,34 @@ def test_memory_refusal_names_the_figure_and_the_flag(files, runner, tmp_path):
 
 def test_memory_estimates_fit_the_defaults_and_follow_the_sizes(files):
     from gan_probe.analyses import memory
+    from gan_probe.analyses.plan import plan_run
+    from gan_probe.device import host_available_bytes
     from gan_probe.models import load_generator
 
     gen = load_generator(files / "tiny.safetensors")
-    est = memory.loglik_memory(
-        gen, num=16, batch_size=16, method="exact", estimators=None, chunk_size=None, grid_size=15
-    )
+    est = memory.loglik_memory(gen, plan_run(gen, batch=16), num=16, estimators=None, grid_size=15)
     assert 0 < est.total() < 512 * 2**20
     memory.check_memory(est)  # fits
 
     def directions(k: int) -> int:
-        est = memory.veff_memory(gen, num=64, num_directions=k, batch_size=16, chunk_size=None)
+        est = memory.veff_memory(gen, plan_run(gen, batch=16, vectors=True), num=64, num_directions=k, batch_size=16)
         return sum(t.bytes for t in est.terms if t.param == "num_directions")
 
     assert directions(3200) == 100 * directions(32) == 100 * 8 * 64 * 32 * NZ
     with pytest.raises(memory.GanProbeError, match="lower the batch size") as exc:
         memory.check_memory(
-            memory.ascend_memory(gen, num=4, steps=2, frames=2, batch_size=4, method="exact", estimators=None),
+            memory.ascend_memory(gen, plan_run(gen, batch=4, grad=True), num=4, steps=2, frames=2, estimators=None),
             available={"host": 1000},
         )
     assert exc.value.param == "batch_size"
     assert memory.activation_elements(gen) >= gen.output_dim
-    assert memory.host_available_bytes() is None or memory.host_available_bytes() > 0
+    assert host_available_bytes() is None or host_available_bytes() > 0
 
 
 def test_out_of_memory_in_the_jacobian_retries_with_fewer_axes(files, monkeypatch):
     import gan_probe.spectral.operator as operator_module
     from gan_probe.models import load_generator
-    from gan_probe.spectral.exact import exact_spectrum
+    from gan_probe.spectral.route import exact_spectrum
 
     gen = load_generator(files / "tiny.safetensors", dtype=torch.float64)
     real, chunks = operator_module.jacobian, []

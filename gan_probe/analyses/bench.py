@@ -5,7 +5,7 @@ All in one run, on one generator and device (docs/design.md §9):
 - ``limit``: the cost floor of the exact method, nz forward-mode products
   (:meth:`JacobianOperator.dense`, chunked as ``loglik`` chunks them) plus
   one QR of J in float64;
-- ``exact``: :func:`gan_probe.spectral.exact.exact_spectrum` (what ``loglik``
+- ``exact``: :func:`gan_probe.spectral.route.exact_spectrum` (what ``loglik``
   runs), target within 1.3x of the limit;
 - ``naive``: ``torch.autograd.functional.jacobian`` in its default reverse
   mode, one latent at a time, followed by the same float64 spectrum; timed on
@@ -42,16 +42,18 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import finite_stats, jacobian_operator, probe_streams, seeded_generator
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.timing import machine_info, synchronize, time_call
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.synthetic import resolve_operator, synthetic_linear
 from gan_probe.spectral.estimators import ESTIMATORS, ChebyshevParams, LogdetEstimate, estimate_half_logdet
-from gan_probe.spectral.exact import exact_spectrum, spectrum_from_jacobian
+from gan_probe.spectral.exact import spectrum_from_jacobian
 from gan_probe.spectral.jacobian import Fn
-from gan_probe.spectral.logdet import estimator_params
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.plan import estimator_params
+from gan_probe.spectral.route import exact_spectrum
 
 SYNTHETIC = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32", "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
@@ -280,12 +282,15 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     device = gen.device
     nz = gen.nz
     z = gen.prior.sample(params.num, nz, generator=seeded_generator(params.seed))
-    op = jacobian_operator(gen, z, params.chunk_size)
+    plan = plan_run(gen, batch=params.num, chunk_size=params.chunk_size)  # as loglik --method exact plans
+    op = jacobian_operator(gen, z, plan)
     reps = params.repeats
     rows: list[dict[str, Any]] = []
 
     warm = params.warmup
-    t_exact, times, spec = time_call(lambda: exact_spectrum(op), device, repeats=reps, warmup=warm)
+    t_exact, times, spec = time_call(
+        lambda: exact_spectrum(op, route=plan.route, block=plan.block), device, repeats=reps, warmup=warm
+    )
     exact_half = spec.half_logdet.cpu()
     rows.append(_row("exact", t_exact, times, params.num, note="loglik --method exact (nz JVPs, QR + SVD in float64)"))
     ratios: dict[str, float] = {}
@@ -422,14 +427,15 @@ def spectrum_exact_seconds(
     if nz > max_nz:
         at = 1 << (max_nz.bit_length() - 1) if kind == "hadamard" else max_nz
     gen, half = synthetic_linear(at, 1e4, seed=seed, device=device, dtype=dtype, operator=kind)
-    op = jacobian_operator(gen, torch.zeros(1, at))
+    plan = plan_run(gen, batch=1)
+    op = jacobian_operator(gen, torch.zeros(1, at), plan)
     times = []
     value = math.nan
     for _ in range(2):  # the first run warms up
         synchronize(device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            value = float(exact_spectrum(op).half_logdet[0])
+            value = float(exact_spectrum(op, route=plan.route, block=plan.block).half_logdet[0])
         synchronize(device)
         times.append(time.perf_counter() - t0)
     seconds = times[-1] * (nz / at) ** 3
@@ -485,7 +491,7 @@ def run_spectrum_bench(
     for cond in params.conds:
         gen, half = synthetic_linear(nz, cond, seed=params.seed, device=device, dtype=dtype, operator=kind)
         z = gen.prior.sample(params.num, nz, generator=seeded_generator(params.seed))
-        op = jacobian_operator(gen, z)
+        op = jacobian_operator(gen, z, plan_run(gen, batch=params.num))
         exact = torch.full((params.num,), half, dtype=torch.float64)
         for name, method, method_params in runs:
             streams = probe_streams(params.seed + int(round(math.log10(cond) * 1000)), 0, params.num)

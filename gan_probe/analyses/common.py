@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from gan_probe import distributed, interrupt
-from gan_probe.analyses.memory import auto_chunk_size
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import MappedPrior, Prior
 from gan_probe.spectral.geometry import GEOMETRIES
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.plan import RunPlan
 
 Advance = Callable[[int], None]
 
@@ -84,11 +84,10 @@ def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
     return [seeded_generator(seed * 1_000_003 + 7919 + i) for i in range(start, stop)]
 
 
-def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None = None) -> JacobianOperator:
-    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype); without a
-    ``chunk_size``, :func:`gan_probe.analyses.memory.auto_chunk_size` (on a GPU: from its free memory)."""
-    chunk = chunk_size if chunk_size is not None else auto_chunk_size(gen, int(z.shape[0]))
-    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk, routes=gen.routes)
+def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, plan: RunPlan) -> JacobianOperator:
+    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype), with the
+    run's chunk (:attr:`gan_probe.spectral.plan.RunPlan.chunk`: on a GPU, from its free memory)."""
+    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=plan.chunk, routes=gen.routes)
 
 
 def batches(num: int, size: int) -> Iterator[slice]:
