@@ -192,7 +192,7 @@ class OutputDir:
                 f"cannot create the output folder {self.root}: {exc.strerror or exc}", param="out"
             ) from None
         existed = self._target.is_dir()
-        if existed and not os.access(self._target, os.W_OK | os.X_OK):
+        if existed and not _writable(self._target):
             raise GanProbeError(f"cannot write in the output folder {self.root}: Permission denied", param="out")
         if existed:
             for stage in stale_stages(self._target):
@@ -230,7 +230,7 @@ class OutputDir:
             cwd = None
         if cwd is not None and (cwd == target or target in cwd.parents):
             return False
-        return not os.path.ismount(target) and os.access(target.parent, os.W_OK | os.X_OK)
+        return not os.path.ismount(target) and _writable(target.parent)
 
     def _make_stage(self, existed: bool) -> Path:
         if self.swaps:
@@ -340,6 +340,11 @@ class OutputDir:
             except OSError:
                 pass
         self._created = []
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be made and removed in ``folder`` (by this user)."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _carry(src: Path, dst: Path) -> None:
