@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     interrupt.install_exit_handler()
     _hold_closed_descriptors()
-    if sys.stderr is not None and not isinstance(sys.stderr, _Unfailing):
+    if sys.stderr is None:  # closed: what would go there goes nowhere (libraries write to it without checking)
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if not isinstance(sys.stderr, _Unfailing):
         sys.stderr = _Unfailing(sys.stderr)
     from gan_probe import distributed
     from gan_probe.cli import main as cli_main
@@ -41,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _hold_closed_descriptors() -> None:
     """Open /dev/null on each of 0, 1, 2 that is closed (``>&-``); ``sys.stdout`` stays None for it, so
-    that the output it should have carried is reported as lost (:mod:`gan_probe.cli.terminal`)."""
+    that the output it should have carried is reported as lost (:mod:`gan_probe.cli.terminal`); ``sys.stderr``
+    is then pointed there too."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)

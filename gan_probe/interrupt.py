@@ -50,6 +50,8 @@ class _State:
     critical = 0
     #: the signal that interrupted the run (the first one); SIGINT when none did (a KeyboardInterrupt)
     signum = int(signal.SIGINT)
+    #: the run's one line (an error, or why it stopped) is printed: a later signal adds no second one
+    reported = False
     cleanups: list[Callable[[], object]] = []
 
 
@@ -78,12 +80,18 @@ def exit_now(signum: int | None = None) -> None:
             cleanup()
         except BaseException:  # noqa: BLE001 - leaving anyway
             pass
-    if _prints():
+    if _prints() and not _State.reported:
         try:
             os.write(2, f"error: {message()}\n".encode())
         except OSError:  # stderr closed or full: the exit code says it
             pass
     os._exit(exit_code())
+
+
+def reported() -> None:
+    """Say that the run's one line is out: a signal from now on leaves without printing another (under
+    torchrun the launcher forwards the Ctrl-C it got, which would otherwise make a second line)."""
+    _State.reported = True
 
 
 def _exit_handler(signum: int, frame: FrameType | None) -> None:
@@ -132,6 +140,7 @@ def deferred() -> Iterator[None]:
         return
     _State.pending = False
     _State.signum = int(signal.SIGINT)
+    _State.reported = False
     try:
         yield
     finally:
@@ -174,4 +183,5 @@ __all__ = [
     "on_exit",
     "pending",
     "poll",
+    "reported",
 ]

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +164,7 @@ def execute(
     writes_files: bool,
 ) -> None:
     """Run one command (see the module's docstring); Python warnings raised meanwhile become notes."""
-    warned: list[str] = []
-    with terminal.collect_warnings(warned):
+    with terminal.collect_warnings() as warned:
         _execute(name, common, body, own, est_opts, est_values, argv=argv, writes_files=writes_files, warned=warned)
 
 
@@ -178,7 +178,7 @@ def _execute(
     *,
     argv: list[str] | None,
     writes_files: bool,
-    warned: list[str],
+    warned: list[warnings.WarningMessage],
 ) -> None:
     console = terminal.console(stderr=True, quiet=common.quiet or not _is_main_rank())
     try:
@@ -210,7 +210,13 @@ def _execute(
                 if writes_files and world.is_main:
                     out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
                 with interrupt.on_exit(out.discard if out is not None else lambda: None):
-                    enabled = sys.stderr.isatty() and not common.quiet and not common.json and world.is_main
+                    enabled = (
+                        sys.stderr is not None
+                        and sys.stderr.isatty()
+                        and not common.quiet
+                        and not common.json
+                        and world.is_main
+                    )
                     with RichProgress(console, enabled) as progress:
                         t1 = time.perf_counter()
                         outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
@@ -255,7 +261,7 @@ def _execute(
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
             _fail(console, out, common, _describe_failure(exc, out, common))
         idle = distributed.idle_note()
-        for note in [*gen.notes, *outcome.notes, *warned, *([idle] if idle else [])]:
+        for note in [*gen.notes, *outcome.notes, *terminal.warning_notes(warned), *([idle] if idle else [])]:
             console.print(f"[yellow]note:[/] {escape(note)}")
         if not world.is_main:  # under torchrun only rank 0 prints; every rank exits with the same code
             if outcome.interrupted or late_interrupt:
@@ -278,6 +284,7 @@ def _execute(
             # printed even with --quiet, like an error: it is why the exit code is 130 (143, 129)
             done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"
             when = "" if outcome.interrupted else " after the run had finished"
+            interrupt.reported()
             terminal.console(stderr=True).print(f"[yellow]{interrupt.message()}{when}:[/] {done}")
             raise typer.Exit(interrupt.exit_code())
         if outcome.gate is not None and (why := outcome.gate.failure()) is not None:
@@ -343,6 +350,7 @@ def _fail(
 
 def _say_error(message: str) -> None:
     """``error: MESSAGE`` on stderr, even with --quiet."""
+    interrupt.reported()
     terminal.console(stderr=True).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
 
 

@@ -11,7 +11,8 @@ with one line, terminal settings that cannot hide the output, warnings turned in
   result cannot be delivered, so :func:`write_stdout` raises :class:`StdoutError` and the run ends with
   one line on stderr and exit 1 (141 for the broken pipe, as a shell reports a process SIGPIPE killed).
 - Python warnings (torch's UserWarnings, PIL's DecompressionBombWarning, ...) raised while a command
-  runs are collected (:func:`collect_warnings`) and printed as notes, never as warnings with a source line.
+  runs are collected (:func:`collect_warnings`) and printed as notes (:func:`warning_notes`), never as
+  warnings with a source line.
 """
 
 from __future__ import annotations
@@ -130,19 +131,23 @@ def stdout_errors() -> Iterator[None]:
 
 
 @contextmanager
-def collect_warnings(notes: list[str]) -> Iterator[None]:
-    """Python warnings raised inside become notes, ``warning (Category): first line``, once each.
+def collect_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """The Python warnings raised inside, collected instead of shown (:func:`warning_notes` makes them notes).
 
-    Filters stay as they are (what Python would have shown, and nothing else, becomes a note)."""
+    Filters stay as they are: what Python would have shown, and nothing else, is collected."""
     with warnings.catch_warnings(record=True) as caught:
-        try:
-            yield
-        finally:
-            for w in caught:
-                lines = str(w.message).strip().splitlines()
-                note = f"warning ({w.category.__name__}): {lines[0] if lines else ''}".rstrip(": ")
-                if note not in notes:
-                    notes.append(note)
+        yield caught
+
+
+def warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    """One note per distinct warning: ``warning (Category): its first line``."""
+    notes: list[str] = []
+    for w in caught:
+        lines = str(w.message).strip().splitlines()
+        note = f"warning ({w.category.__name__})" + (f": {lines[0]}" if lines else "")
+        if note not in notes:
+            notes.append(note)
+    return notes
 
 
 __all__ = [
@@ -152,6 +157,7 @@ __all__ = [
     "collect_warnings",
     "console",
     "printable",
+    "warning_notes",
     "stdout_errors",
     "write_stdout",
 ]
