@@ -37,6 +37,7 @@ SHELL = {
     "stdout-closed-table": "{py} info >&-",
     "stdout-full-json": "{py} info --json >/dev/full",
     "stdout-full-table": "{py} info >/dev/full",
+    "version-full": "{py} --version >/dev/full",
     "pipe-json": "{{ {py} loglik --n 2 --json --out o; echo $? >status; }} | true",
     "pipe-table": "{{ {py} info; echo $? >status; }} | true",
     "stderr-closed": "{py} info 2>&-",
@@ -83,6 +84,7 @@ LOST = "error: cannot write the output to stdout: "
         ("stdout-closed-table", "it is closed"),
         ("stdout-full-json", "No space left on device"),
         ("stdout-full-table", "No space left on device"),
+        ("version-full", "No space left on device"),
     ],
 )
 def test_a_closed_or_full_stdout_is_one_line(name, reason, shell):
