@@ -445,10 +445,10 @@ def test_full_disk_is_one_line_and_keeps_the_folder(files, runner, tmp_path, mon
     out = tmp_path / "full"
     before = _earlier_report(out)
 
-    def no_space(src, dst):
-        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+    def no_space(stage):  # the commit's flush to the disk, where a full disk shows with delayed allocation
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(stage) / "report.json"))
 
-    monkeypatch.setattr(files_module.os, "replace", no_space)
+    monkeypatch.setattr(files_module, "fsync_tree", no_space)
     result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "2", "--out", out])
     assert result.exit_code == 1
     assert "No space left on device" in result.stderr and "(--out)" not in result.stderr
