@@ -75,11 +75,7 @@ def exit_now(signum: int | None = None) -> None:
     """Print one line, run the registered cleanups, leave with 128 + N (no unwinding, no traceback)."""
     if signum is not None:
         _State.signum = signum
-    for cleanup in list(_State.cleanups):
-        try:
-            cleanup()
-        except BaseException:  # noqa: BLE001 - leaving anyway
-            pass
+    run_cleanups()
     if _prints() and not _State.reported:
         try:
             os.write(2, f"error: {message()}\n".encode())
