@@ -30,7 +30,7 @@ Working sets (on the generator's device):
 - exact Jacobian with the gradient (ascend): ``b N nz (e + 32) + 2 b nz A e``
   (also Q and Q R^-T in float64; the saved activations of all nz axes)
 - a stochastic estimator: ``b P (2 A e + (S + 2)(N + nz) 8)`` with ``P`` probes
-  and ``S`` Krylov vectors kept (slq: its steps; chebyshev and taylor: t)
+  and ``S`` Krylov vectors kept (slq: its steps; chebyshev and taylor: t; at most nz)
 - a PNG grid of ``k`` images of H x W x C: ``png(k) = 17 k N + 5 k (H+2)(W+2) C``
   (the float64 and uint8 copies, the canvas and its 2x enlargement)
 
@@ -265,6 +265,7 @@ def _estimator_bytes(
     method: str, estimators: Mapping[str, Any] | None, batch: int, act: int, e: int, n_out: int, nz: int, *, grad: bool
 ) -> int:
     probes, kept = _estimator_sizes(method, estimators)
+    kept = min(kept, nz)  # Golub-Kahan stops at nz steps (gan_probe.spectral.estimators.lanczos.golub_kahan)
     return batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
 
 
