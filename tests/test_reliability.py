@@ -532,11 +532,12 @@ def test_staging_folders_of_killed_runs_are_removed(files, runner, tmp_path):
 
 
 def test_memory_refusal_names_the_figure_and_the_flag(files, runner, tmp_path):
-    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--grid", "--grid-size", "100000"])
+    # within the bound on counts (gan_probe.limits), beyond any machine's memory
+    result = invoke(runner, ["loglik", files / "tiny.safetensors", "--n", "1000000000"])
     line = result.stderr.strip()
     assert result.exit_code == 1
     assert line.startswith("error: loglik would need about ") and "TiB" in line
-    assert "the grid's 10000000000 points" in line and line.endswith("(--grid-size)")
+    assert "1000000000 latents and their images" in line and line.endswith("(--n)")
 
 
 def test_memory_estimates_fit_the_defaults_and_follow_the_sizes(files):
