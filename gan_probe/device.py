@@ -113,3 +113,13 @@ def cgroup_room() -> int | None:
         return max(0, int(text) - int((base / "memory.current").read_text().strip()))
     except (OSError, ValueError, IndexError):
         return None
+
+
+def format_bytes(nbytes: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} EiB"

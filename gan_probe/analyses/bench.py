@@ -46,6 +46,7 @@ from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.timing import machine_info, synchronize, time_call
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_COUNT, MAX_NZ, MAX_REPEATS, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.synthetic import resolve_operator, synthetic_linear
 from gan_probe.spectral.estimators import ESTIMATORS, ChebyshevParams, LogdetEstimate, estimate_half_logdet
@@ -97,10 +98,13 @@ class BenchParams:
     limit: bool = True
 
     def validate(self) -> BenchParams:
-        for name, low in (("num", 1), ("repeats", 1), ("naive_latents", 0), ("warmup", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise GanProbeError(f"{name} must be an integer >= {low}, got {value!r}", param=name)
+        for name, low, high in (
+            ("num", 1, MAX_COUNT),
+            ("repeats", 1, MAX_REPEATS),
+            ("naive_latents", 0, MAX_COUNT),
+            ("warmup", 0, MAX_REPEATS),
+        ):
+            check_count(getattr(self, name), name, param=name, low=low, high=high)
         if self.naive_latents > self.num:
             raise GanProbeError(
                 f"the naive peer's latents ({self.naive_latents}) cannot exceed the latents timed ({self.num})",
@@ -109,10 +113,10 @@ class BenchParams:
         for m in self.methods:
             if m not in ESTIMATORS:
                 raise GanProbeError(f"unknown estimator {m!r}: use some of {', '.join(ESTIMATORS)}", param="methods")
-        if self.exact_max_nz < 2:
-            raise GanProbeError(f"exact_max_nz must be at least 2, got {self.exact_max_nz}", param="exact_max_nz")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise GanProbeError(f"the chunk size must be at least 1, got {self.chunk_size}", param="chunk_size")
+        check_count(self.exact_max_nz, "exact_max_nz", param="exact_max_nz", low=2, high=MAX_NZ)
+        if self.chunk_size is not None:
+            check_count(self.chunk_size, "the chunk size", param="chunk_size")
+        check_count(self.naive_rows, "naive_rows", param="naive_rows", low=0)
         for c in self.conds:
             if not (math.isfinite(c) and c >= 1):
                 raise GanProbeError(f"condition numbers must be finite and >= 1, got {c!r}", param="conds")

@@ -39,6 +39,7 @@ from gan_probe.analyses.memory import check_memory, loglik_memory
 from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.precision import auto_half_logdet, join_routes
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_GRID_SIZE, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.estimators import params_json
 from gan_probe.spectral.plan import METHODS, RunPlan, estimator_params
@@ -80,8 +81,10 @@ class LoglikParams:
 
     def validate(self) -> None:
         check_positive("the batch size", self.batch_size, "batch_size")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise GanProbeError(f"the chunk size must be at least 1, got {self.chunk_size}", param="chunk_size")
+        if self.chunk_size is not None:
+            check_count(self.chunk_size, "the chunk size", param="chunk_size")
+        if self.grid is not None:
+            check_count(self.grid.size, "the grid's points per side", param="grid.size", low=2, high=MAX_GRID_SIZE)
         if self.method not in METHODS:
             raise GanProbeError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}", param="method")
 

@@ -31,7 +31,7 @@ formulas are :mod:`gan_probe.spectral.route`'s). Working sets (on the generator'
 - exact Jacobian with the gradient (ascend): ``b N nz (e + 32) + 2 b nz A e``
   (also Q and Q R^-T in float64; the saved activations of all nz axes)
 - a stochastic estimator: ``b P (2 A e + (S + 2)(N + nz) 8)`` with ``P`` probes
-  and ``S`` Krylov vectors kept (slq: its steps; chebyshev and taylor: t)
+  and ``S`` Krylov vectors kept (slq: its steps; chebyshev and taylor: t; at most nz)
 - a PNG grid of ``k`` images of H x W x C: ``png(k) = 17 k N + 5 k (H+2)(W+2) C``
   (the float64 and uint8 copies, the canvas and its 2x enlargement)
 
@@ -76,6 +76,7 @@ from typing import Any
 import torch
 
 from gan_probe import device as machine
+from gan_probe.device import format_bytes
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
@@ -185,17 +186,8 @@ def _estimator_bytes(
     method: str, estimators: Mapping[str, Any] | None, batch: int, act: int, e: int, n_out: int, nz: int, *, grad: bool
 ) -> int:
     probes, kept = _estimator_sizes(method, estimators)
+    kept = min(kept, nz)  # Golub-Kahan stops at nz steps (gan_probe.spectral.estimators.lanczos.golub_kahan)
     return batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
-
-
-def format_bytes(nbytes: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} EiB"
 
 
 def check_memory(est: Estimate, *, available: Mapping[str, int | None] | None = None) -> None:

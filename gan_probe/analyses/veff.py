@@ -49,6 +49,7 @@ from gan_probe.analyses.perturbation import perturb, random_unit_directions, res
 from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
 
@@ -164,8 +165,8 @@ def _distances(gen: LoadedGenerator, zp: torch.Tensor, base: torch.Tensor, per: 
 def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | None = None) -> VeffResult:
     """v_eff(tau) of ``gen`` at prior draws (or the given latents)."""
     check_positive("the batch size", params.batch_size, "batch_size")
-    if params.chunk_size is not None and params.chunk_size < 1:
-        raise GanProbeError(f"the chunk size must be at least 1, got {params.chunk_size}", param="chunk_size")
+    if params.chunk_size is not None:
+        check_count(params.chunk_size, "the chunk size", param="chunk_size")
     taus = check_taus(params.taus)
     if params.num_directions < 1:
         raise GanProbeError(

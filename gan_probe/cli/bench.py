@@ -22,6 +22,7 @@ from gan_probe.analyses.throughput import ThroughputParams, run_throughput
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_COUNT, MAX_NZ, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.synthetic import OPERATORS, synthetic_dcgan, synthetic_stylegan2
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
@@ -149,8 +150,11 @@ def bench(
         raise GanProbeError(f"--synthetic {synthetic!r}: use one of {', '.join(SYNTHETIC)}")
     if synthetic_nz is not None and synthetic is None:
         raise GanProbeError("--synthetic-nz needs --synthetic")
-    if synthetic_nz is not None and synthetic_nz < 2:
-        raise GanProbeError(f"--synthetic-nz must be at least 2, got {synthetic_nz}")
+    if synthetic_nz is not None:
+        check_count(synthetic_nz, "--synthetic-nz", param=None, low=2, high=MAX_NZ)
+    if synthetic_channels is not None:
+        check_count(synthetic_channels, "--synthetic-channels", param=None, high=MAX_NZ)
+    check_count(synthetic_style_dim, "--synthetic-style-dim", param=None, high=MAX_NZ)
     if synthetic_operator not in OPERATORS:
         raise GanProbeError(f"--synthetic-operator {synthetic_operator!r}: use one of {', '.join(OPERATORS)}")
     spectrum_nz = synthetic_nz or 512
@@ -246,8 +250,8 @@ def parse_sizes(text: str, flag: str, *, auto: bool = False) -> tuple[int | None
             value = int(part)
         except ValueError:
             value = 0
-        if value < 1:
-            allowed = "positive integers or auto" if auto else "positive integers"
+        if not 1 <= value <= MAX_COUNT:
+            allowed = f"integers from 1 to {MAX_COUNT:,}" + (" or auto" if auto else "")
             raise GanProbeError(f"{flag} must be a comma list of {allowed}, like 1,4,16; got {text!r}")
         out.append(value)
     if not out:

@@ -185,8 +185,7 @@ def _execute(
         out: OutputDir | None = None
         world = distributed.SINGLE
         try:
-            if common.batch_size < 1:
-                raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
+            common.check()
             check_seed(common.seed)
             if common.threads is not None:
                 if common.threads < 1:

@@ -34,11 +34,13 @@ import torch
 from torch import nn
 
 from gan_probe.atomic import write_atomic
+from gan_probe.device import format_bytes, host_available_bytes
 from gan_probe.errors import CheckpointError
+from gan_probe.limits import MAX_NZ, MAX_TENSOR_ELEMENTS, check_count
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.bundled import default_checkpoint
 from gan_probe.models.containers import Container, find_generator_state, read_container
-from gan_probe.models.latent_spaces import check_space_options, stylegan2_latent
+from gan_probe.models.latent_spaces import check_space_options, parse_noise, stylegan2_latent
 from gan_probe.models.noise import FrozenNoise, detect_noise, freeze, frozen_call
 from gan_probe.models.priors import Prior
 from gan_probe.models.stylegan2 import StyleGAN2Generator
@@ -187,8 +189,10 @@ def load_generator(
     """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode.
 
     ``options.dtype_auto`` (``--dtype auto``) runs float32 and marks the generator for float64 promotion."""
-    if options.nz is not None and (isinstance(options.nz, bool) or not isinstance(options.nz, int) or options.nz < 1):
-        raise CheckpointError(f"the latent size nz must be a positive integer, got {options.nz!r}", param="nz")
+    if options.nz is not None:
+        check_count(options.nz, "the latent size nz", param="nz", high=MAX_NZ, error=CheckpointError)
+    if options.noise is not None:
+        parse_noise(options.noise)  # a bad --noise is refused before the weights are read
     if options.dtype_auto:
         dtype = torch.float32
     if options.generator is not None and (path is None or _program_kind(Path(path)) is None):
@@ -263,6 +267,7 @@ def wrap_module(
     ``device``/``dtype``. One forward pass at the prior's centre learns the output shape (and checks it
     against ``output_shape`` when that is given). A module that draws noise inside ``forward`` is run with
     its noise frozen by ``seed`` (:mod:`gan_probe.models.noise`), and a note says so."""
+    check_count(nz, "the latent size nz", param="nz", high=MAX_NZ, error=CheckpointError)
     module = module.eval().requires_grad_(False).to(device=device, dtype=dtype)
     loaded = LoadedGenerator(
         module=module,
@@ -334,6 +339,7 @@ def read_checkpoint(file: Path, key: str | None = None) -> tuple[Container, dict
         )
     if not container.state:
         raise CheckpointError(f"{file} holds no tensors")
+    check_tensor_sizes({k: (tuple(v.shape), v.element_size()) for k, v in container.state.items()}, file)
     for name, tensor in container.state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{file}: tensor {name!r} has NaN or infinite values")
@@ -346,6 +352,10 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
     try:
         with safe_open(str(file), framework="pt", device="cpu") as fh:
             raw_meta = fh.metadata() or {}
+            declared = {k: fh.get_slice(k) for k in fh.keys()}
+            check_tensor_sizes(
+                {k: (tuple(v.get_shape()), _SAFETENSORS_BYTES.get(v.get_dtype(), 8)) for k, v in declared.items()}, file
+            )
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt): {exc}") from None
@@ -362,6 +372,34 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
             raise CheckpointError(f"{file}: gan_probe format_version {version!r} is not supported (expected 1)")
         check_metadata(meta, file)
     return _strip_prefix(state), meta
+
+
+#: bytes per value of the safetensors dtypes (others: counted as 8)
+_SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2}
+_SAFETENSORS_BYTES |= {"I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def check_tensor_sizes(declared: Mapping[str, tuple[tuple[int, ...], int]], file: Path | str) -> None:
+    """Refuse, before any tensor is read or converted, a tensor declaring more than MAX_TENSOR_ELEMENTS values,
+    or tensors that would not fit in the host's available memory as stored plus a float32 copy (the least a
+    generator built from them takes; ``declared``: name -> (shape, bytes per value)). A PyTorch file can
+    hold a stride-0 view (``x.expand``) whose shape is far larger than what it stores: its declared size
+    counts, since every use materialises it."""
+    sizes = {name: math.prod(shape) for name, (shape, _) in declared.items()}
+    for name, numel in sizes.items():
+        if numel > MAX_TENSOR_ELEMENTS:
+            raise CheckpointError(
+                f"{file}: tensor {name!r} declares shape {declared[name][0]}, {numel:,} values, beyond the "
+                f"{MAX_TENSOR_ELEMENTS:,} a checkpoint tensor may hold: not a generator's weights"
+            )
+    need = sum(numel * (declared[name][1] + 4) for name, numel in sizes.items())
+    have = host_available_bytes()
+    if have is not None and need > have:
+        name = max(sizes, key=lambda k: sizes[k])
+        raise CheckpointError(
+            f"{file}: its tensors would take at least {format_bytes(need)} once loaded (the largest, {name!r}, "
+            f"declares shape {declared[name][0]}), more than the {format_bytes(have)} of memory available"
+        )
 
 
 def _is_number(value: object) -> bool:
@@ -441,7 +479,7 @@ def _build_builtin(
             "pass --arch dcgan|mlp|stylegan2 or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
-    if options.nz is not None and config.get("nz") != options.nz:
+    if options.nz is not None and "nz" in config and config["nz"] != options.nz:
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
@@ -476,6 +514,9 @@ def _build_builtin(
         ignores_norm = record["space"] == "z"
         if prior.kind != "normal" and record["space"] == "z":
             raise CheckpointError("a StyleGAN2's z prior is normal(0, I): drop --prior/--low/--high", param="prior")
+    if options.nz is not None and nz != options.nz:
+        where = f" in its {config['space']} space" if "space" in config else ""
+        raise CheckpointError(f"{file}: --nz {options.nz} does not match the weights, which have nz = {nz}{where}")
     loaded = wrap_module(
         module,
         nz=nz,
@@ -513,6 +554,15 @@ def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path
         if tuple(state[key].shape) != tuple(ref.shape):
             raise CheckpointError(
                 f"{file}: {key!r} has shape {tuple(state[key].shape)}, the architecture expects {tuple(ref.shape)}"
+            )
+        have = state[key].dtype
+        # a float weight stored as int, bool or complex would be cast silently: refused (integer buffers such as
+        # BatchNorm's num_batches_tracked stay integers)
+        if ref.is_floating_point() and (not have.is_floating_point or have.is_complex):
+            raise CheckpointError(
+                f"{file}: tensor {key!r} has dtype {str(have).replace('torch.', '')}, but it is a weight of "
+                f"dtype {str(ref.dtype).replace('torch.', '')}: the file is not a checkpoint of this architecture "
+                "or was saved after a cast; save the weights as floating point"
             )
     module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected})
 
