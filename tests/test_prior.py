@@ -24,7 +24,7 @@ from gan_probe.analyses.prior import (
 from gan_probe.analyses.two_sample import two_sample_test
 from gan_probe.errors import CheckpointError, DataError, GanProbeError
 from gan_probe.models.prior_net import LoadedPriorNet, PriorNet, compose_with_prior, load_prior_net, save_prior_net
-from tests.conftest import Linear, invoke, invoke_json, wrap
+from tests.conftest import Linear, invoke, invoke_json
 
 
 def _gaussian_codes(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
