@@ -243,6 +243,11 @@ def test_cli_prior_end_to_end_on_bundled_checkpoint(runner, tmp_path):
     assert h.generator_sha256 == gen.sha256 and h.fitted["steps"] == 15 and h.fitted["seed"] == 0
     composed = compose_with_prior(gen, h)
     assert composed(torch.zeros(2, 32)).shape == (2, 1, 32, 32)
+    # the saved codes (pag's latents.npz format, key z) are what --codes reads: the same split, the same codes
+    again = invoke_json(runner, ["prior", "--codes", out / "latents.npz", *SMALL, "--out", tmp_path / "again"])
+    assert again["results"]["num_codes"] == 60 and again["results"]["data"]["kind"] == "codes"
+    gen_again = again["results"]["priors"]["generator"]
+    assert gen_again["heldout_log_density"] == res["priors"]["generator"]["heldout_log_density"]
 
 
 def test_api_prior_from_codes_tensor(tiny_ckpt):

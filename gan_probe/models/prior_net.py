@@ -11,7 +11,7 @@ latents are unbounded.
 
 G o h is a generator with latent z' ~ N(0, I): its log-likelihood needs nothing
 new, ln Q(G(h(z'))) = ln N(z'; 0, I) - 1/2 ln det(J^T J) with J = J_G(h(z')) J_h(z')
-(docs/design.md §1.3), the Jacobian of the composed module.
+(docs/design.md §7.6), the Jacobian of the composed module.
 
 A prior file is a native checkpoint (``arch`` ``prior-net``; ``config`` the
 constructor's arguments; ``prior`` N(0, I) of Z'; ``output`` shape [nz]) whose
