@@ -742,8 +742,11 @@ def save_checkpoint(
     output_shape: tuple[int, ...] | list[int],
     output_range: tuple[float, float] | list[float] | None,
     provenance: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically."""
+    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically.
+
+    ``extra``: further metadata fields (JSON values) beside the standard ones, which they may not replace."""
     from safetensors.torch import save as safetensors_bytes
 
     meta = {
@@ -754,6 +757,10 @@ def save_checkpoint(
         "output": {"shape": [int(s) for s in output_shape], "range": _range_json(output_range)},
         "provenance": provenance,
     }
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata may not replace the standard fields {clash}")
+    meta.update(extra or {})
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     blob = safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(meta)})
     write_atomic(Path(path), lambda fh: fh.write(blob))
