@@ -86,8 +86,9 @@ def upfirdn2d(
       that ``conv_transpose2d`` does itself when it is the same on all four sides.
 
     Differentiable in both AD modes and batched under ``torch.func.vmap`` (the vmapped axis folds into the
-    batch: the kernel is not batched). This is ~4-20x faster than zero insertion by ``F.pad`` and a
-    single-channel convolution over (B * C, 1, H, W), forward and in both AD modes (docs/performance.md).
+    batch: the kernel is not batched). Against zero insertion by ``F.pad`` and a single-channel convolution
+    over (B * C, 1, H, W), measured 2-50x faster forward, 2-6x under vmap over jvp and 20-170x in reverse
+    mode at StyleGAN2's shapes (docs/performance.md).
     """
     if len(pad) == 2:
         px0, px1, py0, py1 = pad[0], pad[1], pad[0], pad[1]
