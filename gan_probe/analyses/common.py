@@ -12,9 +12,10 @@ from typing import IO, Protocol
 import numpy as np
 import torch
 
+from gan_probe import device as machine
 from gan_probe import distributed, interrupt
 from gan_probe.data import check_regular_file
-from gan_probe.device import format_bytes, host_available_bytes
+from gan_probe.device import format_bytes
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.limits import SEED_MAX, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
@@ -205,7 +206,7 @@ def check_declared_arrays(path: Path, param: str) -> None:
                 param=param,
             )
         total += 8 * numel
-    have = host_available_bytes()
+    have = machine.host_available_bytes()
     if have is not None and total > have:
         raise DataError(
             f"latents in {path} would take {format_bytes(total)} as float64, more than the {format_bytes(have)} "

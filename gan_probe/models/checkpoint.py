@@ -33,8 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_probe import device as machine
 from gan_probe.atomic import write_atomic
-from gan_probe.device import format_bytes, host_available_bytes
+from gan_probe.device import format_bytes
 from gan_probe.errors import CheckpointError
 from gan_probe.limits import MAX_NZ, MAX_TENSOR_ELEMENTS, check_count
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
@@ -393,7 +394,7 @@ def check_tensor_sizes(declared: Mapping[str, tuple[tuple[int, ...], int]], file
                 f"{MAX_TENSOR_ELEMENTS:,} a checkpoint tensor may hold: not a generator's weights"
             )
     need = sum(numel * (declared[name][1] + 4) for name, numel in sizes.items())
-    have = host_available_bytes()
+    have = machine.host_available_bytes()
     if have is not None and need > have:
         name = max(sizes, key=lambda k: sizes[k])
         raise CheckpointError(
