@@ -29,7 +29,7 @@ COMMON_PANEL = "Common"
 CkptArg = Annotated[
     Optional[Path],
     typer.Argument(
-        help="Generator checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, TorchScript, .pt2). "
+        help="Generator checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, TorchScript, .pt2, NVIDIA .pkl). "
         "Omitted: the bundled MNIST DCGAN (nz=32).",
         show_default=False,
     ),
@@ -125,6 +125,28 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    "truncation_cutoff": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--truncation-cutoff",
+                help="StyleGAN truncation on the first N layers only (NVIDIA's truncation_cutoff) [default: all].",
+                rich_help_panel=CKPT_PANEL,
+            ),
+        ],
+        None,
+    ),
+    "class_index": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--class",
+                help="Class K of a conditional generator (NVIDIA's c_dim > 0): one-hot c, 0 <= K < c_dim.",
+                rich_help_panel=CKPT_PANEL,
+            ),
+        ],
+        None,
+    ),
     "device": (
         Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=COMMON_PANEL)],
         "auto",
@@ -206,6 +228,8 @@ class CommonOptions:
     space: str | None
     truncation: float | None
     noise: str | None
+    truncation_cutoff: int | None
+    class_index: int | None
     key: str | None
     output_range: str | None
     device: str
@@ -230,6 +254,8 @@ class CommonOptions:
             space=self.space,
             truncation=self.truncation,
             noise=self.noise,
+            truncation_cutoff=self.truncation_cutoff,
+            class_index=self.class_index,
             key=self.key,
             output_range=self.output_range,
             seed=self.seed,
@@ -246,6 +272,7 @@ FLAG_ALIASES = {
     "num_directions": "--k",
     "num_prior_samples": "--prior-samples",
     "num_top": "--top",
+    "class_index": "--class",
 }
 
 
