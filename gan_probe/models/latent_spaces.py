@@ -143,7 +143,7 @@ def stylegan2_latent(
         else:
             w_avg = mean_w(module, num=NUM_MEAN_DRAWS, seed=0)
             avg_source = f"mean of {NUM_MEAN_DRAWS} mapped draws, seed 0"
-        network: StyleNetwork = RosinalityStyleNetwork(module, w_avg)
+        network = cast(StyleNetwork, RosinalityStyleNetwork(module, w_avg))
     else:
         network = cast(StyleNetwork, module)
         w_avg, avg_source = network.w_avg, "stored w_avg of the generator (mapping.w_avg)"

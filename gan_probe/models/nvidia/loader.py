@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -66,7 +66,8 @@ def _build(record: NetworkRecord, dtype: torch.dtype) -> Any:
     if record.class_name == STYLEGAN3_GENERATOR:
         from gan_probe.models.nvidia.stylegan3 import build_stylegan3
 
-        return build_stylegan3(record).to(dtype)
+        # its NetworkState protocol declares settable attributes; the frozen record has the same fields, read-only
+        return build_stylegan3(cast(Any, record)).to(dtype)
     from gan_probe.models.nvidia.stylegan2 import build_stylegan2
 
     return build_stylegan2(record, dtype=dtype)
