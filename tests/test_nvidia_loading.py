@@ -489,3 +489,29 @@ def test_bad_nvidia_pickles_end_in_one_line(make, fragment, command, runner, tmp
     args = make(path, record, tmp_path)
     assert_one_line_error(runner, [command, path, "--class", "0", *args], fragment, tmp_path / "out")
     assert not (tmp_path / "executed").exists()
+
+
+def test_seeds_on_any_generator_and_their_refusals(runner, tmp_path, tiny_ckpt):
+    """--seeds follows NVIDIA's convention for every generator with a normal prior (here a DCGAN, nz 8)."""
+    from gan_probe.models.bundled import samples_dir
+
+    report, npz = render(runner, tiny_ckpt, tmp_path / "s", "--seeds", "3,5-6")
+    z = np.concatenate([np.random.RandomState(s).randn(1, 8) for s in (3, 5, 6)])
+    np.testing.assert_array_equal(npz["z"], z)
+    gen = load_generator(tiny_ckpt, LoadOptions(), dtype=torch.float32)
+    with torch.no_grad():
+        expected = gen(torch.from_numpy(z).float())
+    assert rel(torch.from_numpy(npz["images"]), expected) < 1e-6 and report["results"]["num_samples"] == 3
+    uniform = samples_dir() / "mnist-dcgan-nz32-uniform.safetensors"
+    np.save(tmp_path / "z.npy", z)
+    for ckpt, args, fragment in (
+        (uniform, ["--seeds", "0"], "seeds draw normal latents (NVIDIA's convention)"),
+        (tiny_ckpt, ["--seeds", "5-2"], "the range '5-2' runs backwards; write 2-5 (--seeds)"),
+        (tiny_ckpt, ["--seeds", "a"], "give numbers and ranges like 0-7,12"),
+        (tiny_ckpt, ["--seeds", "0-4294967296"], "every seed must be 0 to 4294967295"),
+        (tiny_ckpt, ["--seeds", "0-100000"], "name more than 100,000 seeds"),
+        (tiny_ckpt, ["--seeds", "0", "--latents", tmp_path / "z.npy"], "give --latents or --seeds, not both"),
+        (tiny_ckpt, ["--class", "1"], "--class applies to StyleGAN generators only"),
+        (tiny_ckpt, ["--truncation-cutoff", "2"], "--truncation-cutoff applies to StyleGAN generators only"),
+    ):
+        assert_one_line_error(runner, ["sample", ckpt, *args], fragment, tmp_path / "out")

@@ -105,7 +105,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "space": (
         Annotated[
             Optional[str],
-            typer.Option(help="StyleGAN2 latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="StyleGAN latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -113,7 +113,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             Optional[float],
             typer.Option(
-                help="StyleGAN2 truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
+                help="StyleGAN truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
             ),
         ],
         None,
@@ -121,7 +121,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "noise": (
         Annotated[
             Optional[str],
-            typer.Option(help="StyleGAN2 noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="StyleGAN noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),

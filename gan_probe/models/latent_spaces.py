@@ -72,16 +72,17 @@ def check_space_options(
     if arch == "stylegan2":
         return
     given = (
-        ("space", space),
-        ("truncation", truncation),
-        ("noise", noise),
-        ("truncation_cutoff", truncation_cutoff),
-        ("class_index", class_index),
+        ("space", "--space", space),
+        ("truncation", "--truncation", truncation),
+        ("noise", "--noise", noise),
+        ("truncation_cutoff", "--truncation-cutoff", truncation_cutoff),
+        ("class_index", "--class", class_index),
     )
-    for name, value in given:
+    for name, flag, value in given:
         if value is not None:
             raise CheckpointError(
-                f"{name} applies to StyleGAN generators only (rosinality's or NVIDIA's); this one is {arch}", param=name
+                f"{flag} applies to StyleGAN generators only (rosinality's or NVIDIA's); this one is {arch}",
+                param=name,
             )
 
 
