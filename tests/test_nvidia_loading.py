@@ -511,7 +511,24 @@ def test_seeds_on_any_generator_and_their_refusals(runner, tmp_path, tiny_ckpt):
         (tiny_ckpt, ["--seeds", "0-4294967296"], "every seed must be 0 to 4294967295"),
         (tiny_ckpt, ["--seeds", "0-100000"], "name more than 100,000 seeds"),
         (tiny_ckpt, ["--seeds", "0", "--latents", tmp_path / "z.npy"], "give --latents or --seeds, not both"),
-        (tiny_ckpt, ["--class", "1"], "--class applies to StyleGAN generators only"),
-        (tiny_ckpt, ["--truncation-cutoff", "2"], "--truncation-cutoff applies to StyleGAN generators only"),
+        (tiny_ckpt, ["--class", "1"], "--class applies to StyleGAN2 and StyleGAN3 generators only"),
+        (tiny_ckpt, ["--truncation-cutoff", "2"], "--truncation-cutoff applies to StyleGAN2 and StyleGAN3"),
     ):
         assert_one_line_error(runner, ["sample", ckpt, *args], fragment, tmp_path / "out")
+
+
+def test_ascend_in_z_and_pag_in_w_run_on_an_nvidia_pickle(pickles, runner, tmp_path):
+    path, _, _ = pickles["stylegan3_repo"]  # 16 px, z_dim = w_dim = 16
+    ascend = invoke_json(runner, ["ascend", path, "--n", "1", "--steps", "2", "--frames", "2", "--out", tmp_path / "a"])
+    assert len(ascend["results"]["latents"]) == 1
+    with np.load(tmp_path / "a" / "trajectories.npz") as f:  # on the sphere (the mapping ignores |z|): |z| is kept
+        z = f["z"]
+    norms = np.linalg.norm(z, axis=-1)
+    assert np.ptp(norms) < 1e-6 * norms.max() and np.ptp(z[:, 0, 0]) > 0
+    data = np.random.default_rng(0).uniform(-1, 1, size=(3, 3, 16, 16))
+    np.save(tmp_path / "x.npy", data)
+    args = ["pag", path, "--space", "w", "--data", tmp_path / "x.npy", "--steps", "3", "--prior-samples", "8"]
+    pag = invoke_json(runner, [*args, "--top", "2", "--out", tmp_path / "p"])
+    # (the fixture's weights make images far outside [-1, 1], so the score of these data says nothing; the run counts)
+    assert pag["checkpoint"]["config"]["space"] == "w" and "mapped prior draws in w" in pag["results"]["reference"]
+    assert len(pag["results"]["per_image"]) == 3

@@ -81,7 +81,8 @@ def check_space_options(
     for name, flag, value in given:
         if value is not None:
             raise CheckpointError(
-                f"{flag} applies to StyleGAN generators only (rosinality's or NVIDIA's); this one is {arch}",
+                f"{flag} applies to StyleGAN2 and StyleGAN3 generators only (rosinality's or NVIDIA's); "
+                f"this one is {arch}",
                 param=name,
             )
 
