@@ -68,6 +68,9 @@ class LoadOptions:
     space: str | None = None
     truncation: float | None = None
     noise: str | None = None
+    #: style generators: truncate the first N layers only (NVIDIA's truncation_cutoff); the class of a conditional one
+    truncation_cutoff: int | None = None
+    class_index: int | None = None
     #: the entry of a checkpoint container holding the generator ("a.b": nested entries, then a key prefix)
     key: str | None = None
     #: (low, high) of the output, or "none" for no pixel range (None: the file's or the module's)
@@ -196,7 +199,11 @@ def load_generator(
         parse_noise(options.noise)  # a bad --noise is refused before the weights are read
     if options.dtype_auto:
         dtype = torch.float32
-    if options.generator is not None and (path is None or _program_kind(Path(path)) is None):
+    from gan_probe.models.nvidia.loader import claims_nvidia_pickle, load_nvidia_pickle  # it imports this module
+
+    if path is not None and claims_nvidia_pickle(Path(path)):  # read by the restricted reader only, never torch.load
+        gen = load_nvidia_pickle(Path(path), options, device=device, dtype=dtype)
+    elif options.generator is not None and (path is None or _program_kind(Path(path)) is None):
         gen = _load_custom(path, options, device=device, dtype=dtype)
     else:
         file = Path(path) if path is not None else default_checkpoint()
@@ -484,7 +491,9 @@ def _build_builtin(
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
-    check_space_options(arch, options.space, options.truncation, options.noise)
+    check_space_options(
+        arch, options.space, options.truncation, options.noise, options.truncation_cutoff, options.class_index
+    )
     try:
         # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
         module = build_generator(arch, config).to(dtype)
@@ -509,6 +518,8 @@ def _build_builtin(
             latent_avg=latent_avg,
             device=device,
             dtype=dtype,
+            truncation_cutoff=options.truncation_cutoff,
+            class_index=options.class_index,
         )
         module, nz, config = latent, latent.nz, {**config, **record}
         prior = space_prior if record["space"] != "z" else prior
