@@ -84,6 +84,42 @@ def test_pgan_puts_mass_on_both_modes_of_a_mixture():
     assert two_sample_test(standard, draws, num_permutations=200).p_value < 0.01
 
 
+def _clusters(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A known non-Gaussian 16-D prior: eight well-separated Gaussian clusters (as digit classes might be)."""
+    means = 1.5 * torch.randn(8, 16, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    return means[torch.randint(8, (n,), generator=gen)] + 0.5 * torch.randn(n, 16, generator=gen, dtype=torch.float64)
+
+
+def _pgan_and_gaussian_energy(params: PganParams) -> tuple[float, float]:
+    """Energy distances to 100 held-out codes of 100 PGAN draws and of 100 full-covariance Gaussian draws, both
+    fitted to 400 codes: the regime of ``gan-probe prior`` on 512 reversed images."""
+    gen = torch.Generator().manual_seed(0)
+    fit, held = _clusters(400, gen), _clusters(100, gen)
+    h = train_pgan(fit, params, seed=0).h
+    with torch.no_grad():
+        draws = h(torch.randn(100, 16, generator=gen)).double()
+    gauss = fit_full_gaussian(fit).sample(100, generator=gen)
+    return (
+        two_sample_test(held, draws, num_permutations=1).value,
+        two_sample_test(held, gauss, num_permutations=1).value,
+    )
+
+
+def test_pgan_with_the_default_penalty_does_not_collapse_on_a_few_hundred_codes():
+    # small nets and a larger step (the run takes seconds); the penalty is the default's
+    small = (64, 64, 64)
+    pgan, gauss = _pgan_and_gaussian_energy(PganParams(steps=500, widths=small, critic_widths=small, lr=1e-3))
+    assert pgan < 3 * gauss
+
+
+@pytest.mark.slow
+def test_default_pgan_does_not_collapse_where_the_unpenalised_one_does():
+    pgan, gauss = _pgan_and_gaussian_energy(PganParams())
+    assert pgan < 3 * gauss
+    collapsed, _ = _pgan_and_gaussian_energy(PganParams(r1=0.0))
+    assert collapsed > 10 * gauss
+
+
 def test_pgan_training_is_seeded_and_h_round_trips_through_its_file(tmp_path):
     codes, _, _ = _gaussian_codes(200)
     params = PganParams(steps=20, dim=6, widths=(8, 8, 8), critic_widths=(8, 8, 8))

@@ -58,6 +58,9 @@ from gan_probe.models.priors import MappedPrior
 
 #: Draws of the PGAN from which its mean and covariance are estimated.
 NUM_MOMENT_DRAWS = 10_000
+#: Weight gamma of the R1 penalty gamma/2 E|grad D(x)|^2 on real codes (Mescheder et al. 2018): without it the
+#: discriminator memorises a few hundred codes and h collapses onto a narrow band (docs/design.md §7.6).
+DEFAULT_R1 = 1.0
 #: The priors compared, in the order of the report.
 PRIOR_NAMES = ("generator", "diagonal", "full", "pgan")
 
@@ -65,7 +68,8 @@ PRIOR_NAMES = ("generator", "diagonal", "full", "pgan")
 @dataclass(frozen=True)
 class PganParams:
     """The PGAN (appendix E): ``steps`` RMSProp steps of size ``lr`` on batches of ``batch_size`` codes;
-    h: R^dim -> R^nz (``dim`` None: nz) with hidden ``widths``, the discriminator with ``critic_widths``."""
+    h: R^dim -> R^nz (``dim`` None: nz) with hidden ``widths``, the discriminator with ``critic_widths``;
+    ``r1`` the weight gamma of the discriminator's R1 gradient penalty (0: none, the paper's losses as such)."""
 
     steps: int = 2000
     dim: int | None = None
@@ -73,6 +77,7 @@ class PganParams:
     critic_widths: tuple[int, ...] = tuple(reversed(DEFAULT_WIDTHS))
     lr: float = 3e-4
     batch_size: int = 100
+    r1: float = DEFAULT_R1
 
     def validate(self, nz: int) -> None:
         if self.steps < 1:
@@ -89,6 +94,8 @@ class PganParams:
         check_positive("the PGAN learning rate", self.lr, "lr")
         if self.batch_size < 1:
             raise GanProbeError(f"the PGAN batch size must be at least 1, got {self.batch_size}", param="prior_batch")
+        if not (math.isfinite(self.r1) and self.r1 >= 0):
+            raise GanProbeError(f"the R1 penalty weight must be a finite number >= 0, got {self.r1}", param="r1")
 
 
 @dataclass(frozen=True)
@@ -209,10 +216,15 @@ def train_pgan(
         for step in range(params.steps):
             real = data[torch.randint(n, (b,), generator=rng).to(device)]
             fake = h(torch.randn(b, dim, generator=rng).to(device))
+            if params.r1 > 0:
+                real.requires_grad_(True)
             logit_real, logit_fake = critic(real), critic(fake.detach())
             d_loss = F.binary_cross_entropy_with_logits(logit_real, ones) + F.binary_cross_entropy_with_logits(
                 logit_fake, zeros
             )
+            if params.r1 > 0:  # R1: gamma/2 E|grad_x D(x)|^2 at the real codes (in standardised units)
+                (grad,) = torch.autograd.grad(logit_real.sum(), real, create_graph=True)
+                d_loss = d_loss + 0.5 * params.r1 * grad.square().sum(1).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -327,7 +339,9 @@ class PriorResult:
                 "lr": p.pgan.lr,
                 "batch_size": p.pgan.batch_size,
                 "optimizer": "rmsprop",
-                "loss": "discriminator: binary cross-entropy; generator: non-saturating -ln D(h(z'))",
+                "loss": "discriminator: binary cross-entropy + r1/2 E|grad D(x)|^2 on real codes; generator: "
+                "non-saturating -ln D(h(z'))",
+                "r1": p.pgan.r1,
                 "d_loss_last": float(tr.d_loss[-1]),
                 "g_loss_last": float(tr.g_loss[-1]),
                 "d_real_last": float(tr.d_real[-1]),
@@ -635,6 +649,7 @@ def run_prior(gen: LoadedGenerator, params: PriorParams, *, progress: Progress |
 
 
 __all__ = [
+    "DEFAULT_R1",
     "NUM_MOMENT_DRAWS",
     "PRIOR_NAMES",
     "GaussianPrior",

@@ -68,6 +68,13 @@ def prior(
     ),
     lr: Annotated[float, typer.Option(help="RMSProp step size of the PGAN (paper: 3e-4).")] = PganParams.lr,
     prior_batch: Annotated[int, typer.Option(help="Codes per PGAN step (paper: 100).")] = PganParams.batch_size,
+    r1: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the discriminator's R1 gradient penalty (not in the paper: without it the PGAN "
+            "collapses on a few hundred codes; 0 turns it off)."
+        ),
+    ] = PganParams.r1,
     samples: Annotated[
         Optional[int],
         typer.Option(
@@ -100,6 +107,7 @@ def prior(
             critic_widths=_widths(critic_widths, "--critic-widths"),
             lr=lr,
             batch_size=prior_batch,
+            r1=r1,
         ),
         num_samples=samples,
         num_permutations=permutations,
@@ -126,6 +134,7 @@ def prior(
             "critic_widths": list(params.pgan.critic_widths),
             "lr": lr,
             "prior_batch": prior_batch,
+            "r1": r1,
             "samples": samples,
             "permutations": permutations,
             "prior_samples": prior_samples,
