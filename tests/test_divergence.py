@@ -7,10 +7,14 @@ family holds it and every bound is tight.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gan_probe.analyses.common import seeded_generator
 from gan_probe.analyses.divergence import (
@@ -23,7 +27,7 @@ from gan_probe.analyses.divergence import (
 )
 from gan_probe.errors import GanProbeError
 from gan_probe.report.files import dumps_strict
-from tests.conftest import wrap
+from tests.conftest import invoke, invoke_json, wrap
 
 
 class Affine(torch.nn.Module):
@@ -201,13 +205,13 @@ def test_seeded_runs_reproduce_bit_for_bit():
     ("change", "param", "text"),
     [
         ({"data": torch.zeros(10, 5, dtype=torch.float64)}, "data", "shape"),
-        ({"sigmas": (0.0,)}, "sigmas", "sigma"),
-        ({"sigmas": (float("nan"),)}, "sigmas", "sigma"),
-        ({"sigmas": (-1.0,)}, "sigmas", "sigma"),
+        ({"sigmas": (0.0,)}, "spread", "sigma"),
+        ({"sigmas": (float("nan"),)}, "spread", "sigma"),
+        ({"sigmas": (-1.0,)}, "spread", "sigma"),
         ({"data": torch.full((10, 4), float("nan"), dtype=torch.float64)}, "data", "NaN"),
         ({"data": torch.zeros(3, 4, dtype=torch.float64)}, "data", "too few"),
         ({"importance": 0}, "importance", "K"),
-        ({"divergences": ("tv",)}, "divergences", "unknown"),
+        ({"divergences": ("tv",)}, "f", "unknown"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(change, param, text):
@@ -231,3 +235,83 @@ def test_fit_encoder_model_side_approaches_the_posterior():
     # KL(r(.|y) || posterior(.|y)): the reverse bound's gap at y
     gap = (els - ls + (torch.exp(2 * ls) + (m - em).square()) / (2 * torch.exp(2 * els)) - 0.5).sum(1)
     assert float(gap.mean()) < 0.05, float(gap.mean())
+
+
+def _open_png(path: Path) -> Image.Image:
+    img = Image.open(path)
+    img.load()
+    return img
+
+
+def test_cli_divergence_on_bundled_default(runner, tmp_path):
+    out = tmp_path / "div"
+    args = ["divergence", "--limit", "48", "--steps", "4", "--importance", "3", "--model-samples", "16"]
+    report = invoke_json(runner, [*args, "--spread", "0.2,0.5", "--batch-size", "16", "--out", out])
+    res = report["results"]
+    assert report["command"] == "divergence" and report["parameters"]["spread"] == [0.2, 0.5]
+    assert res["dim"] == 1024 and res["num_data"] == 48 and res["num_heldout"] == 12 and res["num_train"] == 36
+    assert res["pixel_range"][0] >= -1 and res["pixel_range"][1] <= 1 and res["data"]["kind"] == "bundled"
+    assert res["encoder"]["kind"] == "conv" and res["encoder"]["channels"] == [32, 64]
+    assert [r["sigma"] for r in res["results"]] == [0.2, 0.5]
+    for r in res["results"]:
+        d = r["divergences"]
+        assert set(d) == {"kl", "rkl", "js"}
+        assert d["kl"]["estimate"] <= d["kl"]["bound"] + 1e-9  # with the same draws: Jensen
+        assert d["kl"]["per_dim"] == pytest.approx(d["kl"]["bound"] / 1024)
+        assert d["kl"]["bits_per_dim"] == pytest.approx(d["kl"]["bound"] / 1024 / math.log(2))
+        assert 0 <= d["js"]["bound"] <= math.log(2) + 1e-12 and d["js"]["estimate"] is None
+        assert d["rkl"]["stderr"] > 0 and {"data", "model"} == set(r["encoders"])
+    # a larger spread brings the two closer
+    assert res["results"][1]["divergences"]["kl"]["bound"] < res["results"][0]["divergences"]["kl"]["bound"]
+    names = {Path(f).name for f in report["files"]}
+    assert names == {
+        "report.json",
+        "divergence.npz",
+        "divergence_vs_sigma.png",
+        *(f"{k}_{i}.png" for k in ("worst_covered", "farthest_samples", "encoder") for i in (0, 1)),
+    }
+    worst = _open_png(out / "worst_covered_0.png")
+    assert worst.mode == "L" and worst.size == (2 + 8 * 34, 2 + 2 * 34)  # 8 held-out images above 8 reconstructions
+    assert _open_png(out / "farthest_samples_1.png").size == (2 + 8 * 34, 2 + 2 * 34)
+    assert _open_png(out / "encoder_0.png").size[0] > 400 and _open_png(out / "divergence_vs_sigma.png").size[0] > 300
+    with np.load(out / "divergence.npz") as z:
+        fwd, rev = z["s0_forward_joint_data"], z["s0_reverse_joint_model"]
+        assert fwd.shape == (12,) and rev.shape == (16,) and z["s0_encoder_mean_data"].shape == (12, 32)
+        assert res["results"][0]["divergences"]["kl"]["bound"] == pytest.approx(
+            min(fwd.mean(), z["s0_forward_joint_model"].mean()), rel=1e-12
+        )
+
+
+def test_cli_divergence_gate_and_errors(runner, tiny_ckpt, tmp_path):
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, size=(12, 32, 32), dtype=np.uint8))
+    args = ["divergence", tiny_ckpt, "--data", data, "--steps", "2", "--importance", "2", "--model-samples", "4"]
+    ok = invoke(runner, [*args, "--gate", "rkl", "--min", "0", "--out", tmp_path / "ok"])
+    assert ok.exit_code == 0, ok.output
+    assert "rkl" in ok.stdout and "bound" in ok.stdout
+    failed = invoke(runner, [*args, "--gate", "js", "--max", "1e-9", "--json", "--out", tmp_path / "gate"])
+    assert failed.exit_code == 3
+    report = json.loads(failed.stdout)
+    assert report["gate"]["value"] == report["results"]["results"][0]["divergences"]["js"]["bound"]
+    for bad, text in (
+        (["--spread", "nan"], "--spread"),
+        (["--spread", "-0.1"], "--spread"),
+        (["--importance", "0"], "--importance"),
+        (["--limit", "3"], "too few"),
+    ):
+        result = invoke(runner, [*args, *bad, "--out", tmp_path / "bad"])
+        assert result.exit_code == 1, result.output
+        assert text in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_api_divergence_matches_run_divergence():
+    import gan_probe
+
+    gen, *_ = affine_setup(dim=4, nz=2, seed=16)
+    data = torch.randn(20, 4, generator=seeded_generator(17), dtype=torch.float64)
+    r = gan_probe.divergence(gen, data, spread=0.5, f="kl", steps=3, importance=2, model_samples=8)
+    assert set(r.per_sigma[0].divergences) == {"kl"} and r.per_sigma[0].sigma == 0.5
+    direct = run_divergence(
+        gen, DivergenceParams(data=data, sigmas=(0.5,), divergences=("kl",), steps=3, importance=2, num_model_samples=8)
+    )
+    assert r.per_sigma[0].divergences["kl"].bound == direct.per_sigma[0].divergences["kl"].bound

@@ -95,19 +95,19 @@ class DivergenceParams:
     def validate(self) -> None:
         for s in self.sigmas:
             if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
-                raise GanProbeError(f"every sigma must be a finite number > 0, got {s}", param="sigmas")
+                raise GanProbeError(f"every sigma must be a finite number > 0, got {s}", param="spread")
         if not self.sigmas:
-            raise GanProbeError("give at least one sigma", param="sigmas")
+            raise GanProbeError("give at least one sigma", param="spread")
         bad = [d for d in self.divergences if d not in DIVERGENCES]
         if bad or not self.divergences:
             raise GanProbeError(
                 f"unknown divergence {bad[0] if bad else '(none)'!r}: choose from {', '.join(DIVERGENCES)}",
-                param="divergences",
+                param="f",
             )
         if not (math.isfinite(self.heldout) and 0 < self.heldout < 1):
             raise GanProbeError(f"the held-out fraction must be in (0, 1), got {self.heldout}", param="heldout")
         check_count(self.importance, "the number of importance draws K", param="importance")
-        check_count(self.num_model_samples, "the number of model samples", param="num_model_samples", low=2)
+        check_count(self.num_model_samples, "the number of model samples", param="model_samples", low=2)
         check_count(self.steps, "the number of encoder steps", param="steps", low=0)
         check_count(self.batch_size, "the batch size", param="batch_size")
         check_count(self.eval_every, "the evaluation interval", param="eval_every")
