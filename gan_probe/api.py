@@ -267,6 +267,7 @@ def divergence(
     steps: int = 400,
     importance: int = 64,
     refine: int = 0,
+    ais: int = 0,
     heldout: float = 0.25,
     model_samples: int = 512,
     batch_size: int = 64,
@@ -286,6 +287,7 @@ def divergence(
         batch_size=batch_size,
         importance=importance,
         refine=refine,
+        ais=ais,
         seed=seed,
     )
     return run_divergence(gen, params)

@@ -19,10 +19,12 @@ from PIL import Image
 from gan_probe.analyses.common import seeded_generator
 from gan_probe.analyses.divergence import (
     DivergenceParams,
+    ais_log_q,
     data_side_terms,
     fit_encoder,
     log_spread_data_density,
     model_side_terms,
+    pilot_step_size,
     run_divergence,
 )
 from gan_probe.errors import GanProbeError
@@ -286,9 +288,11 @@ def test_cli_divergence_gate_and_errors(runner, tiny_ckpt, tmp_path):
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(0).integers(0, 256, size=(12, 32, 32), dtype=np.uint8))
     args = ["divergence", tiny_ckpt, "--data", data, "--steps", "2", "--importance", "2", "--model-samples", "4"]
-    ok = invoke(runner, [*args, "--gate", "rkl", "--min", "0", "--out", tmp_path / "ok"])
+    ok = invoke(runner, [*args, "--gate", "rkl", "--min", "0", "--ais", "2", "--out", tmp_path / "ok"])
     assert ok.exit_code == 0, ok.output
-    assert "rkl" in ok.stdout and "bound" in ok.stdout
+    assert "rkl" in ok.stdout and "bound" in ok.stdout and "BDMC" in ok.stdout
+    ais = json.loads((tmp_path / "ok" / "report.json").read_text())["results"]["results"][0]["ais"]
+    assert ais["steps"] == 2 and len(ais["rkl_bracket"]) == 2 and math.isfinite(ais["bdmc_gap"])
     failed = invoke(runner, [*args, "--gate", "js", "--max", "1e-9", "--json", "--out", tmp_path / "gate"])
     assert failed.exit_code == 3
     report = json.loads(failed.stdout)
@@ -297,6 +301,7 @@ def test_cli_divergence_gate_and_errors(runner, tiny_ckpt, tmp_path):
         (["--spread", "nan"], "--spread"),
         (["--spread", "-0.1"], "--spread"),
         (["--importance", "0"], "--importance"),
+        (["--ais", "-1"], "--ais"),
         (["--limit", "3"], "too few"),
     ):
         result = invoke(runner, [*args, *bad, "--out", tmp_path / "bad"])
@@ -315,3 +320,58 @@ def test_api_divergence_matches_run_divergence():
         gen, DivergenceParams(data=data, sigmas=(0.5,), divergences=("kl",), steps=3, importance=2, num_model_samples=8)
     )
     assert r.per_sigma[0].divergences["kl"].bound == direct.per_sigma[0].divergences["kl"].bound
+
+
+def test_ais_recovers_ln_qs_with_a_small_bidirectional_gap():
+    gen, a, b, d = affine_setup(dim=6, nz=2, seed=18)
+    sigma = 0.4
+    exact = exact_posterior(a, b, d, sigma)
+
+    def poor(y):  # a shifted, too wide start: importance sampling from it alone is loose
+        m, ls = exact(y)
+        return m + 0.5, ls + 0.7
+
+    num = 64
+    z = torch.randn(num, 2, generator=seeded_generator(19), dtype=torch.float64)
+    y = gen(z).detach() + sigma * torch.randn(num, 6, generator=seeded_generator(20), dtype=torch.float64)
+    ref = log_qs(y, a, b, sigma)
+    eps = pilot_step_size(gen, poor, y, sigma, steps=30, seed=1)
+    fwd = ais_log_q(gen, poor, y, sigma, steps=150, seed=2, step_size=eps)
+    rev = ais_log_q(gen, poor, y, sigma, steps=150, seed=3, step_size=eps, z_posterior=z)
+    err = fwd.log_weights - ref
+    assert abs(float(err.mean())) < 3 * float(err.std()) / math.sqrt(num) + 1e-3, float(err.mean())
+    gap = float((rev.log_weights - fwd.log_weights).mean())
+    assert 0 <= gap < 0.1, gap
+    assert 0.3 < fwd.acceptance < 1.0
+    # importance sampling from the same start with one draw is far looser
+    iw = data_side_terms(gen, poor, y, torch.zeros(num, dtype=torch.float64), sigma, num_draws=1, seed=4, batch_size=64)
+    assert float((ref + iw.iw).mean()) > 10 * abs(float(err.mean())) + 0.3
+
+
+def test_run_divergence_with_ais_brackets_the_exact_reverse_kl():
+    gen, a, b, d = affine_setup(dim=6, nz=2, seed=21)
+    sigma = 0.5
+    data = b + 1.2 * torch.randn(64, 6, generator=seeded_generator(22), dtype=torch.float64)
+    params = _fast_params(data=data, sigmas=(sigma,), steps=100, num_model_samples=64, ais=100, heldout=0.5)
+    s = run_divergence(gen, params).per_sigma[0]
+    assert s.ais is not None
+    ais = s.ais.to_json()
+    y = _model_y(gen, params, sigma)
+    exact_rev = log_qs(y, a, b, sigma) - log_spread_data_density(y, data, sigma)
+    lo, up = ais["rkl_bracket"]
+    se = ais["rkl_bracket_stderr"][0]
+    assert lo - 3 * se <= float(exact_rev.mean()) <= up + 3 * se
+    assert -3 * ais["bdmc_gap_stderr"] <= ais["bdmc_gap"] < 0.1 and 0.5 < ais["acceptance"] < 1
+    # the AIS kl estimate is at least as tight as the encoder's bound, and above the exact value up to noise
+    assert ais["kl_estimate"] <= s.divergences["kl"].bound + 2 * ais["kl_stderr"]
+    held = data[run_divergence_heldout(params)]
+    yh = held + sigma * torch.randn(held.shape, generator=seeded_generator(params.seed + 30), dtype=torch.float64)
+    exact_fwd = float((log_spread_data_density(yh, data, sigma) - log_qs(yh, a, b, sigma)).mean())
+    assert abs(ais["kl_estimate"] - exact_fwd) < 0.1
+
+
+def run_divergence_heldout(params: DivergenceParams) -> torch.Tensor:
+    from gan_probe.analyses.divergence import split_heldout
+
+    assert isinstance(params.data, torch.Tensor)
+    return split_heldout(params.data.shape[0], params.heldout, params.seed)[1]

@@ -72,7 +72,8 @@ class DivergenceParams:
     drawn from the generator for the reverse figures; ``steps``: Adam steps per encoder (early stopped
     every ``eval_every`` steps after ``patience`` evaluations without improvement); ``importance``: K
     draws from r per point; ``refine``: Adam steps on each evaluated point's r(z|y) parameters;
-    ``chunk``: data points per block of the logsumexp for ln p_s."""
+    ``chunk``: data points per block of the logsumexp for ln p_s; ``ais``: annealing steps (0: no AIS) after a
+    pilot of ``ais_pilot`` moves that fixes each point's step size, ``ais_leapfrog`` leapfrog steps per move."""
 
     data: str | torch.Tensor | None = None
     limit: int | None = None
@@ -89,6 +90,9 @@ class DivergenceParams:
     importance: int = 64
     refine: int = 0
     refine_lr: float = 0.05
+    ais: int = 0
+    ais_pilot: int = 30
+    ais_leapfrog: int = 5
     chunk: int = 1024
     seed: int = 0
 
@@ -114,6 +118,9 @@ class DivergenceParams:
         check_count(self.patience, "the patience", param="patience")
         check_count(self.refine, "the number of refinement steps", param="refine", low=0)
         check_count(self.chunk, "the chunk size", param="chunk")
+        check_count(self.ais, "the number of AIS steps", param="ais", low=0)
+        check_count(self.ais_pilot, "the number of AIS pilot steps", param="ais_pilot")
+        check_count(self.ais_leapfrog, "the number of leapfrog steps", param="ais_leapfrog")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise GanProbeError(f"the learning rate must be a finite number > 0, got {self.lr}", param="lr")
 
@@ -466,6 +473,140 @@ def model_side_terms(
     return SideTerms(*(torch.cat([p[i] for p in parts]) for i in range(4)))
 
 
+# --------------------------------------------------------------------------- annealed importance sampling
+
+
+#: The pilot's target HMC acceptance: higher than the usual 0.65, because a step near the leapfrog's stability
+#: limit in the stiffest posterior direction mixes badly and biases short AIS chains (measured on the linear case).
+TARGET_ACCEPTANCE = 0.9
+
+
+def sigmoid_schedule(steps: int, *, sharpness: float = 4.0) -> torch.Tensor:
+    """beta_0 = 0 < ... < beta_T = 1, a rescaled sigmoid (Grosse et al. 2015): dense at both ends. (T+1,)."""
+    x = torch.sigmoid(sharpness * (2 * torch.arange(steps + 1, dtype=torch.float64) / steps - 1))
+    return (x - x[0]) / (x[-1] - x[0])
+
+
+def _log_joint_and_r(
+    gen: LoadedGenerator, z: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ln N(y; G(z), sigma^2) + ln P_Z(z), ln r(z|y)), each (B,) float64, differentiable in z."""
+    gz = gen.flat(z.to(gen.device, gen.dtype)).to(torch.float64)
+    return log_normal(y.to(gz.device), gz, sigma).cpu() + gen.prior.log_prob(z), log_diag_normal(z, mean, log_std)
+
+
+def _hmc_move(
+    gen: LoadedGenerator,
+    z: torch.Tensor,
+    beta: float,
+    y: torch.Tensor,
+    mean: torch.Tensor,
+    log_std: torch.Tensor,
+    sigma: float,
+    step_size: torch.Tensor,
+    num_leapfrog: int,
+    rng: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One HMC transition (Neal 2011) leaving f_beta(z) = r(z|y)^(1-beta) [N(y; G(z)) P_Z(z)]^beta invariant,
+    per point with its own ``step_size`` (B,); returns the new z and the acceptance probabilities (B,)."""
+
+    def energy_and_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            lj, lr = _log_joint_and_r(gen, x, y, mean, log_std, sigma)
+            u = -(beta * lj + (1 - beta) * lr)
+            (g,) = torch.autograd.grad(u.sum(), x)
+        return u.detach(), g
+
+    # jittered by a factor in [0.5, 1.5] each move: a fixed trajectory length resonates with the posterior's
+    # periods and mixes badly (Neal 2011, section 5.4.2.2)
+    jitter = 0.5 + torch.rand(z.shape[0], generator=rng, dtype=torch.float64)
+    eps = (step_size * jitter).unsqueeze(1)
+    p0 = torch.randn(z.shape, generator=rng, dtype=torch.float64)
+    u0, g = energy_and_grad(z)
+    x, p = z, p0 - 0.5 * eps * g
+    for i in range(num_leapfrog):
+        x = x + eps * p
+        u1, g = energy_and_grad(x)
+        if i < num_leapfrog - 1:
+            p = p - eps * g
+    p = p - 0.5 * eps * g
+    log_accept = (u0 + 0.5 * p0.square().sum(1)) - (u1 + 0.5 * p.square().sum(1))
+    log_accept = torch.nan_to_num(log_accept, nan=-math.inf)
+    accept_prob = log_accept.clamp(max=0.0).exp()
+    accept = torch.rand(z.shape[0], generator=rng, dtype=torch.float64) < accept_prob
+    return torch.where(accept.unsqueeze(1), x, z), accept_prob
+
+
+@dataclass
+class AisRun:
+    """ln of the AIS weights per point (B,): forward runs estimate ln q_s(y) from below in expectation,
+    reverse runs (from an exact posterior sample) from above; the frozen step sizes (B,) and mean acceptance."""
+
+    log_weights: torch.Tensor
+    step_size: torch.Tensor
+    acceptance: float
+
+
+def ais_log_q(
+    gen: LoadedGenerator,
+    encoder: Encoder,
+    y: torch.Tensor,
+    sigma: float,
+    *,
+    steps: int,
+    seed: int,
+    num_leapfrog: int = 5,
+    step_size: torch.Tensor | None = None,
+    z_posterior: torch.Tensor | None = None,
+    adapt: bool = False,
+) -> AisRun:
+    """Annealed importance sampling (Neal 2001) from r(z|y) to the posterior p(z|y), HMC moves, sigmoid schedule.
+
+    Forward (``z_posterior`` None): z_0 ~ r, ln w = sum_t (beta_t - beta_{t-1}) [ln N(y; G(z)) P_Z(z) - ln r(z|y)]
+    at z_{t-1}, then an HMC move at beta_t; E exp(ln w) = q_s(y), so E ln w <= ln q_s(y). Reverse (from
+    z_posterior, an exact posterior sample: the z of a pair drawn from G): the chain runs from beta = 1 to 0
+    and -ln w_rev bounds ln q_s(y) from above in expectation (bidirectional Monte Carlo, Grosse et al. 2016).
+    ``adapt``: after each move multiply each point's step size by 1.1 (acceptance > TARGET_ACCEPTANCE) or 0.9
+    (the pilot).
+    """
+    rng = seeded_generator(seed)
+    b, nz = y.shape[0], gen.nz
+    with torch.no_grad():
+        mean, log_std = encoder(y.to(gen.device, gen.dtype))
+    mean, log_std = mean.to("cpu", torch.float64), log_std.to("cpu", torch.float64)
+    # without a given step size: a fifth of the geometric mean of r's standard deviations, per point
+    eps = step_size.clone() if step_size is not None else 0.2 * torch.exp(log_std.mean(1))
+    betas = sigmoid_schedule(steps)
+    yd = y.to(torch.float64)
+    reverse = z_posterior is not None
+    if reverse:
+        assert z_posterior is not None
+        z = z_posterior.to(torch.float64).clone()
+        order = [(float(betas[t]), float(betas[t - 1])) for t in range(steps, 0, -1)]
+    else:
+        z = mean + torch.exp(log_std) * torch.randn(b, nz, generator=rng, dtype=torch.float64)
+        order = [(float(betas[t - 1]), float(betas[t])) for t in range(1, steps + 1)]
+    log_w = torch.zeros(b, dtype=torch.float64)
+    accepted = 0.0
+    for before, after in order:
+        with torch.no_grad():
+            lj, lr = _log_joint_and_r(gen, z, yd, mean, log_std, sigma)
+        log_w = log_w + (after - before) * (lj - lr)
+        z, acc = _hmc_move(gen, z, after, yd, mean, log_std, sigma, eps, num_leapfrog, rng)
+        accepted += float(acc.mean())
+        if adapt:
+            eps = torch.where(acc > TARGET_ACCEPTANCE, eps * 1.1, eps * 0.9)
+    return AisRun(-log_w if reverse else log_w, eps, accepted / max(steps, 1))
+
+
+def pilot_step_size(
+    gen: LoadedGenerator, encoder: Encoder, y: torch.Tensor, sigma: float, *, steps: int, seed: int
+) -> torch.Tensor:
+    """Per-point HMC step sizes adapted in a short forward AIS run (``steps`` moves), then frozen (B,)."""
+    return ais_log_q(gen, encoder, y, sigma, steps=steps, seed=seed, adapt=True).step_size
+
+
 @dataclass
 class DivergenceEstimate:
     """One divergence at one sigma: the upper ``bound`` and its Monte Carlo ``stderr``; ``estimate`` (the
@@ -504,6 +645,40 @@ def _mean_se(x: torch.Tensor) -> tuple[float, float]:
 
 
 @dataclass
+class AisSummary:
+    """AIS at one sigma: ``kl_terms`` ln p_s(y) - ln q_ais(y) on the held-out points (data-side encoder as the
+    start); on the model samples (model-side encoder) the forward ``lower`` and reverse ``upper`` estimates
+    of ln q_s(y) and ln p_s(y) there, so KL(q_s || p_s) lies in [mean(lower - ln p_s), mean(upper - ln p_s)]."""
+
+    steps: int
+    leapfrog: int
+    kl_terms: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    log_ps_model: torch.Tensor
+    acceptance: float
+
+    def to_json(self) -> dict[str, Any]:
+        kl, kl_se = _mean_se(self.kl_terms)
+        lo, lo_se = _mean_se(self.lower - self.log_ps_model)
+        up, up_se = _mean_se(self.upper - self.log_ps_model)
+        gap, gap_se = _mean_se(self.upper - self.lower)
+        return {
+            "steps": self.steps,
+            "leapfrog": self.leapfrog,
+            "kl_estimate": kl,
+            "kl_stderr": kl_se,
+            "rkl_bracket": [lo, up],
+            "rkl_bracket_stderr": [lo_se, up_se],
+            "bdmc_gap": gap,
+            "bdmc_gap_stderr": gap_se,
+            "acceptance": self.acceptance,
+            "meaning": "kl_estimate: ln p_s - AIS ln q_s on held-out data (an upper bound in expectation); "
+            "rkl_bracket and bdmc_gap from forward and reverse chains on data simulated from G",
+        }
+
+
+@dataclass
 class SigmaResult:
     """Everything measured at one sigma."""
 
@@ -518,10 +693,12 @@ class SigmaResult:
     worst_reconstructions: torch.Tensor  # G(mean r(z|y)) of them
     farthest_index: torch.Tensor  # model samples with the largest reverse terms (rkl's encoder)
     farthest_images: torch.Tensor  # G(z) of them
+    ais: AisSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "sigma": self.sigma,
+            "ais": None if self.ais is None else self.ais.to_json(),
             "divergences": {k: v.to_json() for k, v in self.divergences.items()},
             "encoders": {k: f.describe() for k, f in self.fits.items()},
             "worst_covered_heldout": self.worst_index,
@@ -629,6 +806,11 @@ def run_divergence(
             forward[side] = data_side_terms(gen, enc, y_held, log_ps_held, sigma, seed=seed + 60, **kw)
             reverse[side] = model_side_terms(gen, enc, z_m, gz_m, y_m, log_ps_m, sigma, seed=seed + 70, **kw)
         timings[f"evaluation_s_sigma_{sigma:g}"] = time.perf_counter() - t0
+        ais = None
+        if params.ais:
+            t0 = time.perf_counter()
+            ais = _run_ais(gen, fits, params, sigma, y_held, log_ps_held, z_m, y_m, log_ps_m, seed + 80)
+            timings[f"ais_s_sigma_{sigma:g}"] = time.perf_counter() - t0
         divs = _estimates(params.divergences, forward, reverse, x.shape[1])
         kl_side = divs["kl"].encoder if "kl" in divs else "data"
         rkl_side = divs["rkl"].encoder if "rkl" in divs else "model"
@@ -650,10 +832,72 @@ def run_divergence(
                 worst_reconstructions=recon,
                 farthest_index=far,
                 farthest_images=gz_m[far].reshape(-1, *gen.output_shape).float(),
+                ais=ais,
             )
         )
     description = results[0].fits["data"].encoder.describe() if results else {}
     return DivergenceResult(params, data, held_idx, results, description, timings)
+
+
+def _run_ais(
+    gen: LoadedGenerator,
+    fits: dict[str, EncoderFit],
+    params: DivergenceParams,
+    sigma: float,
+    y_held: torch.Tensor,
+    log_ps_held: torch.Tensor,
+    z_m: torch.Tensor,
+    y_m: torch.Tensor,
+    log_ps_m: torch.Tensor,
+    seed: int,
+) -> AisSummary:
+    """AIS in batches: forward on the held-out points from the data-side encoder; forward and reverse (BDMC)
+    on the model samples from the model-side encoder; step sizes from a pilot per batch."""
+    steps, leapfrog = params.ais, params.ais_leapfrog
+    kl, lower, upper, acc = [], [], [], []
+
+    def stream(start: int, j: int) -> int:
+        return seed * 1_000_003 + 5 * start + j
+
+    for start in range(0, y_held.shape[0], params.batch_size):
+        sl = slice(start, start + params.batch_size)
+        enc = fits["data"].encoder
+        eps = pilot_step_size(gen, enc, y_held[sl], sigma, steps=params.ais_pilot, seed=stream(start, 0))
+        run = ais_log_q(
+            gen, enc, y_held[sl], sigma, steps=steps, num_leapfrog=leapfrog, seed=stream(start, 1), step_size=eps
+        )
+        kl.append(log_ps_held[sl] - run.log_weights)
+        acc.append(run.acceptance)
+    for start in range(0, y_m.shape[0], params.batch_size):
+        sl = slice(start, start + params.batch_size)
+        enc = fits["model"].encoder
+        eps = pilot_step_size(gen, enc, y_m[sl], sigma, steps=params.ais_pilot, seed=stream(start, 2))
+        fwd = ais_log_q(
+            gen, enc, y_m[sl], sigma, steps=steps, num_leapfrog=leapfrog, seed=stream(start, 3), step_size=eps
+        )
+        rev = ais_log_q(
+            gen,
+            enc,
+            y_m[sl],
+            sigma,
+            steps=steps,
+            num_leapfrog=leapfrog,
+            seed=stream(start, 4),
+            step_size=eps,
+            z_posterior=z_m[sl],
+        )
+        lower.append(fwd.log_weights)
+        upper.append(rev.log_weights)
+        acc.append(fwd.acceptance)
+    return AisSummary(
+        params.ais,
+        params.ais_leapfrog,
+        torch.cat(kl),
+        torch.cat(lower),
+        torch.cat(upper),
+        log_ps_m,
+        sum(acc) / len(acc),
+    )
 
 
 def _estimates(
@@ -689,6 +933,8 @@ def _estimates(
 
 __all__ = [
     "DIVERGENCES",
+    "AisRun",
+    "AisSummary",
     "DivergenceEstimate",
     "DivergenceParams",
     "DivergenceResult",
@@ -697,6 +943,9 @@ __all__ = [
     "RefinedEncoder",
     "SideTerms",
     "SigmaResult",
+    "ais_log_q",
+    "pilot_step_size",
+    "sigmoid_schedule",
     "data_side_terms",
     "elbo_terms",
     "fit_encoder",

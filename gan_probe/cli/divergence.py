@@ -54,6 +54,13 @@ def divergence(
         int, typer.Option(help="K draws from the encoder per point (importance-weighted estimates).")
     ] = DivergenceParams.importance,
     refine: Annotated[int, typer.Option(help="Adam steps on each point's r(z|y) after the encoder.")] = 0,
+    ais: Annotated[
+        int,
+        typer.Option(
+            help="AIS steps from the encoder to the posterior (HMC moves; 0: off); adds the kl AIS estimate and "
+            "the rkl bracket with its bidirectional Monte Carlo gap on simulated data."
+        ),
+    ] = 0,
     heldout: Annotated[float, typer.Option(help="Fraction of the data held out (seeded).")] = DivergenceParams.heldout,
     model_samples: Annotated[
         int, typer.Option(help="Pairs (z, y) drawn from the generator for the reverse figures.")
@@ -81,6 +88,7 @@ def divergence(
         batch_size=ctx.common.batch_size,
         importance=importance,
         refine=refine,
+        ais=ais,
         seed=ctx.common.seed,
     )
     result = run_divergence(ctx.gen, params, progress=ctx.progress)
@@ -96,6 +104,7 @@ def divergence(
             "steps": steps,
             "importance": importance,
             "refine": refine,
+            "ais": ais,
             "heldout": heldout,
             "model_samples": model_samples,
             "gate": gate,
@@ -124,6 +133,19 @@ def _table(result: DivergenceResult) -> Table:
                 fmt(est, ".5g"),
                 fmt(d.bound / d.dim, ".3g"),
                 d.encoder,
+            )
+        if s.ais is not None:
+            a = s.ais.to_json()
+            table.add_row(f"{s.sigma:g}", "kl (AIS)", "", "", fmt(a["kl_estimate"], ".5g"), "", "data")
+            lo, up = a["rkl_bracket"]
+            table.add_row(
+                f"{s.sigma:g}",
+                "rkl (AIS, BDMC)",
+                fmt(up, ".5g"),
+                fmt(a["bdmc_gap"], ".2g") + " gap",
+                fmt(lo, ".5g"),
+                "",
+                "model",
             )
     n = result.heldout_index.numel()
     table.caption = (
