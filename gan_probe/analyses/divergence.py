@@ -735,6 +735,7 @@ class DivergenceResult:
             "encoder": self.encoder,
             "units": "nats (per_dim: nats per output dimension; bits_per_dim: bits per output dimension)",
             "results": [s.to_json() for s in self.per_sigma],
+            "timings": dict(self.timings),
         }
 
 
