@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from gan_probe import device as machine
 from gan_probe.analyses.common import load_latents
 from gan_probe.errors import CheckpointError, DataError, GanProbeError
 from gan_probe.limits import MAX_COUNT, MAX_DEGREE, MAX_KRYLOV_STEPS, MAX_NZ, MAX_PROBES, SEED_MAX, check_count
@@ -369,18 +370,14 @@ def test_the_header_checks_do_not_change_what_a_good_file_reads(tmp_path):
 
 
 def test_a_latents_file_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
-    from gan_probe.analyses import memory
-
     np.save(tmp_path / "z.npy", np.zeros((64, NZ)))
-    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1000)
+    monkeypatch.setattr(machine, "host_available_bytes", lambda: 1000)
     with pytest.raises(DataError, match=r"would take 4\.0 KiB as float64, more than the 1000 B") as info:
         load_latents(tmp_path / "z.npy", NZ)
     assert info.value.param == "latents"
 
 
 def test_a_checkpoint_beyond_the_memory_available_is_refused(files, monkeypatch):
-    from gan_probe.analyses import memory
-
-    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1000)
+    monkeypatch.setattr(machine, "host_available_bytes", lambda: 1000)
     with pytest.raises(CheckpointError, match=r"tiny\.safetensors: its tensors would take at least .* 1000 B"):
         load_generator(files / "tiny.safetensors")

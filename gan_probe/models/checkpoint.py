@@ -33,8 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_probe import device as machine
 from gan_probe.atomic import write_atomic
-from gan_probe.device import format_bytes, host_available_bytes
+from gan_probe.device import format_bytes
 from gan_probe.errors import CheckpointError
 from gan_probe.limits import MAX_NZ, MAX_TENSOR_ELEMENTS, check_count
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
@@ -67,6 +68,9 @@ class LoadOptions:
     space: str | None = None
     truncation: float | None = None
     noise: str | None = None
+    #: style generators: truncate the first N layers only (NVIDIA's truncation_cutoff); the class of a conditional one
+    truncation_cutoff: int | None = None
+    class_index: int | None = None
     #: the entry of a checkpoint container holding the generator ("a.b": nested entries, then a key prefix)
     key: str | None = None
     #: (low, high) of the output, or "none" for no pixel range (None: the file's or the module's)
@@ -195,7 +199,11 @@ def load_generator(
         parse_noise(options.noise)  # a bad --noise is refused before the weights are read
     if options.dtype_auto:
         dtype = torch.float32
-    if options.generator is not None and (path is None or _program_kind(Path(path)) is None):
+    from gan_probe.models.nvidia.loader import claims_nvidia_pickle, load_nvidia_pickle  # it imports this module
+
+    if path is not None and claims_nvidia_pickle(Path(path)):  # read by the restricted reader only, never torch.load
+        gen = load_nvidia_pickle(Path(path), options, device=device, dtype=dtype)
+    elif options.generator is not None and (path is None or _program_kind(Path(path)) is None):
         gen = _load_custom(path, options, device=device, dtype=dtype)
     else:
         file = Path(path) if path is not None else default_checkpoint()
@@ -393,7 +401,7 @@ def check_tensor_sizes(declared: Mapping[str, tuple[tuple[int, ...], int]], file
                 f"{MAX_TENSOR_ELEMENTS:,} a checkpoint tensor may hold: not a generator's weights"
             )
     need = sum(numel * (declared[name][1] + 4) for name, numel in sizes.items())
-    have = host_available_bytes()
+    have = machine.host_available_bytes()
     if have is not None and need > have:
         name = max(sizes, key=lambda k: sizes[k])
         raise CheckpointError(
@@ -483,7 +491,9 @@ def _build_builtin(
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
-    check_space_options(arch, options.space, options.truncation, options.noise)
+    check_space_options(
+        arch, options.space, options.truncation, options.noise, options.truncation_cutoff, options.class_index
+    )
     try:
         # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
         module = build_generator(arch, config).to(dtype)
@@ -508,6 +518,8 @@ def _build_builtin(
             latent_avg=latent_avg,
             device=device,
             dtype=dtype,
+            truncation_cutoff=options.truncation_cutoff,
+            class_index=options.class_index,
         )
         module, nz, config = latent, latent.nz, {**config, **record}
         prior = space_prior if record["space"] != "z" else prior
@@ -742,8 +754,11 @@ def save_checkpoint(
     output_shape: tuple[int, ...] | list[int],
     output_range: tuple[float, float] | list[float] | None,
     provenance: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically."""
+    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically.
+
+    ``extra``: further metadata fields (JSON values) beside the standard ones, which they may not replace."""
     from safetensors.torch import save as safetensors_bytes
 
     meta = {
@@ -754,6 +769,10 @@ def save_checkpoint(
         "output": {"shape": [int(s) for s in output_shape], "range": _range_json(output_range)},
         "provenance": provenance,
     }
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata may not replace the standard fields {clash}")
+    meta.update(extra or {})
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     blob = safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(meta)})
     write_atomic(Path(path), lambda fh: fh.write(blob))
