@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gan_probe._version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from gan_probe.api import ascend, eigvecs, load_generator, loglik, pag, prior, veff
+    from gan_probe.api import ascend, divergence, eigvecs, load_generator, loglik, pag, prior, veff
     from gan_probe.errors import GanProbeError
     from gan_probe.spectral.estimators import ChebyshevParams, SLQParams, TaylorParams
 
@@ -32,6 +32,7 @@ __all__ = [
     "TaylorParams",
     "__version__",
     "ascend",
+    "divergence",
     "eigvecs",
     "load_generator",
     "loglik",
@@ -42,6 +43,7 @@ __all__ = [
 
 _HOMES = {
     "ascend": "gan_probe.api",
+    "divergence": "gan_probe.api",
     "eigvecs": "gan_probe.api",
     "load_generator": "gan_probe.api",
     "loglik": "gan_probe.api",

@@ -21,6 +21,7 @@ import torch
 
 from gan_probe.analyses.ascend import AscendParams, AscendResult, run_ascend
 from gan_probe.analyses.common import Latents
+from gan_probe.analyses.divergence import DivergenceParams, DivergenceResult, run_divergence
 from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.analyses.loglik import GridParams, LoglikParams, LoglikResult, run_loglik
 from gan_probe.analyses.pag import PagParams, PagResult, run_pag
@@ -316,4 +317,41 @@ def prior(
     return run_prior(gen, params)
 
 
-__all__ = ["ascend", "eigvecs", "load_generator", "loglik", "pag", "prior", "veff"]
+def divergence(
+    gen: LoadedGenerator,
+    data: str | os.PathLike[str] | torch.Tensor | None = None,
+    *,
+    spread: float | Sequence[float] = 0.1,
+    f: Sequence[str] = ("kl", "rkl", "js"),
+    limit: int | None = None,
+    resize: bool = False,
+    steps: int = 400,
+    importance: int = 64,
+    refine: int = 0,
+    ais: int = 0,
+    heldout: float = 0.25,
+    model_samples: int = 512,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> DivergenceResult:
+    """Bound the spread KL(data || G) ("kl"), KL(G || data) ("rkl") and JS between the generator and ``data``
+    (as for :func:`pag`) at noise width(s) ``spread``; ``result.per_sigma[i].divergences["kl"].bound`` in nats."""
+    params = DivergenceParams(
+        data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
+        limit=limit,
+        resize=resize,
+        sigmas=(float(spread),) if isinstance(spread, (int, float)) else tuple(float(s) for s in spread),
+        divergences=(f,) if isinstance(f, str) else tuple(f),
+        heldout=heldout,
+        num_model_samples=model_samples,
+        steps=steps,
+        batch_size=batch_size,
+        importance=importance,
+        refine=refine,
+        ais=ais,
+        seed=seed,
+    )
+    return run_divergence(gen, params)
+
+
+__all__ = ["ascend", "divergence", "eigvecs", "load_generator", "loglik", "pag", "prior", "veff"]

@@ -17,6 +17,7 @@ import torch
 
 from gan_probe.analyses.ascend import AscendResult
 from gan_probe.analyses.common import latent_key
+from gan_probe.analyses.divergence import DivergenceResult
 from gan_probe.analyses.eigvecs import EigvecsResult
 from gan_probe.analyses.loglik import LoglikResult
 from gan_probe.analyses.pag import NUM_SHOWN, SHOWN_PER_ROW, PagResult
@@ -29,6 +30,8 @@ from gan_probe.report.images import save_grid
 from gan_probe.report.plots import (
     plot_ascent,
     plot_code_projections,
+    plot_divergence_vs_sigma,
+    plot_encoder_training,
     plot_log_spectra,
     plot_loglik_contour,
     plot_pag_diagnostics,
@@ -286,6 +289,59 @@ def _write_prior(result: PriorResult, gen: LoadedGenerator, out: OutputDir) -> N
     )
     for name, dis in (("disagreement.png", result.disagreement), ("disagreement_pgan.png", result.disagreement_pgan)):
         save_grid(out.path(name), dis.images, value_range=gen.output_range, ncol=10, scale=2)
+
+
+@write_outputs.register
+def _write_divergence(result: DivergenceResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """divergence.npz (per sigma ``s<i>_``: forward terms per held-out point, reverse terms per model sample,
+    both for each encoder side, and the encoder means); per sigma worst_covered_<i>.png (held-out images
+    above their reconstructions G(mean r(z|y))), farthest_samples_<i>.png, encoder_<i>.png; with several
+    sigmas divergence_vs_sigma.png."""
+    arrays: dict[str, Any] = {
+        "sigmas": np.asarray([s.sigma for s in result.per_sigma]),
+        "heldout_index": result.heldout_index.numpy(),
+    }
+    for i, s in enumerate(result.per_sigma):
+        for side in s.forward:
+            arrays[f"s{i}_forward_joint_{side}"] = s.forward[side].joint.numpy()
+            arrays[f"s{i}_forward_iw_{side}"] = s.forward[side].iw.numpy()
+            arrays[f"s{i}_encoder_mean_{side}"] = s.forward[side].means.numpy()
+            arrays[f"s{i}_reverse_joint_{side}"] = s.reverse[side].joint.numpy()
+            arrays[f"s{i}_reverse_iw_{side}"] = s.reverse[side].iw.numpy()
+        arrays[f"s{i}_model_z"] = s.model_z.numpy()
+        if len(gen.output_shape) == 3:
+            shown = s.worst_images.shape[0]
+            ncol = min(8, shown)
+            rows = [
+                block[start : start + ncol]
+                for start in range(0, shown // ncol * ncol, ncol)
+                for block in (s.worst_images, s.worst_reconstructions)
+            ]
+            save_grid(out.path(f"worst_covered_{i}.png"), torch.cat(rows), value_range=gen.output_range, ncol=ncol)
+            save_grid(out.path(f"farthest_samples_{i}.png"), s.farthest_images, value_range=gen.output_range, ncol=8)
+        plot_encoder_training(
+            out.path(f"encoder_{i}.png"),
+            [
+                (f"{side} side", f.train_loss.numpy(), f.val_steps.numpy(), f.val_loss.numpy())
+                for side, f in s.fits.items()
+            ],
+            title=f"encoder r(z|y) at sigma {s.sigma:g} (validation: held-out data / simulated pairs)",
+        )
+    save_npz(out.path("divergence.npz"), **arrays)
+    if len(result.per_sigma) > 1:
+        names = list(result.per_sigma[0].divergences)
+        plot_divergence_vs_sigma(
+            out.path("divergence_vs_sigma.png"),
+            arrays["sigmas"],
+            {
+                n: (
+                    np.asarray([s.divergences[n].bound for s in result.per_sigma]),
+                    np.asarray([s.divergences[n].stderr for s in result.per_sigma]),
+                )
+                for n in names
+            },
+            title=f"spread divergences of {gen.arch} nz={gen.nz} to its data",
+        )
 
 
 __all__ = ["write_outputs", "write_samples"]

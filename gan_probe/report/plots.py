@@ -225,3 +225,47 @@ def plot_code_projections(path: Path, heldout: np.ndarray, panels: list[tuple[st
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def plot_encoder_training(
+    path: Path,
+    curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    title: str,
+) -> None:
+    """One panel per encoder: its training loss per step and its validation loss (the early-stopping
+    criterion) at the evaluated steps; ``curves`` holds (label, train_loss, val_steps, val_loss)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), dpi=110, squeeze=False)
+    for ax, (label, train, val_steps, val) in zip(axes[0], curves, strict=True):
+        ax.plot(np.arange(1, len(train) + 1), train, lw=0.8, alpha=0.6, label="training batch")
+        ax.plot(val_steps, val, "o-", ms=3, lw=1.2, label="validation")
+        ax.set_xlabel("Adam step")
+        ax.set_ylabel("loss [nats]")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def plot_divergence_vs_sigma(
+    path: Path, sigmas: np.ndarray, bounds: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str
+) -> None:
+    """Each divergence's upper bound (with 2 standard errors) against the spread sigma, log-log where positive;
+    ``bounds`` maps a name to (bound, stderr), one entry per sigma."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
+    for name, (bound, se) in bounds.items():
+        ax.errorbar(sigmas, bound, yerr=2 * se, marker="o", ms=3, capsize=2, label=name)
+    ax.set_xscale("log")
+    if all(np.all(b > 0) for b, _ in bounds.values()):
+        ax.set_yscale("log")
+    ax.set_xlabel("spread sigma (output units)")
+    ax.set_ylabel("upper bound [nats]")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
