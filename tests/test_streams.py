@@ -114,7 +114,8 @@ def test_an_unusable_stderr_changes_nothing_else(shell):
 def test_odd_terminal_settings_still_show_the_output_and_the_error(name, value, tiny_ckpt, runner, monkeypatch):
     monkeypatch.setenv(name, value)
     failed = invoke(runner, ["info", tiny_ckpt, "--batch-size", "0"])
-    assert failed.exit_code == 1 and failed.stderr == "error: --batch-size must be an integer from 1 to 2,147,483,647, got 0\n"
+    assert failed.exit_code == 1
+    assert failed.stderr == "error: --batch-size must be an integer from 1 to 2,147,483,647, got 0\n"
     shown = invoke(runner, ["info", tiny_ckpt])
     assert shown.exit_code == 0 and "tests: random weights" in shown.stdout
 
