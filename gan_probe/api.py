@@ -32,6 +32,14 @@ from gan_probe.models.checkpoint import LoadedGenerator, LoadOptions
 from gan_probe.models.checkpoint import load_generator as _load
 from gan_probe.spectral.estimators import REGISTRY
 
+# Every default below is the parameter dataclass's, stated there once (the command line reads the same).
+_LOGLIK = LoglikParams()
+_ASCEND = AscendParams()
+_EIGVECS = EigvecsParams()
+_VEFF = VeffParams()
+_PAG = PagParams()
+_REVERSAL = _PAG.reversal
+
 
 def load_generator(
     path: str | os.PathLike[str] | None = None,
@@ -102,15 +110,15 @@ def loglik(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 16,
-    method: str = "exact",
+    n: int = _LOGLIK.num,
+    method: str = _LOGLIK.method,
     estimator: Any = None,
-    check: bool = False,
-    grid: GridParams | None = None,
-    geometry: str = "auto",
-    batch_size: int = 16,
-    chunk_size: int | None = None,
-    seed: int = 0,
+    check: bool = _LOGLIK.check,
+    grid: GridParams | None = _LOGLIK.grid,
+    geometry: str = _LOGLIK.geometry,
+    batch_size: int = _LOGLIK.batch_size,
+    chunk_size: int | None = _LOGLIK.chunk_size,
+    seed: int = _LOGLIK.seed,
 ) -> LoglikResult:
     """ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J at latents ``z`` (N, nz) (None: ``n`` seeded prior draws).
 
@@ -137,16 +145,16 @@ def ascend(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 4,
-    steps: int = 50,
-    lr: float = 0.05,
-    optimizer: str = "adam",
-    method: str = "exact",
+    n: int = _ASCEND.num,
+    steps: int = _ASCEND.steps,
+    lr: float = _ASCEND.lr,
+    optimizer: str = _ASCEND.optimizer,
+    method: str = _ASCEND.method,
     estimator: Any = None,
-    frames: int = 8,
-    geometry: str = "auto",
-    seed: int = 0,
-    batch_size: int = 16,
+    frames: int = _ASCEND.frames,
+    geometry: str = _ASCEND.geometry,
+    seed: int = _ASCEND.seed,
+    batch_size: int = _ASCEND.batch_size,
 ) -> AscendResult:
     """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
     params = AscendParams(
@@ -169,14 +177,14 @@ def eigvecs(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 12,
-    top: int | None = None,
-    step: float | None = None,
-    traversal_steps: int = 9,
-    project: bool = False,
-    batch_size: int = 16,
-    chunk_size: int | None = None,
-    seed: int = 0,
+    n: int = _EIGVECS.num,
+    top: int | None = _EIGVECS.top,
+    step: float | None = _EIGVECS.step,
+    traversal_steps: int = _EIGVECS.traversal_steps,
+    project: bool = _EIGVECS.project,
+    batch_size: int = _EIGVECS.batch_size,
+    chunk_size: int | None = _EIGVECS.chunk_size,
+    seed: int = _EIGVECS.seed,
 ) -> EigvecsResult:
     """Eigen-decomposition of M = J^T J at trial latents and the images perturbed along eigenvectors and at random."""
     params = EigvecsParams(
@@ -197,15 +205,15 @@ def veff(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 64,
-    tau: float | Sequence[float] = 1.0,
-    k: int = 32,
-    step: float | None = None,
-    directions: str = "unit",
-    project: bool = False,
-    batch_size: int = 16,
-    chunk_size: int | None = None,
-    seed: int = 0,
+    n: int = _VEFF.num,
+    tau: float | Sequence[float] = _VEFF.taus,
+    k: int = _VEFF.num_directions,
+    step: float | None = _VEFF.step,
+    directions: str = _VEFF.directions,
+    project: bool = _VEFF.project,
+    batch_size: int = _VEFF.batch_size,
+    chunk_size: int | None = _VEFF.chunk_size,
+    seed: int = _VEFF.seed,
 ) -> VeffResult:
     """v_eff(tau) over latents ``z`` (None: ``n`` prior draws) with ``k`` random directions; ``result.veff`` per tau."""
     taus = (float(tau),) if isinstance(tau, (int, float)) else tuple(float(t) for t in tau)
@@ -228,16 +236,16 @@ def pag(
     gen: LoadedGenerator,
     data: str | os.PathLike[str] | torch.Tensor | None = None,
     *,
-    limit: int | None = None,
-    resize: bool = False,
-    steps: int = 400,
-    lr: float = 0.05,
-    optimizer: str = "sgd",
-    init_std: float = 1e-4,
-    prior_samples: int = 1000,
-    top: int = 20,
-    batch_size: int = 64,
-    seed: int = 0,
+    limit: int | None = _PAG.limit,
+    resize: bool = _PAG.resize,
+    steps: int = _REVERSAL.steps,
+    lr: float = _REVERSAL.lr,
+    optimizer: str = _REVERSAL.optimizer,
+    init_std: float = _REVERSAL.init_std,
+    prior_samples: int = _PAG.num_prior_samples,
+    top: int = _PAG.num_top,
+    batch_size: int = _REVERSAL.batch_size,
+    seed: int = _PAG.seed,
 ) -> PagResult:
     """Reverse the generator on ``data`` (a folder, an array file, a tensor in the generator's units, or None: the
     bundled held-out MNIST images) and score the recovered latents (PAG); ``result.score.pag`` in nats."""
