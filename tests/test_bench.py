@@ -297,12 +297,16 @@ def test_old_flag_forms_are_rewritten_to_the_subcommands():
 
 def test_the_old_spectrum_form_gives_the_report_of_bench_spectrum(runner, tmp_path):
     """``bench --synthetic spectrum`` still runs for one release, with a note naming the new form; its report is
-    the subcommand's, field by field but for the timings."""
+    the subcommand's, field by field but for the timings (the options spectrum mode never used are dropped:
+    the report records their defaults)."""
     args = ["--synthetic-nz", "8", "--conds", "10", "--n", "2", "--steps", "8", "--probes", "2", "--methods", "slq"]
     args += ["--dtype", "float64", "--threads", "1"]
-    old = invoke(runner, ["bench", "--synthetic", "spectrum", *args, "--json", "--out", tmp_path / "old"])
+    # --repeats and --no-gradient: taken by the one-command bench, never used by its spectrum mode
+    old_args = ["bench", "--synthetic", "spectrum", "--repeats", "1", *args, "--no-gradient", "--json"]
+    old = invoke(runner, [*old_args, "--out", tmp_path / "old"])
     assert old.exit_code == 0, old.output
     assert "gan-probe bench spectrum" in old.stderr
+    assert "ignored, as bench always did in this mode: --repeats 1 --no-gradient" in old.stderr
     new = invoke_json(runner, ["bench", "spectrum", *args, "--out", tmp_path / "new"])
     old_report = json.loads(old.stdout)
     assert old_report["command"] == new["command"] == "bench"
@@ -315,7 +319,7 @@ def test_the_old_spectrum_form_gives_the_report_of_bench_spectrum(runner, tmp_pa
 
 def test_the_old_throughput_flag_runs_bench_throughput(runner, tiny_ckpt, tmp_path):
     args = [tiny_ckpt, "--n", "2", "--batch-sizes", "2", "--chunk-sizes", "4", "--threads", "1", "--json"]
-    old = invoke(runner, ["bench", "--throughput", *args, "--out", tmp_path / "old"])
+    old = invoke(runner, ["bench", "--throughput", "--methods", "slq", *args, "--out", tmp_path / "old"])
     assert old.exit_code == 0, old.output
     assert "gan-probe bench throughput" in old.stderr
     new = invoke_json(runner, ["bench", "throughput", *args[:-1], "--out", tmp_path / "new"])

@@ -57,14 +57,40 @@ class BenchGroup(TyperGroup):
         args = list(args)
         if not args or args[0] not in self.commands:
             mode, args = rewrite_old_form(args)
-            if mode != DEFAULT_MODE and not ({"--quiet", "-q"} & set(args)):
-                typer.echo(
-                    f"note: the {mode} mode of bench is now its own subcommand, gan-probe bench {mode} "
-                    f"(the flag form is kept for this release only)",
-                    err=True,
-                )
+            if mode != DEFAULT_MODE:
+                args, dropped = self._drop_unused(ctx, mode, args)
+                if not ({"--quiet", "-q"} & set(args)):
+                    ignored = f"; ignored, as bench always did in this mode: {' '.join(dropped)}" if dropped else ""
+                    typer.echo(
+                        f"note: the {mode} mode of bench is now its own subcommand, gan-probe bench {mode} "
+                        f"(the flag form is kept for this release only){ignored}",
+                        err=True,
+                    )
             args = [mode, *args]
         return super().parse_args(ctx, args)
+
+    def _drop_unused(self, ctx: Any, mode: str, args: list[str]) -> tuple[list[str], list[str]]:
+        """``args`` less the options that another bench mode takes and ``mode`` does not (the one-command bench
+        took every mode's options and ignored the others'), and those options."""
+        takes = {name for p in self.commands[mode].get_params(ctx) for name in (*p.opts, *p.secondary_opts)}
+        others: dict[str, bool] = {}  # option -> whether it takes a value
+        for name, command in self.commands.items():
+            if name != mode:
+                for p in command.get_params(ctx):
+                    for opt in (*p.opts, *p.secondary_opts):
+                        others[opt] = not getattr(p, "is_flag", False) and not getattr(p, "count", False)
+        kept: list[str] = []
+        dropped: list[str] = []
+        rest = iter(args)
+        for arg in rest:
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") and flag not in takes and flag in others:
+                dropped.append(arg)
+                if others[flag] and "=" not in arg:
+                    dropped[-1] += " " + next(rest, "")
+                continue
+            kept.append(arg)
+        return kept, dropped
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
