@@ -60,17 +60,37 @@ def load_generator(
     output_range: tuple[float, float] | str | None = None,
     seed: int = 0,
 ) -> LoadedGenerator:
-    """Load a checkpoint (None: the bundled default) onto ``device`` (auto: the GPU when there is one).
+    """Load a checkpoint (None: the bundled MNIST DCGAN, nz = 32) ready to run, in eval mode.
 
-    ``dtype``: auto (float32, with float64 for the latents whose float32 J is
-    flagged), float32 or float64. ``arch``, ``nz``, ``prior``, ``sigma``,
-    ``low``, ``high``, ``output_range`` ((low, high) or "none") supply or
-    override what a foreign file lacks; ``key`` selects the generator's entry in
-    a training checkpoint ("g_ema", "GAN.GE"); ``generator``
-    ("package.module:factory") builds a custom architecture (the only route that
-    runs code, yours); ``seed`` freezes the noise of a generator that draws it
-    inside forward. For a StyleGAN2: ``space`` z, w or w+ (default z),
-    ``truncation`` psi, ``noise`` stored, zero or seed:N.
+    A checkpoint never runs code: safetensors and PyTorch state dicts are read as
+    weights only, TorchScript and torch.export programs are checked against an
+    operator allow-list; only ``generator`` runs code, the caller's own.
+
+    Args:
+        path: the checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, a
+            TorchScript archive or a .pt2 program); None for the bundled default.
+        device: auto (the GPU when there is one), cpu, cuda, cuda:N or mps.
+        dtype: auto (float32, with float64 for the latents whose float32 J is
+            flagged), float32 or float64.
+        arch, nz, prior, sigma, low, high, output_range: supply or override what a
+            foreign file lacks (``output_range``: (low, high) or "none").
+        generator: "package.module:factory", a custom architecture.
+        space, truncation, noise: a StyleGAN2's latent space (z, w or w+), its
+            truncation psi and its noise (stored, zero or seed:N).
+        key: the generator's entry in a training checkpoint ("g_ema", "GAN.GE").
+        seed: the seed of the noise frozen in a generator that draws it inside forward.
+
+    Returns:
+        A :class:`~gan_probe.models.loaded.LoadedGenerator`: call it on latents
+        (B, nz) for outputs (B, *output_shape); ``describe()`` gives what ``info``
+        prints.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu")
+        >>> gen.arch, gen.nz, gen.output_shape
+        ('dcgan', 32, (1, 32, 32))
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
@@ -120,11 +140,43 @@ def loglik(
     chunk_size: int | None = _LOGLIK.chunk_size,
     seed: int = _LOGLIK.seed,
 ) -> LoglikResult:
-    """ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J at latents ``z`` (N, nz) (None: ``n`` seeded prior draws).
+    """The implicit log-likelihood of a generator's outputs at latents ``z``.
 
-    ``method``: exact, chebyshev, taylor, slq or auto; ``estimator`` its
-    parameters (e.g. ``SLQParams(steps=100)``); ``check`` adds the exact value
-    beside an estimate. ``result.loglik`` is (N,) in nats.
+    Ramesh & LeCun (2018), eq. 1-2: where G is an injective immersion, the prior
+    pushed through G has the density, on the nz-dimensional surface it spans,
+
+        ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J(z)^T J(z)      [nats]
+
+    with J = dG/dz (N x nz). ``exact`` builds J from nz batched JVPs and takes its
+    singular values in float64; the estimators use only products with M = J^T J
+    (docs/design.md §1.3, §2, §3).
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: latents (N, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None.
+        method: exact, chebyshev, taylor, slq or auto (exact or slq by cost and memory).
+        estimator: the method's parameters (:class:`~gan_probe.SLQParams`, ...); None: its defaults.
+        check: also compute exact beside an estimate, and each estimate's error.
+        grid: also evaluate ln Q over a 2-D latent plane (:class:`~gan_probe.analyses.loglik.GridParams`).
+        geometry: auto, euclidean or sphere (for generators that ignore |z|).
+        batch_size: latents per batch.
+        chunk_size: latent axes per batched JVP call (None: chosen from memory).
+        seed: the seed of the prior draws and of the estimators' probes.
+
+    Returns:
+        A :class:`~gan_probe.analyses.loglik.LoglikResult`: ``loglik`` (N,) in nats;
+        ``values`` holds ln P_Z, 1/2 ln det M, the extreme eigenvalues and the flags per latent.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.loglik(gen, n=2)
+        >>> result.loglik.shape
+        torch.Size([2])
+        >>> bool((result.loglik == result.values.log_prior - result.values.half_logdet).all())
+        True
     """
     params = LoglikParams(
         num=n,
@@ -156,7 +208,39 @@ def ascend(
     seed: int = _ASCEND.seed,
     batch_size: int = _ASCEND.batch_size,
 ) -> AscendResult:
-    """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
+    """Gradient ascent on ln Q(G(z)) in latent space, recording ln Q and the conditioning of M per step.
+
+    Ramesh & LeCun (2018), section 4 and Fig. 4: z_{k+1} = z_k + lr * d/dz ln Q(G(z_k))
+    (through ``optimizer``), with ln Q = ln P_Z(z) - 1/2 ln det J^T J; a uniform
+    prior's box is kept by projection (docs/design.md §4).
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: starting latents (N, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None.
+        steps: ascent steps.
+        lr: the learning rate.
+        optimizer: adam or sgd.
+        method: how the gradient of ln det M is computed: exact or an estimator.
+        estimator: the method's parameters (None: its defaults).
+        frames: images kept per latent along the way.
+        geometry: auto, euclidean or sphere.
+        seed: the seed of the prior draws and of the estimators' probes.
+        batch_size: latents per batch.
+
+    Returns:
+        An :class:`~gan_probe.analyses.ascend.AscendResult`: ``loglik``,
+        ``lambda_min``, ``lambda_max`` and ``condition`` of shape (steps + 1, N), the
+        trajectory ``z`` and the ``frames``.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.ascend(gen, n=1, steps=2)
+        >>> tuple(result.loglik.shape)
+        (3, 1)
+    """
     params = AscendParams(
         num=n,
         latents=z,
@@ -186,7 +270,36 @@ def eigvecs(
     chunk_size: int | None = _EIGVECS.chunk_size,
     seed: int = _EIGVECS.seed,
 ) -> EigvecsResult:
-    """Eigen-decomposition of M = J^T J at trial latents and the images perturbed along eigenvectors and at random."""
+    """The eigen-decomposition of M = J^T J at trial latents, and images perturbed along its eigenvectors.
+
+    Ramesh & LeCun (2018), section 5 and Fig. 5: with J = U S V^T, M = V S^2 V^T;
+    near z, |G(z + t v_i) - G(z)| ~ |t| sqrt(lambda_i), so the top eigenvectors
+    move G most, against random directions at the same step (docs/design.md §5).
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: trial latents (T, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None (the paper used 12).
+        top: eigenvectors kept per latent (None: min(8, nz)).
+        step: the step alpha along each direction (None: 0.8 sigma, or 0.8 x the box half-width).
+        traversal_steps: images per traversal z + t v_i, t in [-alpha, alpha].
+        project: clamp perturbed latents into a uniform prior's box.
+        batch_size: latents per batch.
+        chunk_size: latent axes per batched JVP call (None: chosen from memory).
+        seed: the seed of the prior draws and of the random directions.
+
+    Returns:
+        An :class:`~gan_probe.analyses.eigvecs.EigvecsResult`: ``eigenvalues``
+        (T, nz) in descending order, ``eigenvectors`` (T, nz, top), and the images.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.eigvecs(gen, n=1, traversal_steps=3)
+        >>> tuple(result.eigenvalues.shape), bool((result.eigenvalues[0, :-1] >= result.eigenvalues[0, 1:]).all())
+        ((1, 32), True)
+    """
     params = EigvecsParams(
         num=n,
         latents=z,
@@ -215,7 +328,40 @@ def veff(
     chunk_size: int | None = _VEFF.chunk_size,
     seed: int = _VEFF.seed,
 ) -> VeffResult:
-    """v_eff(tau) over latents ``z`` (None: ``n`` prior draws) with ``k`` random directions; ``result.veff`` per tau."""
+    """The effective latent dimensionality v_eff(tau): eigen-directions of M that change G more than random ones.
+
+    Ramesh & LeCun (2018), section 5 and Fig. 6 (docs/design.md §6), for M latents
+    z_j, K random directions eps_k and a step alpha:
+
+        delta(j,0) = mean_k |G(z_j + alpha eps_k) - G(z_j)|
+        delta(j,i) = |G(z_j + alpha v_i(z_j)) - G(z_j)| / delta(j,0)
+        v_eff(tau) = (1/M) sum_j #{i : delta(j,i) > tau}
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: latents (M, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None.
+        tau: the threshold(s); the first is the headline.
+        k: random directions K per latent.
+        step: the step alpha (None: 0.8 sigma, or 0.8 x the box half-width).
+        directions: unit (uniform on the sphere) or normal (the paper's N(0, I)).
+        project: clamp perturbed latents into a uniform prior's box.
+        batch_size: latents per batch.
+        chunk_size: latent axes per batched JVP call (None: chosen from memory).
+        seed: the seed of the prior draws and of the random directions.
+
+    Returns:
+        A :class:`~gan_probe.analyses.veff.VeffResult`: ``veff`` (one per tau), the
+        ``counts`` per latent and the ``delta0`` of each latent.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.veff(gen, n=2, k=4, tau=(1.0, 2.0))
+        >>> result.veff.shape, bool(result.veff[0] >= result.veff[1])
+        (torch.Size([2]), True)
+    """
     taus = (float(tau),) if isinstance(tau, (int, float)) else tuple(float(t) for t in tau)
     params = VeffParams(
         num=n,
@@ -247,8 +393,43 @@ def pag(
     batch_size: int = _REVERSAL.batch_size,
     seed: int = _PAG.seed,
 ) -> PagResult:
-    """Reverse the generator on ``data`` (a folder, an array file, a tensor in the generator's units, or None: the
-    bundled held-out MNIST images) and score the recovered latents (PAG); ``result.score.pag`` in nats."""
+    """Reverse the generator on images and score how well the recovered latents fit the prior (PAG).
+
+    Kilcher, Lucchi & Hofmann (2017), section 2.1 and Algorithm 1: each image x is
+    reversed by minimising 1/2 |G(z) - x|^2 from a small random z; with nu_i^2 the
+    eigenvalues of the recovered latents' second moments (docs/design.md §7),
+
+        PAG = 1/2 sum_i [ nu_i^2 / sigma^2 - ln(nu_i^2 / sigma^2) - 1 ]
+            = KL( N(0, diag nu^2) || N(0, sigma^2 I) )      [nats]
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        data: a folder of images, an array file, a tensor in the generator's units,
+            or None for the bundled held-out MNIST images.
+        limit: use only the first ``limit`` images.
+        resize: resize images of another size (bilinear).
+        steps: gradient steps of the reversal per image.
+        lr: the reversal's learning rate (paper: 0.05).
+        optimizer: sgd (Algorithm 1) or adam.
+        init_std: the standard deviation of the initial latents (paper: 1e-4).
+        prior_samples: prior draws ranked for the disagreement samples.
+        top: disagreement samples kept.
+        batch_size: images reversed together.
+        seed: the seed of the initial latents and of the prior draws.
+
+    Returns:
+        A :class:`~gan_probe.analyses.pag.PagResult`: ``score.pag`` in nats (inf
+        when the recovered latents span fewer than nz dimensions), ``reversal``
+        (the latents and reconstruction errors).
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.pag(gen, limit=40, steps=5, prior_samples=20, top=2)
+        >>> result.reversal.num_done, result.score.pag > 0
+        (40, True)
+    """
     params = PagParams(
         data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
         limit=limit,
