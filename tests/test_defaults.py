@@ -6,6 +6,7 @@ so is the default of every keyword of the API function; a default changed in one
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,6 @@ from typer.main import get_command
 from gan_probe import api
 from gan_probe.analyses.ascend import AscendParams
 from gan_probe.analyses.bench import SPECTRUM_DEFAULTS, BenchParams, LinearModelParams, SyntheticModelParams
-from gan_probe.analyses.defaults import default_of
 from gan_probe.analyses.eigvecs import EigvecsParams
 from gan_probe.analyses.loglik import GridParams, LoglikParams
 from gan_probe.analyses.pag import PagParams
@@ -30,6 +30,15 @@ from gan_probe.cli.veff import parse_taus
 
 Same = Callable[[Any], Any]
 SAME: Same = lambda v: v  # noqa: E731
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name`` (a default factory's value for a factory)."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    assert field.default_factory is not dataclasses.MISSING, f"{cls.__name__}.{name} has no default"
+    return field.default_factory()
 
 
 def _taus(value: Any) -> tuple[float, ...]:
