@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gan_probe._version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from gan_probe.api import ascend, eigvecs, load_generator, loglik, pag, veff
+    from gan_probe.api import ascend, eigvecs, load_generator, loglik, pag, prior, veff
     from gan_probe.errors import GanProbeError
     from gan_probe.spectral.estimators import ChebyshevParams, SLQParams, TaylorParams
 
@@ -36,6 +36,7 @@ __all__ = [
     "load_generator",
     "loglik",
     "pag",
+    "prior",
     "veff",
 ]
 
@@ -45,6 +46,7 @@ _HOMES = {
     "load_generator": "gan_probe.api",
     "loglik": "gan_probe.api",
     "pag": "gan_probe.api",
+    "prior": "gan_probe.api",
     "veff": "gan_probe.api",
     "GanProbeError": "gan_probe.errors",
     "ChebyshevParams": "gan_probe.spectral.estimators",

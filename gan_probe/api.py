@@ -24,12 +24,14 @@ from gan_probe.analyses.common import Latents
 from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.analyses.loglik import GridParams, LoglikParams, LoglikResult, run_loglik
 from gan_probe.analyses.pag import PagParams, PagResult, run_pag
+from gan_probe.analyses.prior import PganParams, PriorParams, PriorResult, run_prior
 from gan_probe.analyses.reversal import ReversalParams
 from gan_probe.analyses.veff import VeffParams, VeffResult, run_veff
 from gan_probe.device import resolve_device, resolve_dtype
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator, LoadOptions
 from gan_probe.models.checkpoint import load_generator as _load
+from gan_probe.models.prior_net import DEFAULT_WIDTHS
 from gan_probe.spectral.estimators import REGISTRY
 
 # Every default below is the parameter dataclass's, stated there once (the command line reads the same).
@@ -444,4 +446,63 @@ def pag(
     return run_pag(gen, params)
 
 
-__all__ = ["ascend", "eigvecs", "load_generator", "loglik", "pag", "veff"]
+def prior(
+    gen: LoadedGenerator,
+    data: str | os.PathLike[str] | torch.Tensor | None = None,
+    *,
+    codes: str | os.PathLike[str] | torch.Tensor | None = None,
+    limit: int | None = None,
+    resize: bool = False,
+    reversal_steps: int = 400,
+    reversal_lr: float = 0.05,
+    reversal_optimizer: str = "sgd",
+    reversal_init_std: float = 1e-4,
+    heldout: float = 0.2,
+    steps: int = PganParams.steps,
+    dim: int | None = None,
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    critic_widths: Sequence[int] = tuple(reversed(DEFAULT_WIDTHS)),
+    lr: float = PganParams.lr,
+    prior_batch: int = PganParams.batch_size,
+    samples: int | None = None,
+    permutations: int = 1000,
+    prior_samples: int = 1000,
+    top: int = 20,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> PriorResult:
+    """Learn the data-induced prior from ``data`` (reversed as by :func:`pag`) or from ``codes`` (N, nz): the PGAN
+    h (``result.training.h``) and the Gaussian baselines, each compared with the held-out codes
+    (``result.comparisons``). ``steps``, ``lr``, ``dim`` and the widths are the PGAN's."""
+    params = PriorParams(
+        data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
+        codes=codes if isinstance(codes, torch.Tensor) or codes is None else os.fspath(codes),
+        limit=limit,
+        resize=resize,
+        reversal=ReversalParams(
+            steps=reversal_steps,
+            lr=reversal_lr,
+            optimizer=reversal_optimizer,
+            init_std=reversal_init_std,
+            batch_size=batch_size,
+            seed=seed,
+        ),
+        heldout=heldout,
+        pgan=PganParams(
+            steps=steps,
+            dim=dim,
+            widths=tuple(widths),
+            critic_widths=tuple(critic_widths),
+            lr=lr,
+            batch_size=prior_batch,
+        ),
+        num_samples=samples,
+        num_permutations=permutations,
+        num_prior_samples=prior_samples,
+        num_top=top,
+        seed=seed,
+    )
+    return run_prior(gen, params)
+
+
+__all__ = ["ascend", "eigvecs", "load_generator", "loglik", "pag", "prior", "veff"]

@@ -11,6 +11,7 @@ what was found, what the generator needs, and the flag to change.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from gan_probe.errors import DataError
 def _data_error(message: str) -> DataError:
     """An error about the image data (the ``data`` argument)."""
     return DataError(message, param="data")
+
+
+def check_regular_file(path: Path, what: str, param: str) -> None:
+    """Refuse a path that is missing, a directory or not a regular file (a FIFO, socket or device), saying
+    which, without opening it: opening a FIFO would block until something writes to it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}", param=param) from None
+    except OSError as exc:
+        raise DataError(f"{what} {path} cannot be read: {exc.strerror or exc}", param=param) from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{what} {path} is a directory; give a file", param=param)
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
+        raise DataError(f"{what} {path} is not a regular file ({kind}); give a file", param=param)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -114,6 +131,8 @@ def load_images(
     path = Path(path)
     if not path.exists():
         raise _data_error(f"data not found: {path}")
+    if not path.is_dir():
+        check_regular_file(path, "data file", "data")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         arr, read_notes, num_available = _read_image_files(path, limit)
         labels, kind, layout = None, kind or "folder", "NHWC"

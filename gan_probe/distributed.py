@@ -19,8 +19,8 @@ Failures (docs/design.md §8.8): every exchange is an all-gather of a tagged
 message. A rank that fails sends one ``fail`` message in its next exchange
 (:func:`announce_failure`) instead of its data; every rank that receives it
 stops with :class:`RankFailure` and exchanges nothing more, so all ranks agree
-on who failed and exit 1, rank 0 printing the one line and nothing being
-written.
+on who failed and exit 1 (128 + N when every failure was a signal), rank 0
+printing the one line and nothing being written.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from gan_probe import interrupt
 from gan_probe.errors import GanProbeError
 
 T = TypeVar("T")
@@ -178,7 +179,8 @@ def _failure(messages: list[tuple[str, Any]]) -> RankFailure | None:
     if not failed:
         return None
     causes = {cause for _, (cause, _code) in failed}
-    code = 130 if all(c == 130 for _, (_cause, c) in failed) else 1
+    codes = [c for _, (_cause, c) in failed]
+    code = codes[0] if all(c in interrupt.EXIT_CODES for c in codes) else 1  # interrupted: 130, 143 or 129
     if len(failed) == len(messages) and len(causes) == 1:
         return RankFailure(failed[0][1][0], code=code)  # the same error on every rank: no rank to name
     rank, (cause, _) = failed[0]

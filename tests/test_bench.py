@@ -16,8 +16,8 @@ from gan_probe.errors import GanProbeError
 from gan_probe.models import load_generator
 from gan_probe.models.synthetic import synthetic_dcgan, synthetic_linear
 from gan_probe.spectral.estimators import ChebyshevParams, SLQParams, TaylorParams, estimate_half_logdet
-from gan_probe.spectral.exact import exact_spectrum
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 from tests.conftest import invoke, invoke_json
 
 TINY = [

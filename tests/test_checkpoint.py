@@ -12,8 +12,8 @@ from torch import nn
 from gan_probe.errors import CheckpointError
 from gan_probe.models import LoadOptions, Prior, load_generator
 from gan_probe.models.checkpoint import METADATA_KEY
-from gan_probe.spectral.exact import exact_spectrum
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 from tests.conftest import invoke
 
 

@@ -244,18 +244,21 @@ def test_launch_environment(monkeypatch, env, expected):
         assert distributed.launched() == expected
 
 
-def test_auto_chunk_size_follows_free_memory(dcgan_gen, monkeypatch):
-    from gan_probe.analyses import memory
+def test_auto_chunk_size_follows_free_memory(dcgan_gen):
+    from dataclasses import replace
+
+    from gan_probe.analyses.memory import activation_elements
+    from gan_probe.spectral.jacobian import default_chunk_size
+    from gan_probe.spectral.plan import PlanSizes, choose_chunk
 
     nz, batch = dcgan_gen.nz, 2
-    default = memory.default_chunk_size(batch, nz)
-    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
-    assert memory.auto_chunk_size(dcgan_gen, batch) == default  # unknown memory: the fixed budget
-    per_axis = 2 * batch * memory.activation_elements(dcgan_gen) * 8  # float64 generator
+    act = activation_elements(dcgan_gen)
+    sizes = PlanSizes(nz=nz, output_dim=dcgan_gen.output_dim, batch=batch, itemsize=8, activations=act, available=None)
+    default = default_chunk_size(batch, nz)
+    assert choose_chunk(sizes) == default  # unknown memory: the fixed budget
+    per_axis = 2 * batch * act * 8  # float64 generator
     held = batch * dcgan_gen.output_dim * nz * (8 + 16)
-    monkeypatch.setattr(memory, "available_bytes", lambda device: held + 2 * 3 * per_axis)
-    assert memory.auto_chunk_size(dcgan_gen, batch) == min(default, 3)  # half the rest holds 3 axes
-    monkeypatch.setattr(memory, "available_bytes", lambda device: held // 2)
-    assert memory.auto_chunk_size(dcgan_gen, batch) == 1  # never below 1: the memory check refuses the rest
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
-    assert memory.auto_chunk_size(dcgan_gen, batch) == default  # the CPU never goes beyond the budget
+    assert choose_chunk(replace(sizes, available=held + 2 * 3 * per_axis)) == min(default, 3)  # half the rest: 3 axes
+    assert choose_chunk(replace(sizes, available=held // 2)) == 1  # never below 1: the memory check refuses the rest
+    assert choose_chunk(replace(sizes, available=10**15)) == default  # the CPU never goes beyond the budget
+    assert choose_chunk(replace(sizes, available=10**15, on_gpu=True)) == nz  # a GPU takes every axis that fits

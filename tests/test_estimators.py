@@ -31,8 +31,8 @@ from gan_probe.spectral.estimators.base import draw_rademacher
 from gan_probe.spectral.estimators.lanczos import golub_kahan, spectral_bounds
 from gan_probe.spectral.estimators.slq import gauss_quadrature
 from gan_probe.spectral.estimators.taylor import accurate_fraction, truncation_error
-from gan_probe.spectral.exact import exact_spectrum
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 from tests.conftest import invoke, invoke_json
 
 

@@ -16,9 +16,11 @@ from PIL import Image
 from gan_probe.analyses.common import jacobian_operator
 from gan_probe.analyses.eigvecs import EigvecsParams, run_eigvecs
 from gan_probe.analyses.loglik import evaluate_loglik
+from gan_probe.analyses.plan import plan_run
 from gan_probe.errors import GanProbeError
 from gan_probe.models import LoadOptions, load_generator
-from gan_probe.spectral.exact import exact_spectrum, spectrum_from_jacobian
+from gan_probe.spectral.exact import spectrum_from_jacobian
+from gan_probe.spectral.route import exact_spectrum
 from tests.conftest import invoke, invoke_json
 
 MODULE = "gp_user_generators"
@@ -236,7 +238,7 @@ def test_stochastic_generator_is_frozen_and_its_jacobian_is_that_of_the_frozen_f
     z = _z(4, 6)
     torch.testing.assert_close(gen(z), gen(z), rtol=0, atol=0)
     torch.testing.assert_close(gen(z)[2:3], gen(z[2:3]), rtol=0, atol=1e-15)  # a latent's noise ignores its batch
-    ours = exact_spectrum(jacobian_operator(gen, z)).half_logdet
+    ours = exact_spectrum(jacobian_operator(gen, z, plan_run(gen, batch=4))).half_logdet
     ref = torch.stack([torch.autograd.functional.jacobian(lambda v: gen.flat(v[None])[0], zi) for zi in z])
     torch.testing.assert_close(ours, spectrum_from_jacobian(ref).half_logdet, rtol=1e-10, atol=1e-10)
     other = _load("noisy", dtype=torch.float64, seed=1)
@@ -247,7 +249,7 @@ def test_noise_weighted_by_zero_is_still_detected_by_vmap(user_dir):
     gen = _load("zero_noise")
     assert gen.noise is not None and any("randomness error" in n for n in gen.notes)
     with torch.no_grad():
-        spec = exact_spectrum(jacobian_operator(gen, _z(2, 6)))
+        spec = exact_spectrum(jacobian_operator(gen, _z(2, 6), plan_run(gen, batch=2)))
     assert torch.isfinite(spec.half_logdet).all()
 
 
@@ -284,7 +286,8 @@ def test_stochastic_reports_identical_on_rerun_and_across_batch_sizes(user_dir, 
 def test_glu_generator_ascends_by_the_double_vjp_route(user_dir, runner):
     gen = _load("glu", dtype=torch.float64)
     z = _z(2, 4).requires_grad_(True)
-    half = exact_spectrum(jacobian_operator(gen, z), grad=True).half_logdet
+    plan = plan_run(gen, batch=2, grad=True)
+    half = exact_spectrum(jacobian_operator(gen, z, plan), grad=True).half_logdet
     half.sum().backward()
     assert gen.routes.grad == "reverse" and any("glu_jvp" in n for n in gen.notes)
     h = 1e-6
@@ -292,8 +295,8 @@ def test_glu_generator_ascends_by_the_double_vjp_route(user_dir, runner):
         fd = torch.stack(
             [
                 (
-                    exact_spectrum(jacobian_operator(gen, z + h * e)).half_logdet
-                    - exact_spectrum(jacobian_operator(gen, z - h * e)).half_logdet
+                    exact_spectrum(jacobian_operator(gen, z + h * e, plan)).half_logdet
+                    - exact_spectrum(jacobian_operator(gen, z - h * e, plan)).half_logdet
                 )
                 / (2 * h)
                 for e in torch.eye(4, dtype=torch.float64)
@@ -313,7 +316,7 @@ def test_operator_without_any_derivative_is_named(user_dir, runner):
     gen = _load("quantized")
     with pytest.raises(GanProbeError, match="forward mode fails in Quantize.*reverse mode fails in Quantize"):
         with torch.no_grad():
-            exact_spectrum(jacobian_operator(gen, _z(2, 4)))
+            exact_spectrum(jacobian_operator(gen, _z(2, 4), plan_run(gen, batch=2)))
     result = invoke(runner, ["loglik", "--generator", f"{MODULE}:quantized", "--n", "2", "--out", "q"])
     assert result.exit_code == 1 and "cannot differentiate the generator" in result.stderr
     assert "Quantize" in result.stderr and "Traceback" not in result.stderr

@@ -7,10 +7,11 @@ import torch
 
 from gan_probe.errors import GanProbeError
 from gan_probe.spectral.eigen import fix_signs
-from gan_probe.spectral.exact import exact_spectrum
-from gan_probe.spectral.gram import choose_route, gram_route_bytes, gram_spectrum
+from gan_probe.spectral.gram import gram_spectrum
 from gan_probe.spectral.jacobian import jacobian
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.plan import RunPlan
+from gan_probe.spectral.route import choose_route, dense_route_bytes, exact_spectrum, gram_route_bytes
 
 FIXTURES = ["mlp_gen", "dcgan_gen", "linear_gen"]
 
@@ -93,33 +94,46 @@ def test_wide_jacobian_is_singular():
 
 
 def test_auto_route_follows_available_memory(dcgan_gen, monkeypatch):
+    from gan_probe import device
     from gan_probe.analyses import memory
+    from gan_probe.analyses.plan import plan_run
 
-    z = torch.randn(2, dcgan_gen.nz, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    nz, n = dcgan_gen.nz, dcgan_gen.output_dim
+    z = torch.randn(2, nz, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     op = JacobianOperator(dcgan_gen.flat, z)
-    big = choose_route(op, available=10**15)
-    n = dcgan_gen.output_dim
-    small = gram_route_bytes(2, n, dcgan_gen.nz, 8, block=1, activations=4 * n)
-    assert big.route == "dense" and big.dense_bytes is not None and small < big.dense_bytes
-
-    monkeypatch.setattr(memory, "available_bytes", lambda device: small)
-    low = exact_spectrum(op)
-    assert low.route == "gram" and choose_route(op).block == 1
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
-    high = exact_spectrum(op)
-    assert high.route == "dense"
+    sizes = dict(batch=2, output_dim=n, nz=nz, itemsize=8, chunk=nz, activations=4 * n)
+    big = choose_route(available=10**15, **sizes)
+    small = gram_route_bytes(2, n, nz, 8, block=1, activations=4 * n)
+    assert big.route == "dense" and big.dense_bytes == dense_route_bytes(2, n, nz, 8, chunk=nz, activations=4 * n)
+    assert small < big.dense_bytes and big.fits is True
+    low = choose_route(available=small, **sizes)
+    assert (low.route, low.block, low.bytes, low.fits) == ("gram", 1, small, True)
+    assert choose_route(available=small - 1, **sizes).fits is False  # by neither route
+    assert choose_route(available=None, **sizes).route == "dense"  # no figure: dense
+    # a run's plan takes the route its memory allows, measured once; the spectrum follows the plan
+    monkeypatch.setattr(device, "available_bytes", lambda dev: 10**15)
+    high_plan = plan_run(dcgan_gen, batch=2)
+    act = memory.activation_elements(dcgan_gen)
+    monkeypatch.setattr(device, "available_bytes", lambda dev: gram_route_bytes(2, n, nz, 8, block=1, activations=act))
+    low_plan = plan_run(dcgan_gen, batch=2)
+    assert (high_plan.route, low_plan.route) == ("dense", "gram")
+    high = exact_spectrum(op, route=high_plan.route, block=high_plan.block)
+    low = exact_spectrum(op, route=low_plan.route, block=low_plan.block)
+    assert (high.route, low.route) == ("dense", "gram")
     assert _rel(low.eigenvalues, high.eigenvalues) < 1e-10
     torch.testing.assert_close(low.half_logdet, high.half_logdet, rtol=1e-10, atol=1e-10)
-    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
-    assert exact_spectrum(op).route == "dense"  # no figure: dense, as before
 
 
-def test_gradient_stays_dense(mlp_gen, monkeypatch):
-    from gan_probe.analyses import memory
-
-    z = torch.randn(2, mlp_gen.nz, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+def test_gradient_stays_dense(mlp_gen):
+    nz, n = mlp_gen.nz, mlp_gen.output_dim
+    sizes = dict(batch=2, output_dim=n, nz=nz, itemsize=8, chunk=nz, activations=4 * n)
+    assert choose_route(available=1, grad=True, **sizes).route == "dense"  # even when nothing fits
+    with pytest.raises(GanProbeError, match="dense route only"):
+        choose_route(available=None, grad=True, route="gram", **sizes)
+    with pytest.raises(GanProbeError, match="unknown exact route"):
+        choose_route(available=None, route="qr", **sizes)
+    z = torch.randn(2, nz, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     op = JacobianOperator(mlp_gen.flat, z.requires_grad_())
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     spec = exact_spectrum(op, grad=True)
     assert spec.route == "dense" and spec.half_logdet.requires_grad
     with pytest.raises(GanProbeError, match="dense route only"):
@@ -134,8 +148,8 @@ def test_half_logdet_by_the_gram_route(mlp_gen, geometry):
 
     z = torch.randn(3, mlp_gen.nz, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     op = JacobianOperator(mlp_gen.flat, z)
-    dense = half_logdet(op, "exact", geometry=geometry, route="dense")
-    gram = half_logdet(op, "exact", geometry=geometry, route="gram")
+    dense = half_logdet(op, RunPlan("exact", route="dense"), geometry=geometry)
+    gram = half_logdet(op, RunPlan("exact", route="gram"), geometry=geometry)
     assert (dense.route, gram.route) == ("dense", "gram")
     assert torch.equal(dense.sphere, gram.sphere) and bool(gram.sphere.all()) == (geometry == "sphere")
     torch.testing.assert_close(gram.value, dense.value, rtol=1e-10, atol=1e-10)
@@ -143,35 +157,48 @@ def test_half_logdet_by_the_gram_route(mlp_gen, geometry):
         torch.testing.assert_close(gram.stats[key], dense.stats[key], rtol=1e-8, atol=0)
 
 
-def test_memory_estimate_counts_the_gram_route(dcgan_gen):
+def test_memory_estimate_counts_the_planned_route(dcgan_gen, monkeypatch):
+    from gan_probe import device
     from gan_probe.analyses import memory
+    from gan_probe.analyses.plan import plan_run
 
-    est = memory.Estimate("loglik", dcgan_gen.device)
-    memory.add_spectrum(est, dcgan_gen, 4)
     n, nz = dcgan_gen.output_dim, dcgan_gen.nz
     act = memory.activation_elements(dcgan_gen)
-    assert est.terms[0].bytes == gram_route_bytes(4, n, nz, 8, block=1, activations=act)
-    assert "Gram matrices" in est.terms[0].what
+    gram = gram_route_bytes(4, n, nz, 8, block=1, activations=act)
+    monkeypatch.setattr(device, "available_bytes", lambda dev: gram)  # J does not fit, M by single columns does
+    plan = plan_run(dcgan_gen, batch=4)
+    est = memory.Estimate("loglik", dcgan_gen.device)
+    memory.add_spectrum(est, dcgan_gen, plan, None)
+    assert (plan.route, plan.block) == ("gram", 1)
+    assert est.terms[0].bytes == gram and "Gram matrices" in est.terms[0].what
+    monkeypatch.setattr(device, "available_bytes", lambda dev: 10**15)
+    roomy = plan_run(dcgan_gen, batch=4)
+    dense = memory.Estimate("loglik", dcgan_gen.device)
+    memory.add_spectrum(dense, dcgan_gen, roomy, None)
+    assert roomy.route == "dense" and "Jacobians" in dense.terms[0].what
+    assert dense.terms[0].bytes == dense_route_bytes(4, n, nz, 8, chunk=roomy.chunk, activations=act)
     grad = memory.Estimate("ascend", dcgan_gen.device)
-    memory.add_spectrum(grad, dcgan_gen, 4, grad=True)  # the gradient takes the dense route
-    assert grad.terms[0].bytes > est.terms[0].bytes and "Jacobians" in grad.terms[0].what
+    memory.add_spectrum(grad, dcgan_gen, plan_run(dcgan_gen, batch=4, grad=True), None)  # the gradient: dense
+    assert grad.terms[0].bytes > dense.terms[0].bytes and "Jacobians" in grad.terms[0].what
 
 
 def test_method_auto_takes_an_estimator_when_exact_does_not_fit(mlp_gen, monkeypatch):
-    from gan_probe.analyses import memory
+    from gan_probe import device
     from gan_probe.analyses.loglik import evaluate_loglik
-    from gan_probe.spectral.logdet import resolve_method
+    from gan_probe.analyses.plan import plan_run
+    from gan_probe.spectral.plan import resolve_method
 
     assert resolve_method("auto", 5) == "exact"
     assert resolve_method("auto", 5, exact_fits=False) == "slq"
     assert resolve_method("exact", 5, exact_fits=False) == "exact"
     z = torch.randn(2, mlp_gen.nz, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**15)
-    assert memory.exact_fits(mlp_gen, 2) is True
+    monkeypatch.setattr(device, "available_bytes", lambda dev: 10**15)
+    assert plan_run(mlp_gen, batch=2, method="auto").memory.fits is True
     values = evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean")
     assert values.method == "exact" and values.exact_route == "dense"
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
-    assert memory.exact_fits(mlp_gen, 2) is False
+    monkeypatch.setattr(device, "available_bytes", lambda dev: 1)
+    plan = plan_run(mlp_gen, batch=2, method="auto")
+    assert plan.memory.fits is False and plan.method == "slq"
     assert evaluate_loglik(mlp_gen, z, method="auto", geometry="euclidean").method == "slq"
 
 
@@ -179,7 +206,7 @@ def test_method_auto_chooses_by_estimated_cost():
     """docs/design.md §3.6: exact while EXACT_PRODUCT_COST[route] x nz (+ the factorisation) is at most
     AUTO_EXACT_COST_FACTOR x slq's steps x probes, and it fits; slq otherwise."""
     from gan_probe.spectral.estimators import SLQParams
-    from gan_probe.spectral.logdet import (
+    from gan_probe.spectral.plan import (
         AUTO_EXACT_COST_FACTOR,
         EXACT_PRODUCT_COST,
         exact_linalg_flops,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "gan_probe"
 
 
@@ -100,35 +98,10 @@ def test_the_graph_reader_sees_function_level_and_relative_imports(tmp_path):
     assert graph["pkg.c"] == {"pkg.a"}
     assert find_cycle(graph) in (["pkg.a", "pkg.sub.b", "pkg.a"], ["pkg.sub.b", "pkg.a", "pkg.sub.b"])
     assert arrows_into(graph, "pkg.sub", ("pkg.a",)) == ["pkg.sub.b -> pkg.a"]
-    assert find_cycle(without(graph, "pkg.sub")) is None
     (pkg / "sub" / "b.py").write_text("def f():\n    import math\n")
     assert find_cycle(import_graph(pkg)) is None
 
 
-#: why the whole package may still hold circles: the two inside spectral/ (gram <-> exact, gram <-> analyses.memory)
-PENDING_SPECTRAL = (
-    "spectral/gram.py and spectral/exact.py import each other, and gram.py takes the free memory from "
-    "analyses/memory.py, until route selection gets its own spectral module and the machine facts move to "
-    "device.py with the run plan (pending change on another branch)"
-)
-
-
-def without(graph: dict[str, set[str]], prefix: str) -> dict[str, set[str]]:
-    """The graph with the modules under ``prefix`` taken out (and every arrow into or out of them)."""
-
-    def inside(module: str) -> bool:
-        return module == prefix or module.startswith(prefix + ".")
-
-    return {src: {d for d in dsts if not inside(d)} for src, dsts in graph.items() if not inside(src)}
-
-
-def test_no_import_circles_outside_spectral():
-    """Every module but the numerics: the circles left are the pending ones of spectral/ (see below)."""
-    cycle = find_cycle(without(import_graph(), "gan_probe.spectral"))
-    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
-
-
-@pytest.mark.xfail(strict=False, reason=PENDING_SPECTRAL)
 def test_no_import_circles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
@@ -144,6 +117,5 @@ def test_spectral_imports_nothing_from_cli_or_report():
     assert arrows_into(import_graph(), "gan_probe.spectral", ("gan_probe.cli", "gan_probe.report")) == []
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING_SPECTRAL)
 def test_spectral_imports_nothing_from_analyses():
     assert arrows_into(import_graph(), "gan_probe.spectral", ("gan_probe.analyses",)) == []

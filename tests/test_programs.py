@@ -17,8 +17,8 @@ from torch import nn
 from gan_probe.errors import CheckpointError
 from gan_probe.models import LoadOptions, load_generator
 from gan_probe.models.programs import EXPORT, TORCHSCRIPT, program_kind
-from gan_probe.spectral.exact import exact_spectrum
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 from tests.conftest import invoke, invoke_json
 from tests.test_checkpoint import Exploit
 

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from gan_probe.spectral.exact import exact_spectrum, spectrum_from_jacobian
+from gan_probe.spectral.exact import spectrum_from_jacobian
 from gan_probe.spectral.jacobian import jacobian
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 from tests.conftest import logdet_of
 
 

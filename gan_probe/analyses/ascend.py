@@ -39,10 +39,12 @@ from gan_probe.analyses.common import (
     resolve_geometry,
 )
 from gan_probe.analyses.memory import ascend_memory, check_memory
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.precision import auto_half_logdet
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, METHODS, HalfLogdet, resolve_method
+from gan_probe.spectral.logdet import AUTO_EXACT_MAX_NZ, HalfLogdet
+from gan_probe.spectral.plan import METHODS, RunPlan
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -94,6 +96,7 @@ class AscendResult:
     frames: torch.Tensor | None = None  # (K * F, C, H, W)
     frame_steps: list[int] = field(default_factory=list)
     num_promoted: int | None = None  # (step, latent) pairs recomputed in float64 (--dtype auto, exact method)
+    plan: RunPlan | None = None  # the run's plan (method, chunk)
 
     @property
     def steps_done(self) -> int:
@@ -118,6 +121,7 @@ class AscendResult:
             }
             for k in range(self.z.shape[1])
         ]
+        choice = self.plan.choice_json() if self.plan is not None else None
         return {
             "method": self.method,
             "steps_done": self.steps_done,
@@ -128,6 +132,7 @@ class AscendResult:
             "end": {"loglik": finite_stats(self.loglik[end]), "condition": finite_stats(self.condition[end])},
             "loglik_gain": finite_stats(self.loglik[end] - self.loglik[start]),
             **({} if self.num_promoted is None else {"num_promoted": self.num_promoted}),
+            **({} if choice is None else {"method_choice": choice}),
             "latents": per_latent,
             "trajectory": {"loglik": self.loglik.T, "condition": self.condition.T},
         }
@@ -156,21 +161,16 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     """
     params.validate()
     require_density(gen, "ascend")
-    method = resolve_method(params.method, gen.nz, params.estimators)
     geometry = resolve_geometry(gen, params.geometry)
-    exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ
     given = given_latents(gen, params.latents)
     num = count_latents(given, params.num)
+    plan = plan_run(
+        gen, batch=min(params.batch_size, num), method=params.method, estimators=params.estimators, grad=True
+    )
+    method = plan.method
+    exact_recorded = method == "exact" or gen.nz <= AUTO_EXACT_MAX_NZ
     check_memory(
-        ascend_memory(
-            gen,
-            num=num,
-            steps=params.steps,
-            frames=params.frames,
-            batch_size=params.batch_size,
-            method=method,
-            estimators=params.estimators,
-        )
+        ascend_memory(gen, plan, num=num, steps=params.steps, frames=params.frames, estimators=params.estimators)
     )
     z0 = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
     chunks = list(batches(num, params.batch_size))
@@ -190,7 +190,7 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
                 local = {
                     i: (
                         _ascend_chunk(
-                            gen, params, method, exact_recorded, geometry, zs[i], opts[i], chunks[i], step,
+                            gen, params, plan, exact_recorded, geometry, zs[i], opts[i], chunks[i], step,
                             promoted, last=step == params.steps,
                         ),
                         zs[i].detach().clone(),
@@ -216,6 +216,7 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
     zs_t = torch.stack(trail)
     loglik = base_t - half_t
     result = AscendResult(params, method, zs_t, loglik, half_t, lmin, lmax, cond, exact_recorded, interrupted)
+    result.plan = plan
     result.num_promoted = promoted[0] if gen.auto_float64 and method == "exact" else None
     _add_frames(gen, result)
     return result
@@ -224,7 +225,7 @@ def run_ascend(gen: LoadedGenerator, params: AscendParams, *, progress: Progress
 def _ascend_chunk(
     gen: LoadedGenerator,
     params: AscendParams,
-    method: str,
+    plan: RunPlan,
     exact_recorded: bool,
     geometry: str,
     z: torch.Tensor,
@@ -239,11 +240,11 @@ def _ascend_chunk(
     res, up = auto_half_logdet(
         gen,
         z,
-        method=method,
+        plan,
         estimators=params.estimators,
         generator=probe_streams(params.seed + 7 * step, sl.start, sl.stop),
         grad=True,
-        check=method != "exact" and exact_recorded,
+        check=plan.method != "exact" and exact_recorded,
         geometry=geometry,
     )
     promoted[0] += int(up.sum())

@@ -5,7 +5,7 @@ All in one run, on one generator and device (docs/design.md §9):
 - ``limit``: the cost floor of the exact method, nz forward-mode products
   (:meth:`JacobianOperator.dense`, chunked as ``loglik`` chunks them) plus
   one QR of J in float64;
-- ``exact``: :func:`gan_probe.spectral.exact.exact_spectrum` (what ``loglik``
+- ``exact``: :func:`gan_probe.spectral.route.exact_spectrum` (what ``loglik``
   runs), target within 1.3x of the limit;
 - ``naive``: ``torch.autograd.functional.jacobian`` in its default reverse
   mode, one latent at a time, followed by the same float64 spectrum; timed on
@@ -42,10 +42,12 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import finite_stats, jacobian_operator, probe_streams, seeded_generator
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.targets import SLQ_MAX_PRODUCTS, TARGETS
 from gan_probe.analyses.timing import machine_info, synchronize, time_call
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_COUNT, MAX_NZ, MAX_REPEATS, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.synthetic import (
     OPERATORS,
@@ -55,10 +57,11 @@ from gan_probe.models.synthetic import (
     synthetic_stylegan2,
 )
 from gan_probe.spectral.estimators import ESTIMATORS, ChebyshevParams, LogdetEstimate, estimate_half_logdet
-from gan_probe.spectral.exact import exact_spectrum, spectrum_from_jacobian
+from gan_probe.spectral.exact import spectrum_from_jacobian
 from gan_probe.spectral.jacobian import Fn
-from gan_probe.spectral.logdet import estimator_params
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.plan import estimator_params
+from gan_probe.spectral.route import exact_spectrum
 
 #: The synthetic generators ``bench`` and ``bench throughput`` time (spectrum: ``bench spectrum``'s linear ones).
 SYNTHETIC_MODELS = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32")
@@ -91,8 +94,11 @@ class SyntheticModelParams:
             )
         if self.nz is not None and self.name is None:
             raise GanProbeError("--synthetic-nz needs --synthetic", param="synthetic_nz")
-        if self.nz is not None and self.nz < 2:
-            raise GanProbeError(f"--synthetic-nz must be at least 2, got {self.nz}", param="synthetic_nz")
+        if self.nz is not None:
+            check_count(self.nz, "--synthetic-nz", param=None, low=2, high=MAX_NZ)
+        if self.channels is not None:
+            check_count(self.channels, "--synthetic-channels", param=None, high=MAX_NZ)
+        check_count(self.style_dim, "--synthetic-style-dim", param=None, high=MAX_NZ)
         return self
 
     @property
@@ -129,8 +135,7 @@ class LinearModelParams:
     operator: str = "auto"
 
     def validate(self) -> LinearModelParams:
-        if self.nz < 2:
-            raise GanProbeError(f"--synthetic-nz must be at least 2, got {self.nz}", param="synthetic_nz")
+        check_count(self.nz, "--synthetic-nz", param=None, low=2, high=MAX_NZ)
         if self.operator not in OPERATORS:
             raise GanProbeError(
                 f"--synthetic-operator {self.operator!r}: use one of {', '.join(OPERATORS)}",
@@ -173,10 +178,13 @@ class BenchParams:
     limit: bool = True
 
     def validate(self) -> BenchParams:
-        for name, low in (("num", 1), ("repeats", 1), ("naive_latents", 0), ("warmup", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise GanProbeError(f"{name} must be an integer >= {low}, got {value!r}", param=name)
+        for name, low, high in (
+            ("num", 1, MAX_COUNT),
+            ("repeats", 1, MAX_REPEATS),
+            ("naive_latents", 0, MAX_COUNT),
+            ("warmup", 0, MAX_REPEATS),
+        ):
+            check_count(getattr(self, name), name, param=name, low=low, high=high)
         if self.naive_latents > self.num:
             raise GanProbeError(
                 f"the naive peer's latents ({self.naive_latents}) cannot exceed the latents timed ({self.num})",
@@ -185,10 +193,10 @@ class BenchParams:
         for m in self.methods:
             if m not in ESTIMATORS:
                 raise GanProbeError(f"unknown estimator {m!r}: use some of {', '.join(ESTIMATORS)}", param="methods")
-        if self.exact_max_nz < 2:
-            raise GanProbeError(f"exact_max_nz must be at least 2, got {self.exact_max_nz}", param="exact_max_nz")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise GanProbeError(f"the chunk size must be at least 1, got {self.chunk_size}", param="chunk_size")
+        check_count(self.exact_max_nz, "exact_max_nz", param="exact_max_nz", low=2, high=MAX_NZ)
+        if self.chunk_size is not None:
+            check_count(self.chunk_size, "the chunk size", param="chunk_size")
+        check_count(self.naive_rows, "naive_rows", param="naive_rows", low=0)
         for c in self.conds:
             if not (math.isfinite(c) and c >= 1):
                 raise GanProbeError(f"condition numbers must be finite and >= 1, got {c!r}", param="conds")
@@ -355,12 +363,15 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     device = gen.device
     nz = gen.nz
     z = gen.prior.sample(params.num, nz, generator=seeded_generator(params.seed))
-    op = jacobian_operator(gen, z, params.chunk_size)
+    plan = plan_run(gen, batch=params.num, chunk_size=params.chunk_size)  # as loglik --method exact plans
+    op = jacobian_operator(gen, z, plan)
     reps = params.repeats
     rows: list[dict[str, Any]] = []
 
     warm = params.warmup
-    t_exact, times, spec = time_call(lambda: exact_spectrum(op), device, repeats=reps, warmup=warm)
+    t_exact, times, spec = time_call(
+        lambda: exact_spectrum(op, route=plan.route, block=plan.block), device, repeats=reps, warmup=warm
+    )
     exact_half = spec.half_logdet.cpu()
     rows.append(_row("exact", t_exact, times, params.num, note="loglik --method exact (nz JVPs, QR + SVD in float64)"))
     ratios: dict[str, float] = {}
@@ -470,14 +481,15 @@ def spectrum_exact_seconds(
     if nz > max_nz:
         at = 1 << (max_nz.bit_length() - 1) if kind == "hadamard" else max_nz
     gen, half = synthetic_linear(at, 1e4, seed=seed, device=device, dtype=dtype, operator=kind)
-    op = jacobian_operator(gen, torch.zeros(1, at))
+    plan = plan_run(gen, batch=1)
+    op = jacobian_operator(gen, torch.zeros(1, at), plan)
     times = []
     value = math.nan
     for _ in range(2):  # the first run warms up
         synchronize(device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            value = float(exact_spectrum(op).half_logdet[0])
+            value = float(exact_spectrum(op, route=plan.route, block=plan.block).half_logdet[0])
         synchronize(device)
         times.append(time.perf_counter() - t0)
     seconds = times[-1] * (nz / at) ** 3
@@ -533,7 +545,7 @@ def run_spectrum_bench(
     for cond in params.conds:
         gen, half = synthetic_linear(nz, cond, seed=params.seed, device=device, dtype=dtype, operator=kind)
         z = gen.prior.sample(params.num, nz, generator=seeded_generator(params.seed))
-        op = jacobian_operator(gen, z)
+        op = jacobian_operator(gen, z, plan_run(gen, batch=params.num))
         exact = torch.full((params.num,), half, dtype=torch.float64)
         for name, method, method_params in runs:
             streams = probe_streams(params.seed + int(round(math.log10(cond) * 1000)), 0, params.num)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 import torch
 
+from gan_probe import device as machine
 from gan_probe import distributed, interrupt
-from gan_probe.analyses.memory import auto_chunk_size
+from gan_probe.data import check_regular_file
+from gan_probe.device import format_bytes
 from gan_probe.errors import DataError, GanProbeError
+from gan_probe.limits import SEED_MAX, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import MappedPrior, Prior
 from gan_probe.spectral.geometry import GEOMETRIES
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.plan import RunPlan
 
 Advance = Callable[[int], None]
 
@@ -69,14 +74,9 @@ def seeded_generator(seed: int) -> torch.Generator:
         raise GanProbeError(f"the seed {seed} is out of range: use 0 to {SEED_MAX}", param="seed") from None
 
 
-#: The largest seed (seeds derived from it per latent and per step stay within torch's 64-bit range).
-SEED_MAX = 2**32 - 1
-
-
 def check_seed(seed: int) -> None:
     """Refuse a seed outside 0..SEED_MAX before any work."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise GanProbeError(f"the seed must be an integer from 0 to {SEED_MAX}, got {seed!r}", param="seed")
+    check_count(seed, "the seed", param="seed", low=0, high=SEED_MAX)
 
 
 def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
@@ -84,11 +84,10 @@ def probe_streams(seed: int, start: int, stop: int) -> list[torch.Generator]:
     return [seeded_generator(seed * 1_000_003 + 7919 + i) for i in range(start, stop)]
 
 
-def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None = None) -> JacobianOperator:
-    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype); without a
-    ``chunk_size``, :func:`gan_probe.analyses.memory.auto_chunk_size` (on a GPU: from its free memory)."""
-    chunk = chunk_size if chunk_size is not None else auto_chunk_size(gen, int(z.shape[0]))
-    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=chunk, routes=gen.routes)
+def jacobian_operator(gen: LoadedGenerator, z: torch.Tensor, plan: RunPlan) -> JacobianOperator:
+    """The Jacobian operator of ``gen`` at latents z (moved to the generator's device and dtype), with the
+    run's chunk (:attr:`gan_probe.spectral.plan.RunPlan.chunk`: on a GPU, from its free memory)."""
+    return JacobianOperator(gen.flat, z.to(gen.device, gen.dtype), chunk_size=plan.chunk, routes=gen.routes)
 
 
 def batches(num: int, size: int) -> Iterator[slice]:
@@ -115,9 +114,9 @@ def load_latents(path: str | Path, nz: int, prior: Prior | None = None, *, param
     gave the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"latents file not found: {path}", param=param)
+    check_regular_file(path, "latents file", param)
     try:
+        check_declared_arrays(path, param)
         if path.suffix == ".npy":
             arrays = {"": np.load(path, allow_pickle=False)}
         elif path.suffix == ".npz":
@@ -150,14 +149,82 @@ def _as_latents(arr: np.ndarray, nz: int, param: str, what: str) -> torch.Tensor
         raise DataError(f"{what} have width {arr.shape[1]} but the generator has nz = {nz}", param=param)
     if arr.shape[0] < 1:
         raise DataError(f"{what}: the array holds no latents", param=param)
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"{what} are complex ({arr.dtype}); give real numbers", param=param)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise DataError(f"{what} are not real numbers ({arr.dtype})", param=param)
+    check_latent_dtype(arr.dtype, what, param)
     z = torch.from_numpy(np.asarray(arr, dtype=np.float64))
     if not torch.isfinite(z).all():
         raise DataError(f"{what} contain NaN or infinite values", param=param)
     return z
+
+
+#: numpy dtype kinds that hold real numbers: floats, signed and unsigned integers (not bool 'b', complex 'c',
+#: timedelta 'm', datetime 'M', object 'O', strings 'U'/'S' or records 'V')
+REAL_KINDS = "fiu"
+
+
+def check_latent_dtype(dtype: np.dtype, what: str, param: str) -> None:
+    """Refuse a dtype that is not a real number (naming it): timedelta64 is an integer to numpy, but not a latent."""
+    if dtype.kind == "c":
+        raise DataError(f"{what} are complex ({dtype}); give real numbers", param=param)
+    if dtype.kind not in REAL_KINDS or dtype.fields is not None:
+        raise DataError(f"{what} are not real numbers (dtype {dtype}); give floats or integers", param=param)
+
+
+def check_declared_arrays(path: Path, param: str) -> None:
+    """Read the shapes and dtypes a latents file declares and refuse, before any array is read, a dtype that
+    is not a real number (object arrays included, which need pickle) or an array larger than the file holds
+    or than the memory available for its float64 copy. An .npz member's size is its zip entry's."""
+    declared: list[tuple[str, tuple[int, ...], np.dtype, int | None]] = []  # name, shape, dtype, bytes held
+    if path.suffix == ".npy":
+        with open(path, "rb") as fh:
+            shape, dtype = _npy_header(fh)
+            declared.append(("", shape, dtype, path.stat().st_size - fh.tell()))
+    elif path.suffix == ".npz":
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    shape, dtype = _npy_header(fh)
+                    declared.append((info.filename[:-4], shape, dtype, info.file_size - fh.tell()))
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as st:  # the library checks the sizes against the file
+            for key in st.keys():
+                piece = st.get_slice(key)
+                dtype = np.dtype(bool) if piece.get_dtype() == "BOOL" else np.dtype("float64")  # others: numbers
+                declared.append((key, tuple(piece.get_shape()), dtype, None))
+    total = 0
+    for name, shape, dtype, held in declared:
+        label = f"latents in {path}" + (f" (array {name!r})" if name else "")
+        check_latent_dtype(dtype, label, param)
+        numel = math.prod(shape)
+        if held is not None and numel * dtype.itemsize > held:
+            raise DataError(
+                f"{label} declare shape {shape} ({format_bytes(numel * dtype.itemsize)}) but the file holds "
+                f"{format_bytes(max(held, 0))}: truncated or corrupt",
+                param=param,
+            )
+        total += 8 * numel
+    have = machine.host_available_bytes()
+    if have is not None and total > have:
+        raise DataError(
+            f"latents in {path} would take {format_bytes(total)} as float64, more than the {format_bytes(have)} "
+            "of memory available; give fewer latents",
+            param=param,
+        )
+
+
+def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the .npy stream ``fh``, which is left at the start of the data; nothing is unpickled."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:  # 3.0: numpy writes it only for record dtypes with non-Latin-1 field names, which are no latents
+        raise ValueError(f".npy format version {version[0]}.{version[1]} holds no plain numbers (1.0 and 2.0 do)")
+    return tuple(int(s) for s in shape), np.dtype(dtype)
 
 
 #: The array name of each latent space's points in a latents file (what the tool writes and reads back).
@@ -220,8 +287,7 @@ def count_latents(z: torch.Tensor | None, num: int) -> int:
     """How many latents a run takes: the given ones, else ``num`` (at least 1) prior draws."""
     if z is not None:
         return int(z.shape[0])
-    if num < 1:
-        raise GanProbeError(f"the number of latents must be at least 1, got {num}", param="num")
+    check_count(num, "the number of latents", param="num")
     return num
 
 
@@ -230,8 +296,7 @@ def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: Latents, se
     z = given_latents(gen, latents)
     if z is not None:
         return z
-    if num < 1:
-        raise GanProbeError(f"the number of latents must be at least 1, got {num}", param="num")
+    check_count(num, "the number of latents", param="num")
     return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
 
 

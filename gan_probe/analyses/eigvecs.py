@@ -31,6 +31,7 @@ from gan_probe.analyses.common import (
 )
 from gan_probe.analyses.memory import check_memory, eigvecs_memory
 from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
@@ -147,14 +148,10 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
     step = resolve_step(gen.prior, params.step)
     given = given_latents(gen, params.latents)
     num = count_latents(given, params.num)
+    plan = plan_run(gen, batch=min(params.batch_size, num), chunk_size=params.chunk_size, vectors=True)
     check_memory(
         eigvecs_memory(
-            gen,
-            num=num,
-            top=top,
-            traversal_steps=params.traversal_steps,
-            batch_size=params.batch_size,
-            chunk_size=params.chunk_size,
+            gen, plan, num=num, top=top, traversal_steps=params.traversal_steps, batch_size=params.batch_size
         )
     )
     z = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
@@ -162,7 +159,7 @@ def run_eigvecs(gen: LoadedGenerator, params: EigvecsParams, *, progress: Progre
     t0 = time.perf_counter()
 
     def one(sl: slice) -> list[torch.Tensor]:
-        spec, up = auto_spectrum(gen, z[sl], params.chunk_size, eigen=True)
+        spec, up = auto_spectrum(gen, z[sl], plan, eigen=True)
         assert spec.eigenvectors is not None
         cols = [spec.eigenvalues, spec.eigenvectors, spec.condition, spec.singular, spec.precision_warning, up]
         return [c.cpu() for c in cols]

@@ -35,12 +35,14 @@ from gan_probe.analyses.common import (
     resolve_geometry,
     seeded_generator,
 )
-from gan_probe.analyses.memory import check_memory, exact_fits, exact_route, loglik_memory
+from gan_probe.analyses.memory import check_memory, loglik_memory
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.precision import auto_half_logdet, join_routes
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_GRID_SIZE, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.estimators import params_json
-from gan_probe.spectral.logdet import METHODS, estimator_params, resolve_method
+from gan_probe.spectral.plan import METHODS, RunPlan, estimator_params
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class LoglikParams:
 
     def validate(self) -> None:
         check_positive("the batch size", self.batch_size, "batch_size")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise GanProbeError(f"the chunk size must be at least 1, got {self.chunk_size}", param="chunk_size")
+        if self.chunk_size is not None:
+            check_count(self.chunk_size, "the chunk size", param="chunk_size")
+        if self.grid is not None:
+            check_count(self.grid.size, "the grid's points per side", param="grid.size", low=2, high=MAX_GRID_SIZE)
         if self.method not in METHODS:
             raise GanProbeError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}", param="method")
 
@@ -234,6 +238,8 @@ class LoglikResult:
     images: torch.Tensor
     grid: GridResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the run's plan (method, exact route, chunk, block), shared by the latents and the grid
+    plan: RunPlan | None = None
 
     @property
     def loglik(self) -> torch.Tensor:
@@ -247,6 +253,9 @@ class LoglikResult:
             "summary": self.values.summary(),
             "samples": self.values.per_sample(),
         }
+        choice = self.plan.choice_json() if self.plan is not None else None
+        if choice is not None:
+            out["method_choice"] = choice
         if self.grid is not None:
             g = self.grid
             size = g.coords.numel()
@@ -275,27 +284,24 @@ def evaluate_loglik(
     seed: int = 0,
     check: bool = False,
     geometry: str = "auto",
+    plan: RunPlan | None = None,
 ) -> LoglikValues:
     """ln Q(G(z)) and the spectrum statistics for latents z (n, nz), batch by batch.
 
-    ``method``: exact, an estimator's name or auto (:func:`gan_probe.spectral.logdet.resolve_method`).
+    ``plan``: the run's (:func:`gan_probe.analyses.plan.plan_run`: method, exact route, chunk, block); None
+    plans a run of these latents here from ``method`` (exact, an estimator's name or auto), ``batch_size``
+    and ``chunk_size``, which a given plan overrides.
     For an estimator, lambda_max is its own estimate (a Ritz value), lambda_min
     and the condition number are unknown (NaN, null in JSON) unless ``check``
     also computes the exact spectrum, which then fills them and ``exact_half_logdet``.
     ``geometry``: :func:`resolve_geometry`; a sphere latent's ``log_prior`` is ln P_U(u) = -ln|S^{nz-1}|
     and its ``half_logdet`` that of the tangent metric (docs/design.md §1.4).
     """
-    fits, costed_route = None, "dense"
-    if method == "auto":
-        # every rank decides alike under torchrun (free memory differs between devices): exact only if it fits on
-        # all, costed by the Gram route if any rank would take it (docs/design.md §3.6)
-        batch = min(batch_size, max(1, z.shape[0]))
-        votes = distributed.exchange(
-            (exact_fits(gen, batch, chunk_size=chunk_size), exact_route(gen, batch, chunk_size=chunk_size))
+    if plan is None:
+        plan = plan_run(
+            gen, batch=min(batch_size, max(1, z.shape[0])), method=method, estimators=estimators, chunk_size=chunk_size
         )
-        fits = False if any(v is False for v, _ in votes) else (None if any(v is None for v, _ in votes) else True)
-        costed_route = "gram" if any(r == "gram" for _, r in votes) else "dense"
-    method = resolve_method(method, gen.nz, estimators, exact_fits=fits, route=costed_route)
+    method = plan.method
     geometry = resolve_geometry(gen, geometry)
     z = z.to(torch.float64)
 
@@ -305,8 +311,7 @@ def evaluate_loglik(
         res, up = auto_half_logdet(
             gen,
             z[sl],
-            chunk_size,
-            method=method,
+            plan,
             estimators=estimators,
             generator=streams,
             check=check,
@@ -400,15 +405,18 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     params.validate()
     require_density(gen, "loglik")
     given = given_latents(gen, params.latents)
-    estimate = loglik_memory(
+    num = count_latents(given, params.num)
+    grid_size = params.grid.size if params.grid is not None else None
+    # one plan for the latents and the grid: the largest batch either runs
+    plan = plan_run(
         gen,
-        num=count_latents(given, params.num),
-        latents_given=given is not None,
-        batch_size=params.batch_size,
+        batch=min(params.batch_size, max(num, grid_size**2 if grid_size else 1)),
         method=params.method,
         estimators=params.estimators,
         chunk_size=params.chunk_size,
-        grid_size=params.grid.size if params.grid is not None else None,
+    )
+    estimate = loglik_memory(
+        gen, plan, num=num, latents_given=given is not None, estimators=params.estimators, grid_size=grid_size
     )
     check_memory(estimate)
     z = given if given is not None else draw_or_load_latents(gen, num=params.num, latents=None, seed=params.seed)
@@ -424,9 +432,8 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
     values = evaluate_loglik(
         gen,
         z,
-        method=params.method,
+        plan=plan,
         batch_size=params.batch_size,
-        chunk_size=params.chunk_size,
         progress=progress,
         estimators=params.estimators,
         seed=params.seed,
@@ -442,9 +449,8 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
         gvalues = evaluate_loglik(
             gen,
             zg,
-            method=params.method,
+            plan=plan,
             batch_size=params.batch_size,
-            chunk_size=params.chunk_size,
             progress=progress,
             description="grid",
             estimators=params.estimators,
@@ -454,7 +460,7 @@ def run_loglik(gen: LoadedGenerator, params: LoglikParams, *, progress: Progress
         timings["grid_s"] = time.perf_counter() - t0
         dims = params.grid.dims if params.grid.dims is not None else ((0, 1) if gen.nz == 2 else None)
         grid = GridResult(center, basis, dims, coords, gvalues, generate(gen, zg, params.batch_size))
-    return LoglikResult(params, values, images, grid, timings)
+    return LoglikResult(params, values, images, grid, timings, plan)
 
 
 def estimator_parameters(params: LoglikParams, method: str) -> dict[str, Any] | None:

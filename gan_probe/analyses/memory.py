@@ -14,23 +14,24 @@ bytes, with
   every leaf module, measured once per generator by forward hooks
   (:func:`activation_elements`; ``4 N`` when hooks cannot be set);
 - ``c`` the latent axes in flight in one batched JVP (``--chunk-size``, default
-  :func:`auto_chunk_size`: on the CPU ``max(1, min(nz, 1024 // b))`` unless memory is short, on a GPU
-  what its free memory holds).
+  :func:`gan_probe.spectral.plan.choose_chunk`: on the CPU ``max(1, min(nz, 1024 // b))`` unless memory is
+  short, on a GPU what its free memory holds).
 
-Working sets (on the generator's device):
+The spectrum's working set is that of the run's plan (:func:`gan_probe.analyses.plan.plan_run`), so the
+check counts what runs: its method, and for the exact method its route at its chunk and block (the
+formulas are :mod:`gan_probe.spectral.route`'s). Working sets (on the generator's device):
 
 - forward pass without gradients: ``b A e``
-- exact Jacobian and spectrum: ``b N nz (e + 16) + 2 b c A e`` (J in the
+- exact spectrum, dense route: ``b N nz (e + 16) + 2 b c A e`` (J in the
   generator's dtype, its float64 copy and the QR workspace; primal and tangent
-  activations of ``c`` axes), plus ``3 b nz^2 8`` for the eigenvectors; or,
-  when smaller, the Gram route's ``2 b nz^2 8 + b (N + nz)(e + 8) + 3 b A e``
-  (M = J^T J and the eigensolver's copy, one column's products and
-  activations; ``3 b nz^2 8`` with the eigenvectors), which the exact method
-  takes when J does not fit (:func:`gan_probe.spectral.gram.choose_route`)
+  activations of ``c`` axes), plus ``3 b nz^2 8`` for the eigenvectors; Gram route (taken when J does
+  not fit and it needs less): ``2 b nz^2 8 + b P (N + nz)(e + 8) + (2 P + 1) b A e``
+  (M = J^T J and the eigensolver's copy, one block's products and
+  activations, ``P`` columns per block; ``3 b nz^2 8`` with the eigenvectors)
 - exact Jacobian with the gradient (ascend): ``b N nz (e + 32) + 2 b nz A e``
   (also Q and Q R^-T in float64; the saved activations of all nz axes)
 - a stochastic estimator: ``b P (2 A e + (S + 2)(N + nz) 8)`` with ``P`` probes
-  and ``S`` Krylov vectors kept (slq: its steps; chebyshev and taylor: t)
+  and ``S`` Krylov vectors kept (slq: its steps; chebyshev and taylor: t; at most nz)
 - a PNG grid of ``k`` images of H x W x C: ``png(k) = 17 k N + 5 k (H+2)(W+2) C``
   (the float64 and uint8 copies, the canvas and its 2x enlargement)
 
@@ -59,25 +60,28 @@ On the CPU the host arrays and the working set share the available RAM
 (``MemAvailable`` of /proc/meminfo, or ``os.sysconf``, and the cgroup's limit
 when lower); on a GPU the working set is held against
 ``torch.cuda.mem_get_info`` (plus the memory torch has cached but not used) and
-the host arrays against RAM. The figures are estimates of the dominant terms,
-not bounds: a run below them can still run out (it then fails with torch's own
-message, after the exact Jacobian has been retried with fewer axes in flight).
+the host arrays against RAM (:func:`gan_probe.device.available_bytes`). The
+figures are estimates of the dominant terms, not bounds: a run below them can
+still run out (it then fails with torch's own message, after the exact Jacobian
+has been retried with fewer axes in flight).
 """
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from gan_probe import device as machine
+from gan_probe.device import format_bytes
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET, default_chunk_size
+from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
+from gan_probe.spectral.plan import RunPlan, estimator_params
+from gan_probe.spectral.route import element_bytes
 
 _ACTIVATIONS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
 
@@ -147,183 +151,43 @@ class Estimate:
 
 
 def _element_bytes(gen: LoadedGenerator) -> int:
-    return torch.empty((), dtype=gen.dtype).element_size()
+    return element_bytes(gen.dtype)
 
 
 def _estimator_sizes(method: str, estimators: Mapping[str, Any] | None) -> tuple[int, int]:
     """(probes P, Krylov vectors kept S) of an estimator's parameters."""
-    from gan_probe.spectral.logdet import estimator_params
-
     params = estimator_params(method, estimators)
     probes = int(getattr(params, "probes", getattr(params, "p", 1)))
     kept = int(getattr(params, "steps", getattr(params, "t", 1)))
     return probes, kept
 
 
-#: the share of free memory the tangents of one chunk may take (J and the QR workspace come first)
-CHUNK_MEMORY_SHARE = 0.5
-
-
-def auto_chunk_size(gen: LoadedGenerator, batch: int) -> int:
-    """Latent axes per batched JVP call for ``batch`` latents when ``--chunk-size`` is not given.
-
-    The axes whose primal and tangent activations (``2 b c A e``, docs/design.md §9) fit in
-    CHUNK_MEMORY_SHARE of the free memory left after J and its float64 QR copy: on a GPU as many as fit
-    (more axes in flight, more throughput, up to nz); on the CPU at most the fixed forward budget of
-    :func:`gan_probe.spectral.jacobian.default_chunk_size` (more measured no faster there), fewer when
-    memory is short (a StyleGAN2's activations at 1,024 axes take tens of GB). At least 1; the default
-    when the free memory cannot be told.
-    """
-    nz = gen.nz
-    default = default_chunk_size(batch, nz)
-    have = available_bytes(gen.device)
-    if have is None:
-        return default
-    e, n_out, act = _element_bytes(gen), gen.output_dim, activation_elements(gen)
-    left = have - batch * n_out * nz * (e + 16)
-    per_axis = 2 * batch * act * e
-    fits = int(CHUNK_MEMORY_SHARE * left // per_axis) if left > 0 else 0
-    return max(1, min(nz if gen.device.type == "cuda" else default, fits))
-
-
-def exact_spectrum_bytes(
-    gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None, vectors: bool = False
-) -> tuple[int, str]:
-    """(bytes, route) of the exact spectrum of one batch without the gradient: the smaller of the dense
-    route's and the Gram route's working sets (one column per block), which the exact method falls back to
-    when J does not fit (:func:`gan_probe.spectral.gram.choose_route`)."""
-    from gan_probe.spectral.gram import dense_route_bytes, gram_route_bytes
-
-    e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
-    chunk = min(nz, chunk_size) if chunk_size else auto_chunk_size(gen, batch)
-    dense = dense_route_bytes(batch, n_out, nz, e, chunk=chunk, activations=act, vectors=vectors)
-    gram = gram_route_bytes(batch, n_out, nz, e, block=1, activations=act, vectors=vectors)
-    return (gram, "gram") if gram < dense else (dense, "dense")
-
-
-def exact_route(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> str:
-    """The exact route one batch will take, as :func:`gan_probe.spectral.gram.choose_route` picks it: ``dense``
-    when J and its working set fit in the free memory (or the memory cannot be told), else ``gram``."""
-    from gan_probe.spectral.gram import dense_route_bytes
-
-    have = available_bytes(gen.device)
-    chunk = min(gen.nz, chunk_size) if chunk_size else auto_chunk_size(gen, batch)
-    e, act = _element_bytes(gen), activation_elements(gen)
-    dense = dense_route_bytes(batch, gen.output_dim, gen.nz, e, chunk=chunk, activations=act)
-    return "dense" if have is None or dense <= have else "gram"
-
-
-def exact_fits(gen: LoadedGenerator, batch: int, *, chunk_size: int | None = None) -> bool | None:
-    """Whether the exact spectrum of one batch fits in the memory available on the generator's device by
-    either route (None when the memory cannot be told): ``--method auto`` takes an estimator when it does not."""
-    have = available_bytes(gen.device)
-    if have is None:
-        return None
-    return exact_spectrum_bytes(gen, batch, chunk_size=chunk_size)[0] <= have
-
-
-def add_spectrum(
-    est: Estimate,
-    gen: LoadedGenerator,
-    batch: int,
-    *,
-    method: str = "exact",
-    estimators: Mapping[str, Any] | None = None,
-    chunk_size: int | None = None,
-    grad: bool = False,
-    vectors: bool = False,
-) -> None:
-    """The working set of 1/2 ln det M (or the exact spectrum) for one batch of latents. ``auto`` without the
-    gradient counts the smaller of exact's and slq's (the method it resolves to when exact does not fit)."""
-    e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, activation_elements(gen)
-    hint = "the batch size"
-    if method in ("exact", "auto") and grad:
-        nbytes = batch * n_out * nz * (e + 32) + 2 * batch * nz * act * e
-        if vectors:
-            nbytes += 3 * batch * nz * nz * 8
-        what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
-    elif method in ("exact", "auto"):
-        nbytes, route = exact_spectrum_bytes(gen, batch, chunk_size=chunk_size, vectors=vectors)
-        if route == "gram":
+def add_spectrum(est: Estimate, gen: LoadedGenerator, plan: RunPlan, estimators: Mapping[str, Any] | None) -> None:
+    """The working set of 1/2 ln det M (or the exact spectrum) for one batch of latents, as the run's ``plan``
+    takes it (:func:`gan_probe.analyses.plan.plan_run`): the exact method by its route (with the gradient
+    or the eigenvectors when the plan takes them), an estimator at its probes and Krylov vectors."""
+    if plan.memory is None or plan.sizes is None:
+        raise ValueError("the memory of a run is counted from a plan made by plan_run (it has the sizes)")
+    e, n_out, nz, act = _element_bytes(gen), gen.output_dim, gen.nz, plan.sizes.activations
+    batch = plan.sizes.batch
+    if plan.method == "exact":
+        nbytes = plan.memory.bytes
+        if plan.route == "gram":
             what = f"the Gram matrices J^T J of {batch} latents ({nz} x {nz} each)"
         else:
             what = f"the Jacobians of {batch} latents ({n_out} x {nz} each)"
-        if method == "auto":
-            slq = _estimator_bytes("slq", estimators, batch, act, e, n_out, nz, grad=False)
-            if slq < nbytes:
-                nbytes, what = (
-                    slq,
-                    f"the slq products of {batch} latents x {_estimator_sizes('slq', estimators)[0]} probes",
-                )
     else:
-        nbytes = _estimator_bytes(method, estimators, batch, act, e, n_out, nz, grad=grad)
-        what = f"the {method} products of {batch} latents x {_estimator_sizes(method, estimators)[0]} probes"
-    est.add(nbytes, what, "batch_size", hint, device=True)
+        nbytes = _estimator_bytes(plan.method, estimators, batch, act, e, n_out, nz, grad=plan.grad)
+        what = f"the {plan.method} products of {batch} latents x {_estimator_sizes(plan.method, estimators)[0]} probes"
+    est.add(nbytes, what, "batch_size", "the batch size", device=True)
 
 
 def _estimator_bytes(
     method: str, estimators: Mapping[str, Any] | None, batch: int, act: int, e: int, n_out: int, nz: int, *, grad: bool
 ) -> int:
     probes, kept = _estimator_sizes(method, estimators)
+    kept = min(kept, nz)  # Golub-Kahan stops at nz steps (gan_probe.spectral.estimators.lanczos.golub_kahan)
     return batch * probes * (2 * act * e + (kept + 2) * (n_out + nz) * 8) * (2 if grad else 1)
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (a GPU) or of the host (the CPU); None when it cannot be told."""
-    if device.type == "cuda":
-        try:
-            free, _ = torch.cuda.mem_get_info(device)
-            cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            return int(free + max(0, cached))
-        except Exception:  # noqa: BLE001 - no figure: no check
-            return None
-    if device.type != "cpu":
-        return None
-    return host_available_bytes()
-
-
-def host_available_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (else os.sysconf), capped by the cgroup's memory limit."""
-    avail: int | None = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-                break
-    except (OSError, ValueError, IndexError):
-        pass
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            avail = None
-    limit = _cgroup_room()
-    if limit is not None:
-        avail = limit if avail is None else min(avail, limit)
-    return avail
-
-
-def _cgroup_room() -> int | None:
-    """memory.max - memory.current of this process's cgroup (v2), or None when unlimited or unknown."""
-    try:
-        rel = Path("/proc/self/cgroup").read_text().strip().splitlines()[0].split(":", 2)[2]
-        base = Path("/sys/fs/cgroup") / rel.lstrip("/")
-        text = (base / "memory.max").read_text().strip()
-        if text == "max":
-            return None
-        return max(0, int(text) - int((base / "memory.current").read_text().strip()))
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def format_bytes(nbytes: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} EiB"
 
 
 def check_memory(est: Estimate, *, available: Mapping[str, int | None] | None = None) -> None:
@@ -337,7 +201,7 @@ def check_memory(est: Estimate, *, available: Mapping[str, int | None] | None = 
         if available is not None and pool in available:
             have = available[pool]
         else:
-            have = available_bytes(est.device if on_device else torch.device("cpu"))
+            have = machine.available_bytes(est.device if on_device else torch.device("cpu"))
         if have is None or need <= have or not terms:
             continue
         big = max(terms, key=lambda t: t.bytes)
@@ -355,15 +219,14 @@ def check_memory(est: Estimate, *, available: Mapping[str, int | None] | None = 
 
 def loglik_memory(
     gen: LoadedGenerator,
+    plan: RunPlan,
     *,
     num: int,
-    batch_size: int,
-    method: str,
     estimators: Mapping[str, Any] | None,
-    chunk_size: int | None,
     grid_size: int | None,
     latents_given: bool = False,
 ) -> Estimate:
+    """``plan``: the run's, for batches of ``min(batch_size, max(num, grid_size^2))`` latents."""
     est = Estimate("loglik", gen.device)
     n_out, nz = gen.output_dim, gen.nz
     param, hint = (
@@ -378,27 +241,20 @@ def loglik_memory(
             "grid.size",
             "the grid size",
         )
-    add_spectrum(
-        est,
-        gen,
-        min(batch_size, max(num, grid_size**2 if grid_size else 1)),
-        method=method,
-        estimators=estimators,
-        chunk_size=chunk_size,
-    )
+    add_spectrum(est, gen, plan, estimators)
     return est
 
 
 def ascend_memory(
     gen: LoadedGenerator,
+    plan: RunPlan,
     *,
     num: int,
     steps: int,
     frames: int,
-    batch_size: int,
-    method: str,
     estimators: Mapping[str, Any] | None,
 ) -> Estimate:
+    """``plan``: the run's, with the gradient, for batches of ``min(batch_size, num)`` latents."""
     est = Estimate("ascend", gen.device)
     n_out, nz = gen.output_dim, gen.nz
     est.add(
@@ -411,13 +267,14 @@ def ascend_memory(
     est.add(
         4 * count * n_out + png_bytes(gen, count), f"the {count} frames of the strips", "num", "the number of latents"
     )
-    add_spectrum(est, gen, min(batch_size, num), method=method, estimators=estimators, grad=True)
+    add_spectrum(est, gen, plan, estimators)
     return est
 
 
 def eigvecs_memory(
-    gen: LoadedGenerator, *, num: int, top: int, traversal_steps: int, batch_size: int, chunk_size: int | None
+    gen: LoadedGenerator, plan: RunPlan, *, num: int, top: int, traversal_steps: int, batch_size: int
 ) -> Estimate:
+    """``plan``: the run's, with the eigenvectors, for batches of ``min(batch_size, num)`` latents."""
     est = Estimate("eigvecs", gen.device)
     n_out, nz = gen.output_dim, gen.nz
     est.add(16 * num * nz * nz, f"the eigenvectors of {num} trials", "num", "the number of trial latents")
@@ -433,7 +290,7 @@ def eigvecs_memory(
         "traversal_steps" if by_steps else "num",
         "the traversal steps" if by_steps else "the number of trial latents",
     )
-    add_spectrum(est, gen, min(batch_size, num), chunk_size=chunk_size, vectors=True)
+    add_spectrum(est, gen, plan, None)
     est.add(
         max(batch_size, 64) * activation_elements(gen) * _element_bytes(gen),
         "the rendering batch",
@@ -444,9 +301,8 @@ def eigvecs_memory(
     return est
 
 
-def veff_memory(
-    gen: LoadedGenerator, *, num: int, num_directions: int, batch_size: int, chunk_size: int | None
-) -> Estimate:
+def veff_memory(gen: LoadedGenerator, plan: RunPlan, *, num: int, num_directions: int, batch_size: int) -> Estimate:
+    """``plan``: the run's, with the eigenvectors, for batches of ``min(batch_size, num)`` latents."""
     est = Estimate("veff", gen.device)
     n_out, nz, k = gen.output_dim, gen.nz, num_directions
     b = min(batch_size, num)
@@ -458,7 +314,7 @@ def veff_memory(
         "batch_size",
         "the batch size",
     )
-    add_spectrum(est, gen, b, chunk_size=chunk_size, vectors=True)
+    add_spectrum(est, gen, plan, None)
     act, e = activation_elements(gen), _element_bytes(gen)
     est.add(
         DEFAULT_FORWARD_BUDGET * (act * e + 16 * n_out),
@@ -525,13 +381,9 @@ __all__ = [
     "activation_elements",
     "add_spectrum",
     "ascend_memory",
-    "available_bytes",
     "check_memory",
     "eigvecs_memory",
-    "exact_fits",
-    "exact_spectrum_bytes",
     "format_bytes",
-    "host_available_bytes",
     "loglik_memory",
     "pag_memory",
     "png_bytes",

@@ -207,6 +207,14 @@ def disagreement_samples(
     """
     check_disagreement(num_prior_samples, num_top)
     zp = gen.prior.sample(num_prior_samples, gen.nz, generator=seeded_generator(seed))
+    return rank_disagreement(gen, zp, z_hat, num_top=num_top, batch_size=batch_size)
+
+
+def rank_disagreement(
+    gen: LoadedGenerator, zp: torch.Tensor, z_hat: torch.Tensor, *, num_top: int, batch_size: int
+) -> Disagreement:
+    """Rank the draws zp (P, nz) of a prior over G's latents by mean squared distance to z_hat, render the ends."""
+    check_disagreement(int(zp.shape[0]), num_top)
     zh = z_hat.to(torch.float64)
     mean = zh.mean(0)
     spread = (zh - mean).square().sum(1).mean()
@@ -353,5 +361,6 @@ __all__ = [
     "kl_terms",
     "pag_score",
     "prior_reference",
+    "rank_disagreement",
     "run_pag",
 ]

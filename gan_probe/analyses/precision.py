@@ -24,29 +24,31 @@ from gan_probe.analyses.common import jacobian_operator
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.eigen import exact_eigen
 from gan_probe.spectral.estimators.base import Generators
-from gan_probe.spectral.exact import Spectrum, exact_spectrum
+from gan_probe.spectral.exact import Spectrum
 from gan_probe.spectral.logdet import HalfLogdet, half_logdet
+from gan_probe.spectral.plan import RunPlan
+from gan_probe.spectral.route import exact_spectrum
 
 
 def auto_half_logdet(
     gen: LoadedGenerator,
     z: torch.Tensor,
-    chunk_size: int | None = None,
+    plan: RunPlan,
     *,
-    method: str = "exact",
     estimators: Mapping[str, Any] | None = None,
     generator: Generators | None = None,
     grad: bool = False,
     check: bool = False,
     geometry: str = "euclidean",
 ) -> tuple[HalfLogdet, torch.Tensor]:
-    """:func:`gan_probe.spectral.logdet.half_logdet` at latents z (B, nz) of ``gen``, with ``--dtype auto``:
-    for the exact method, the latents flagged in float32 are recomputed in float64, each in the geometry it was
-    read in. Returns (the result, a (B,) CPU bool mask of the latents promoted)."""
-    op = jacobian_operator(gen, z, chunk_size)
-    res = half_logdet(op, method, estimators, generator=generator, grad=grad, check=check, geometry=geometry)
+    """:func:`gan_probe.spectral.logdet.half_logdet` at latents z (B, nz) of ``gen`` as the run's ``plan`` says,
+    with ``--dtype auto``: for the exact method, the latents flagged in float32 are recomputed in float64
+    (:meth:`~gan_probe.spectral.plan.RunPlan.in_float64`), each in the geometry it was read in. Returns (the
+    result, a (B,) CPU bool mask of the latents promoted)."""
+    op = jacobian_operator(gen, z, plan)
+    res = half_logdet(op, plan, estimators, generator=generator, grad=grad, check=check, geometry=geometry)
     promoted = torch.zeros(z.shape[0], dtype=torch.bool)
-    if method != "exact" or not _promotes(gen):
+    if plan.method != "exact" or not _promotes(gen):
         return res, promoted
     flagged = (res.stats["singular"] | res.stats["precision_warning"]).cpu()
     sphere = res.sphere.cpu()
@@ -56,13 +58,13 @@ def auto_half_logdet(
         return res, promoted
     parts = []
     try:
-        twin = gen.float64()
+        twin, plan64 = gen.float64(), plan.in_float64()
         for round_ in (False, True):
             idx = (flagged & (sphere == round_)).nonzero().flatten()
             if idx.numel():
-                op64 = jacobian_operator(twin, z[idx.to(z.device)], chunk_size)
+                op64 = jacobian_operator(twin, z[idx.to(z.device)], plan64)
                 geo = "sphere" if round_ else "euclidean"
-                parts.append((idx, half_logdet(op64, "exact", grad=grad, geometry=geo)))
+                parts.append((idx, half_logdet(op64, plan64, grad=grad, geometry=geo)))
     except (torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - no float64 for this generator (MPS, a program fixed to float32)
@@ -121,17 +123,18 @@ def join_routes(*routes: str | None) -> str | None:
 def auto_spectrum(
     gen: LoadedGenerator,
     z: torch.Tensor,
-    chunk_size: int | None = None,
+    plan: RunPlan,
     *,
     eigen: bool = False,
     grad: bool = False,
 ) -> tuple[Spectrum, torch.Tensor]:
-    """(the exact spectrum at latents z (B, nz), a (B,) CPU bool mask of the latents recomputed in float64).
+    """(the exact spectrum at latents z (B, nz) by the run's ``plan``, a (B,) CPU bool mask of the latents
+    recomputed in float64).
 
     ``eigen``: with eigenvectors (signs fixed, :func:`gan_probe.spectral.eigen.exact_eigen`); ``grad``: the
     half log-determinant carries its gradient (for promoted latents, through the float64 generator).
     """
-    spec = _spectrum(gen, z, chunk_size, eigen=eigen, grad=grad)
+    spec = _spectrum(gen, z, plan, eigen=eigen, grad=grad)
     promoted = torch.zeros(z.shape[0], dtype=torch.bool)
     if not _promotes(gen) or gen.ignores_norm:
         return spec, promoted  # (a generator that ignores |z| has J z = 0: M is singular in every dtype)
@@ -141,7 +144,7 @@ def auto_spectrum(
     idx = flagged.nonzero().flatten()
     try:
         twin = gen.float64()
-        spec64 = _spectrum(twin, z[idx.to(z.device)], chunk_size, eigen=eigen, grad=grad)
+        spec64 = _spectrum(twin, z[idx.to(z.device)], plan.in_float64(), eigen=eigen, grad=grad)
     except (torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - no float64 for this generator (MPS, a program fixed to float32)
@@ -150,9 +153,11 @@ def auto_spectrum(
     return merge_spectra(spec, spec64, idx), flagged
 
 
-def _spectrum(gen: LoadedGenerator, z: torch.Tensor, chunk_size: int | None, *, eigen: bool, grad: bool) -> Spectrum:
-    op = jacobian_operator(gen, z, chunk_size)
-    return exact_eigen(op) if eigen else exact_spectrum(op, grad=grad)
+def _spectrum(gen: LoadedGenerator, z: torch.Tensor, plan: RunPlan, *, eigen: bool, grad: bool) -> Spectrum:
+    op = jacobian_operator(gen, z, plan)
+    if eigen:
+        return exact_eigen(op, route=plan.route, block=plan.block)
+    return exact_spectrum(op, route=plan.route, block=plan.block, grad=grad)
 
 
 def merge_spectra(base: Spectrum, part: Spectrum, idx: torch.Tensor) -> Spectrum:

@@ -7,7 +7,7 @@ float64 spectrum, ``--dtype auto`` promotion, results gathered). Under torchrun
 the latents are shared out over the ranks in batches, as in every command, and
 the figure is the aggregate: all latents over the wall time of the slowest
 rank, every rank starting together. A ``chunk_size`` of None is the automatic
-choice (:func:`gan_probe.analyses.memory.auto_chunk_size`: on a GPU, from its
+choice (:func:`gan_probe.spectral.plan.choose_chunk`: on a GPU, from its
 free memory); the chunk that ran is reported.
 
 Scaling is measured in the same run (docs/design.md §9): the best configuration
@@ -29,12 +29,14 @@ from gan_probe import distributed
 from gan_probe.analyses.bench import peak_memory_bytes
 from gan_probe.analyses.common import seeded_generator
 from gan_probe.analyses.loglik import evaluate_loglik
-from gan_probe.analyses.memory import auto_chunk_size, check_memory, loglik_memory
+from gan_probe.analyses.memory import check_memory, loglik_memory
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.targets import TARGETS
 from gan_probe.analyses.timing import machine_info, synchronize
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
 from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.spectral.plan import RunPlan
 
 #: docs/design.md §9: exact ln Q of the 64x64x3 DCGAN (nz 128) on one H100-class GPU, and two processes over one
 TARGET_DCGAN_LATENTS_PER_S = TARGETS["dcgan_latents_per_s"].threshold
@@ -69,34 +71,23 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _seconds(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: int) -> float:
+def _seconds(gen: LoadedGenerator, z: torch.Tensor, batch: int, plan: RunPlan, seed: int) -> float:
     """Wall seconds of exact ln Q of z as loglik computes it (sharded over the ranks, unless run alone)."""
     synchronize(gen.device)
     t0 = time.perf_counter()
-    evaluate_loglik(gen, z, method="exact", batch_size=batch, chunk_size=chunk, seed=seed)
+    evaluate_loglik(gen, z, plan=plan, batch_size=batch, seed=seed)
     synchronize(gen.device)
     return time.perf_counter() - t0
 
 
-def _timed(gen: LoadedGenerator, z: torch.Tensor, batch: int, chunk: int, seed: int) -> tuple[float, int | None]:
+def _timed(gen: LoadedGenerator, z: torch.Tensor, batch: int, plan: RunPlan, seed: int) -> tuple[float, int | None]:
     """(seconds of the slowest rank, peak memory of the hungriest rank) for exact ln Q of z, every rank
     starting together."""
     device = gen.device
-    check_memory(
-        loglik_memory(
-            gen,
-            num=int(z.shape[0]),
-            latents_given=True,
-            batch_size=batch,
-            method="exact",
-            estimators=None,
-            chunk_size=chunk,
-            grid_size=None,
-        )
-    )
+    check_memory(loglik_memory(gen, plan, num=int(z.shape[0]), latents_given=True, estimators=None, grid_size=None))
     _reset_peak(device)
     distributed.exchange(None)  # start together
-    seconds = _seconds(gen, z, batch, chunk, seed)
+    seconds = _seconds(gen, z, batch, plan, seed)
     reports = distributed.exchange((seconds, peak_memory_bytes(device)))
     peaks = [p for _, p in reports if p is not None]
     return max(s for s, _ in reports), (max(peaks) if peaks else None)
@@ -108,18 +99,20 @@ def run_throughput(gen: LoadedGenerator, params: ThroughputParams) -> dict[str, 
     world = distributed.current()
     device = gen.device
     z = gen.prior.sample(params.num, gen.nz, generator=seeded_generator(params.seed))
-    # warm-up on every rank: kernels chosen, caches filled, activations measured (auto_chunk_size reads them)
+    # warm-up on every rank: kernels chosen, caches filled, activations measured (the plans read them)
     with distributed.local():
         evaluate_loglik(gen, z[: min(2, params.num)], method="exact", batch_size=2, seed=params.seed)
     rows: list[dict[str, Any]] = []
+    plans: list[RunPlan] = []  # one per row: every configuration is a run of its own
     for batch in params.batch_sizes:
         for chunk in params.chunk_sizes:
-            ran = chunk if chunk is not None else auto_chunk_size(gen, batch)
-            seconds, peak = _timed(gen, z, batch, ran, params.seed)
+            plan = plan_run(gen, batch=min(batch, params.num), chunk_size=chunk)
+            plans.append(plan)
+            seconds, peak = _timed(gen, z, batch, plan, params.seed)
             rows.append(
                 {
                     "batch_size": batch,
-                    "chunk_size": ran,
+                    "chunk_size": plan.chunk,
                     "chunk_auto": chunk is None,
                     "num_latents": params.num,
                     "world_size": world.size,
@@ -129,11 +122,12 @@ def run_throughput(gen: LoadedGenerator, params: ThroughputParams) -> dict[str, 
                     "peak_memory_bytes": peak,
                 }
             )
-    best = max(rows, key=lambda r: r["latents_per_s"])
+    fastest = max(range(len(rows)), key=lambda i: rows[i]["latents_per_s"])
+    best, best_plan = rows[fastest], plans[fastest]
     scaling: dict[str, Any] | None = None
     if params.scaling and world.distributed:
         # the same configuration with rank 0 alone: the other ranks wait at the exchange
-        seconds = distributed.on_main(lambda: _seconds(gen, z, best["batch_size"], best["chunk_size"], params.seed))
+        seconds = distributed.on_main(lambda: _seconds(gen, z, best["batch_size"], best_plan, params.seed))
         single_rate = params.num / seconds
         scaling = {
             "batch_size": best["batch_size"],

@@ -46,8 +46,10 @@ from gan_probe.analyses.common import (
 )
 from gan_probe.analyses.memory import check_memory, veff_memory
 from gan_probe.analyses.perturbation import perturb, random_unit_directions, resolve_step
+from gan_probe.analyses.plan import plan_run
 from gan_probe.analyses.precision import auto_spectrum
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.jacobian import DEFAULT_FORWARD_BUDGET
 
@@ -163,8 +165,8 @@ def _distances(gen: LoadedGenerator, zp: torch.Tensor, base: torch.Tensor, per: 
 def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | None = None) -> VeffResult:
     """v_eff(tau) of ``gen`` at prior draws (or the given latents)."""
     check_positive("the batch size", params.batch_size, "batch_size")
-    if params.chunk_size is not None and params.chunk_size < 1:
-        raise GanProbeError(f"the chunk size must be at least 1, got {params.chunk_size}", param="chunk_size")
+    if params.chunk_size is not None:
+        check_count(params.chunk_size, "the chunk size", param="chunk_size")
     taus = check_taus(params.taus)
     if params.num_directions < 1:
         raise GanProbeError(
@@ -179,9 +181,8 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
     step = resolve_step(gen.prior, params.step)
     given = given_latents(gen, params.latents)
     num, nz, k = count_latents(given, params.num), gen.nz, params.num_directions
-    check_memory(
-        veff_memory(gen, num=num, num_directions=k, batch_size=params.batch_size, chunk_size=params.chunk_size)
-    )
+    plan = plan_run(gen, batch=min(params.batch_size, num), chunk_size=params.chunk_size, vectors=True)
+    check_memory(veff_memory(gen, plan, num=num, num_directions=k, batch_size=params.batch_size))
     z = given if given is not None else draw_or_load_latents(gen, num=num, latents=None, seed=params.seed)
 
     # every random direction is drawn up front from one seeded stream, so the batch size changes nothing
@@ -192,7 +193,7 @@ def run_veff(gen: LoadedGenerator, params: VeffParams, *, progress: Progress | N
 
     def one(sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
         zb = z[sl]
-        eig, up = auto_spectrum(gen, zb, params.chunk_size, eigen=True)
+        eig, up = auto_spectrum(gen, zb, plan, eigen=True)
         assert eig.eigenvectors is not None
         dirs = torch.cat([eig.eigenvectors.cpu().transpose(1, 2), eps[sl]], dim=1)  # (b, nz + K, nz)
         zp, outside = perturb(gen.prior, (zb[:, None] + step * dirs).reshape(-1, nz), project=params.project)

@@ -9,7 +9,7 @@ from gan_probe.cli.app import app
 
 # isort: off
 # Importing a command module registers it; this order is the order of `gan-probe --help`.
-from gan_probe.cli import loglik, ascend, eigvecs, veff, pag, info, bench  # noqa: E402,F401
+from gan_probe.cli import loglik, ascend, eigvecs, veff, pag, prior, info, bench  # noqa: E402,F401
 # isort: on
 
 

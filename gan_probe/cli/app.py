@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gan_probe import __version__
+from gan_probe.cli import terminal
 
 app = typer.Typer(
     name="gan-probe",
@@ -19,7 +20,11 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"gan-probe {__version__}")
+        try:
+            terminal.write_stdout(f"gan-probe {__version__}\n")
+        except terminal.StdoutError as exc:
+            terminal.console(stderr=True).print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         raise typer.Exit(0)
 
 

@@ -78,7 +78,10 @@ def ascend(
             fmt(row["condition_start"], ".3g"),
             fmt(row["condition_end"], ".3g"),
         )
-    notes = [] if result.exact_recorded else ["nz > 1024: ln Q recorded from the estimator, not exactly"]
+    choice = result.plan.choice_note() if result.plan is not None else None
+    notes = [] if choice is None else [choice]
+    if not result.exact_recorded:
+        notes.append("nz > 1024: ln Q recorded from the estimator, not exactly")
     if result.num_singular:
         notes.append(
             f"{result.num_singular} latents have a singular J at the start (ln Q undefined, null): "

@@ -39,6 +39,7 @@ from gan_probe.analyses.throughput import ThroughputParams, run_throughput
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_COUNT
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
 
@@ -437,8 +438,8 @@ def parse_sizes(text: str, flag: str, *, auto: bool = False) -> tuple[int | None
             value = int(part)
         except ValueError:
             value = 0
-        if value < 1:
-            allowed = "positive integers or auto" if auto else "positive integers"
+        if not 1 <= value <= MAX_COUNT:
+            allowed = f"integers from 1 to {MAX_COUNT:,}" + (" or auto" if auto else "")
             raise GanProbeError(f"{flag} must be a comma list of {allowed}, like 1,4,16; got {text!r}")
         out.append(value)
     if not out:

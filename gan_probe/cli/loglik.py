@@ -168,7 +168,8 @@ def _table(result: LoglikResult) -> Table:
 
 
 def _notes(result: LoglikResult) -> list[str]:
-    notes = []
+    choice = result.plan.choice_note() if result.plan is not None else None
+    notes = [] if choice is None else [choice]
     v = result.values
     if v.bounds_violated is not None and int(v.bounds_violated.sum()):
         notes.append(

@@ -11,6 +11,7 @@ prefixed with its name (``--slq-steps``).
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import check_count
 from gan_probe.models.checkpoint import LoadOptions
 from gan_probe.spectral.estimators import REGISTRY
 
@@ -217,6 +219,19 @@ class CommonOptions:
     json: bool
     quiet: bool
     debug: bool
+
+    def check(self) -> None:
+        """Refuse common options that no run can use, before any work: a batch size outside
+        1..MAX_COUNT, and an ``--out`` that is the working folder or holds it (``--out ""`` reads as the
+        working folder): a run's outputs replace what is in ``--out``, not the folder it is started from."""
+        check_count(self.batch_size, "--batch-size", param=None)
+        if self.out is not None:
+            out, cwd = Path(os.path.abspath(self.out)), Path.cwd()
+            if out == cwd or out in cwd.parents:
+                which = "is the working folder (as an empty --out is)" if out == cwd else "holds the working folder"
+                raise GanProbeError(
+                    f"--out {str(self.out)!r} {which}; give a folder of its own for the outputs, e.g. --out results"
+                )
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(

@@ -5,8 +5,11 @@ registered with :func:`probe_command`, which adds the CKPT argument, the
 common options and (with ``estimators=True``) the estimator options to its
 signature and runs it inside :func:`execute`: load the checkpoint, stage the
 output files, write ``report.json``, print a table or one JSON document, and
-map failures to exit codes (0 ok, 1 error, 2 usage, 3 gate failed, 130
-interrupted). Library errors name a parameter; here it becomes its flag.
+map failures to exit codes (0 ok, 1 error, 2 usage, 3 gate failed, 130 / 143 /
+129 interrupted by SIGINT / SIGTERM / SIGHUP, 141 stdout's reader gone). Library
+errors name a parameter; here it becomes its flag. What is printed goes through
+:mod:`gan_probe.cli.terminal` (control characters from files shown inertly,
+stdout failures as one line, warnings as notes).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,7 @@ from rich.table import Table
 
 from gan_probe import distributed, interrupt
 from gan_probe.analyses.common import check_seed
+from gan_probe.cli import terminal
 from gan_probe.cli.options import (
     COMMON_OPTIONS,
     CkptArg,
@@ -160,13 +165,29 @@ def execute(
     argv: list[str] | None,
     writes_files: bool,
 ) -> None:
-    console = Console(stderr=True, quiet=common.quiet or not _is_main_rank(), highlight=False)
+    """Run one command (see the module's docstring); Python warnings raised meanwhile become notes."""
+    with terminal.collect_warnings() as warned:
+        _execute(name, common, body, own, est_opts, est_values, argv=argv, writes_files=writes_files, warned=warned)
+
+
+def _execute(
+    name: str,
+    common: CommonOptions,
+    body: Callable[..., Outcome],
+    own: dict[str, Any],
+    est_opts: list[EstimatorOption],
+    est_values: dict[str, Any],
+    *,
+    argv: list[str] | None,
+    writes_files: bool,
+    warned: list[warnings.WarningMessage],
+) -> None:
+    console = terminal.console(stderr=True, quiet=common.quiet or not _is_main_rank())
     try:
         out: OutputDir | None = None
         world = distributed.SINGLE
         try:
-            if common.batch_size < 1:
-                raise GanProbeError(f"--batch-size must be at least 1, got {common.batch_size}")
+            common.check()
             check_seed(common.seed)
             if common.threads is not None:
                 if common.threads < 1:
@@ -190,7 +211,13 @@ def execute(
                 if writes_files and world.is_main:
                     out = OutputDir(common.out if common.out is not None else Path("gan-probe-out") / name)
                 with interrupt.on_exit(out.discard if out is not None else lambda: None):
-                    enabled = sys.stderr.isatty() and not common.quiet and not common.json and world.is_main
+                    enabled = (
+                        sys.stderr is not None
+                        and sys.stderr.isatty()
+                        and not common.quiet
+                        and not common.json
+                        and world.is_main
+                    )
                     with RichProgress(console, enabled) as progress:
                         t1 = time.perf_counter()
                         outcome = body(RunContext(common, gen, out, progress, console, estimators), **own)
@@ -225,7 +252,7 @@ def execute(
         except GanProbeError as exc:
             _fail(console, out, common, _with_flag(exc))
         except KeyboardInterrupt:
-            _fail(console, out, common, "interrupted", code=130)
+            _fail(console, out, common, interrupt.message(), code=interrupt.exit_code())
         except typer.BadParameter:
             if out is not None:
                 out.discard()  # a usage error found by the command body: nothing written, not even the folder
@@ -235,29 +262,32 @@ def execute(
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
             _fail(console, out, common, _describe_failure(exc, out, common))
         idle = distributed.idle_note()
-        for note in [*gen.notes, *outcome.notes, *([idle] if idle else [])]:
+        for note in [*gen.notes, *outcome.notes, *terminal.warning_notes(warned), *([idle] if idle else [])]:
             console.print(f"[yellow]note:[/] {escape(note)}")
         if not world.is_main:  # under torchrun only rank 0 prints; every rank exits with the same code
             if outcome.interrupted or late_interrupt:
-                raise typer.Exit(130)
+                raise typer.Exit(interrupt.exit_code())
             if outcome.gate is not None and outcome.gate.failure() is not None:
                 raise typer.Exit(3)
             return
-        if common.json:
-            sys.stdout.write(dumps_strict(report) + "\n")
-            sys.stdout.flush()
-        else:
-            stdout = Console(highlight=False)
-            if outcome.table is not None:
-                stdout.print(outcome.table)
-            if out is not None:
-                console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
+        try:
+            if common.json:
+                terminal.write_stdout(dumps_strict(report) + "\n")
+            elif outcome.table is not None:
+                with terminal.stdout_errors():
+                    terminal.console().print(outcome.table)
+        except terminal.StdoutError as exc:  # the files are written; the result on stdout is lost
+            _say_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        if not common.json and out is not None:
+            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
         if outcome.interrupted or late_interrupt:
-            # printed even with --quiet, like an error: it is why the exit code is 130
+            # printed even with --quiet, like an error: it is why the exit code is 130 (143, 129)
             done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"
             when = "" if outcome.interrupted else " after the run had finished"
-            Console(stderr=True, highlight=False).print(f"[yellow]interrupted{when}:[/] {done}")
-            raise typer.Exit(130)
+            interrupt.reported()
+            terminal.console(stderr=True).print(f"[yellow]{interrupt.message()}{when}:[/] {done}")
+            raise typer.Exit(interrupt.exit_code())
         if outcome.gate is not None and (why := outcome.gate.failure()) is not None:
             console.print(f"[red]gate failed:[/] {escape(why)}")
             raise typer.Exit(3)
@@ -306,7 +336,7 @@ def _fail(
     if out is not None:
         out.discard()
     if common.debug:
-        Console(stderr=True, highlight=False).print_exception()
+        terminal.console(stderr=True).print_exception()
     message = " ".join(part.strip() for part in message.splitlines() if part.strip())  # one line, always
     if announce and distributed.current().distributed:
         try:
@@ -315,8 +345,14 @@ def _fail(
         except Exception:  # noqa: BLE001 - the group is gone (a rank died): report this rank's own cause
             message = f"rank {distributed.current().rank}: {message}"
     if _is_main_rank():
-        Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+        _say_error(message)
     raise typer.Exit(code)
+
+
+def _say_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr, even with --quiet."""
+    interrupt.reported()
+    terminal.console(stderr=True).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def fmt(value: float | None, spec: str = ".4g") -> str:

@@ -34,15 +34,17 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from gan_probe.atomic import write_atomic
 from gan_probe.errors import CheckpointError
+from gan_probe.limits import MAX_NZ, check_count
 from gan_probe.models import factories, programs, state_dicts
 from gan_probe.models.bundled import default_checkpoint
+from gan_probe.models.latent_spaces import parse_noise
 from gan_probe.models.loaded import (
     LoadedGenerator,
     LoadOptions,
@@ -54,7 +56,7 @@ from gan_probe.models.loaded import (
 )
 from gan_probe.models.metadata import FORMAT_VERSION, METADATA_KEY, check_metadata
 from gan_probe.models.priors import Prior
-from gan_probe.models.state_dicts import TORCH_SUFFIXES, read_checkpoint, read_state_file
+from gan_probe.models.state_dicts import TORCH_SUFFIXES, check_tensor_sizes, read_checkpoint, read_state_file
 
 
 class CheckpointFormat(Protocol):
@@ -91,8 +93,10 @@ def load_generator(
     """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode.
 
     ``options.dtype_auto`` (``--dtype auto``) runs float32 and marks the generator for float64 promotion."""
-    if options.nz is not None and (isinstance(options.nz, bool) or not isinstance(options.nz, int) or options.nz < 1):
-        raise CheckpointError(f"the latent size nz must be a positive integer, got {options.nz!r}", param="nz")
+    if options.nz is not None:
+        check_count(options.nz, "the latent size nz", param="nz", high=MAX_NZ, error=CheckpointError)
+    if options.noise is not None:
+        parse_noise(options.noise)  # a bad --noise is refused before the weights are read
     if options.dtype_auto:
         dtype = torch.float32
     if path is not None:
@@ -116,8 +120,11 @@ def save_checkpoint(
     output_shape: tuple[int, ...] | list[int],
     output_range: tuple[float, float] | list[float] | None,
     provenance: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically."""
+    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically.
+
+    ``extra``: further metadata fields (JSON values) beside the standard ones, which they may not replace."""
     from safetensors.torch import save as safetensors_bytes
 
     meta = {
@@ -128,6 +135,10 @@ def save_checkpoint(
         "output": {"shape": [int(s) for s in output_shape], "range": range_json(output_range)},
         "provenance": provenance,
     }
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata may not replace the standard fields {clash}")
+    meta.update(extra or {})
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     blob = safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(meta)})
     write_atomic(Path(path), lambda fh: fh.write(blob))
@@ -142,6 +153,7 @@ __all__ = [
     "LoadOptions",
     "LoadedGenerator",
     "check_metadata",
+    "check_tensor_sizes",
     "checkpoint_format",
     "file_sha256",
     "load_generator",

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from gan_probe.errors import CheckpointError
+from gan_probe.limits import SEED_MAX, check_count
 from gan_probe.models.priors import MappedPrior, Prior
 from gan_probe.models.stylegan2 import LATENT_SPACES, NoiseMode, StyleGAN2Generator, StyleGAN2Latent, mean_w, truncate
 
@@ -30,16 +31,20 @@ NUM_MEAN_DRAWS = 10_000
 
 
 def parse_noise(text: str | None) -> NoiseMode:
-    """``stored`` (default), ``zero`` or ``seed:N``."""
+    """``stored`` (default), ``zero`` or ``seed:N`` with N in 0..SEED_MAX (as ``--seed``)."""
     if text is None or text == "stored":
         return "stored"
     if text == "zero":
         return "zero"
     if text.startswith("seed:"):
         try:
-            return int(text.split(":", 1)[1])
+            seed = int(text.split(":", 1)[1])
         except ValueError:
             pass
+        else:
+            return check_count(
+                seed, f"the noise seed of {text!r}", param="noise", low=0, high=SEED_MAX, error=CheckpointError
+            )
     raise CheckpointError(f"noise must be stored, zero or seed:N, got {text!r}", param="noise")
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from gan_probe.errors import CheckpointError
+from gan_probe.limits import MAX_NZ, check_count
 from gan_probe.models.noise import FrozenNoise, detect_noise, freeze, frozen_call
 from gan_probe.models.priors import Prior
 from gan_probe.spectral.jacobian import JacobianRoutes
@@ -208,6 +209,7 @@ def wrap_module(
     ``device``/``dtype``. One forward pass at the prior's centre learns the output shape (and checks it
     against ``output_shape`` when that is given). A module that draws noise inside ``forward`` is run with
     its noise frozen by ``seed`` (:mod:`gan_probe.models.noise`), and a note says so."""
+    check_count(nz, "the latent size nz", param="nz", high=MAX_NZ, error=CheckpointError)
     module = module.eval().requires_grad_(False).to(device=device, dtype=dtype)
     loaded = LoadedGenerator(
         module=module,

@@ -15,13 +15,17 @@ suffix by naming the types it reads.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from gan_probe import device as machine
+from gan_probe.device import format_bytes
 from gan_probe.errors import CheckpointError
+from gan_probe.limits import MAX_TENSOR_ELEMENTS
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.containers import Container, find_generator_state, read_container
 from gan_probe.models.latent_spaces import check_space_options, stylegan2_latent
@@ -85,6 +89,7 @@ def read_checkpoint(file: Path, key: str | None = None) -> tuple[Container, dict
         )
     if not container.state:
         raise CheckpointError(f"{file} holds no tensors")
+    check_tensor_sizes({k: (tuple(v.shape), v.element_size()) for k, v in container.state.items()}, file)
     for name, tensor in container.state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{file}: tensor {name!r} has NaN or infinite values")
@@ -97,6 +102,10 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
     try:
         with safe_open(str(file), framework="pt", device="cpu") as fh:
             raw_meta = fh.metadata() or {}
+            declared = {k: fh.get_slice(k) for k in fh.keys()}
+            check_tensor_sizes(
+                {k: (tuple(v.get_shape()), _SAFETENSORS_BYTES.get(v.get_dtype(), 8)) for k, v in declared.items()}, file
+            )
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt): {exc}") from None
@@ -113,6 +122,34 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict | None]
             raise CheckpointError(f"{file}: gan_probe format_version {version!r} is not supported (expected 1)")
         check_metadata(meta, file)
     return _strip_prefix(state), meta
+
+
+#: bytes per value of the safetensors dtypes (others: counted as 8)
+_SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2}
+_SAFETENSORS_BYTES |= {"I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def check_tensor_sizes(declared: Mapping[str, tuple[tuple[int, ...], int]], file: Path | str) -> None:
+    """Refuse, before any tensor is read or converted, a tensor declaring more than MAX_TENSOR_ELEMENTS values,
+    or tensors that would not fit in the host's available memory as stored plus a float32 copy (the least a
+    generator built from them takes; ``declared``: name -> (shape, bytes per value)). A PyTorch file can
+    hold a stride-0 view (``x.expand``) whose shape is far larger than what it stores: its declared size
+    counts, since every use materialises it."""
+    sizes = {name: math.prod(shape) for name, (shape, _) in declared.items()}
+    for name, numel in sizes.items():
+        if numel > MAX_TENSOR_ELEMENTS:
+            raise CheckpointError(
+                f"{file}: tensor {name!r} declares shape {declared[name][0]}, {numel:,} values, beyond the "
+                f"{MAX_TENSOR_ELEMENTS:,} a checkpoint tensor may hold: not a generator's weights"
+            )
+    need = sum(numel * (declared[name][1] + 4) for name, numel in sizes.items())
+    have = machine.host_available_bytes()
+    if have is not None and need > have:
+        name = max(sizes, key=lambda k: sizes[k])
+        raise CheckpointError(
+            f"{file}: its tensors would take at least {format_bytes(need)} once loaded (the largest, {name!r}, "
+            f"declares shape {declared[name][0]}), more than the {format_bytes(have)} of memory available"
+        )
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -145,7 +182,7 @@ def _build_builtin(
             "pass --arch dcgan|mlp|stylegan2 or --generator package.module:factory"
         )
     config = dict(meta["config"]) if meta.get("arch") == arch and "config" in meta else infer_config(arch, state)
-    if options.nz is not None and config.get("nz") != options.nz:
+    if options.nz is not None and "nz" in config and config["nz"] != options.nz:
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
@@ -180,6 +217,9 @@ def _build_builtin(
         ignores_norm = record["space"] == "z"
         if prior.kind != "normal" and record["space"] == "z":
             raise CheckpointError("a StyleGAN2's z prior is normal(0, I): drop --prior/--low/--high", param="prior")
+    if options.nz is not None and nz != options.nz:
+        where = f" in its {config['space']} space" if "space" in config else ""
+        raise CheckpointError(f"{file}: --nz {options.nz} does not match the weights, which have nz = {nz}{where}")
     loaded = wrap_module(
         module,
         nz=nz,
@@ -217,5 +257,14 @@ def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path
         if tuple(state[key].shape) != tuple(ref.shape):
             raise CheckpointError(
                 f"{file}: {key!r} has shape {tuple(state[key].shape)}, the architecture expects {tuple(ref.shape)}"
+            )
+        have = state[key].dtype
+        # a float weight stored as int, bool or complex would be cast silently: refused (integer buffers such as
+        # BatchNorm's num_batches_tracked stay integers)
+        if ref.is_floating_point() and (not have.is_floating_point or have.is_complex):
+            raise CheckpointError(
+                f"{file}: tensor {key!r} has dtype {str(have).replace('torch.', '')}, but it is a weight of "
+                f"dtype {str(ref.dtype).replace('torch.', '')}: the file is not a checkpoint of this architecture "
+                "or was saved after a cast; save the weights as floating point"
             )
     module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected})

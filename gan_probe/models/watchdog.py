@@ -42,11 +42,6 @@ DEFAULT_SECONDS = 900.0
 ENVIRONMENT = "GAN_PROBE_PROGRAM_SECONDS"
 #: Seconds a signal waits for a running evaluation to end before this thread serves it.
 GRACE_SECONDS = 0.5
-_SIGNALS: dict[int, str] = {
-    int(signal.SIGINT): "interrupted",
-    int(signal.SIGTERM): "terminated",
-    int(signal.SIGHUP): "hung up",
-}
 
 
 class _State:
@@ -142,7 +137,7 @@ def _watch() -> None:
             ready, _, _ = select.select([_State.wakeup], [], [], timeout)
             if ready:
                 for number in os.read(_State.wakeup, 64):
-                    if number in _SIGNALS and _State.since is not None and pending is None:
+                    if number in interrupt.SIGNALS and _State.since is not None and pending is None:
                         pending = (number, time.monotonic())
         else:
             time.sleep(timeout)
@@ -162,16 +157,9 @@ def _watch() -> None:
 
 
 def _serve(number: int) -> None:
-    """Serve a signal the main thread cannot, since it is inside a program."""
-    if number == signal.SIGINT:
-        interrupt.exit_now()
-    handler = signal.getsignal(number)
-    if callable(handler):
-        try:
-            handler(number, None)
-        except BaseException:  # noqa: BLE001 - leaving anyway
-            pass
-    _leave(f"error: {_SIGNALS[number]}\n", 128 + number)
+    """Serve a signal the main thread cannot, since it is inside a program: as the command line serves it
+    (its cleanups, one line, exit 128 + N)."""
+    interrupt.exit_now(number)
 
 
 def _leave(message: str, code: int) -> None:

@@ -20,15 +20,19 @@ from gan_probe.analyses.common import latent_key
 from gan_probe.analyses.eigvecs import EigvecsResult
 from gan_probe.analyses.loglik import LoglikResult
 from gan_probe.analyses.pag import NUM_SHOWN, SHOWN_PER_ROW, PagResult
+from gan_probe.analyses.prior import PriorResult
 from gan_probe.analyses.veff import VeffResult
 from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.models.prior_net import save_prior_net
 from gan_probe.report.files import OutputDir
 from gan_probe.report.images import save_grid
 from gan_probe.report.plots import (
     plot_ascent,
+    plot_code_projections,
     plot_log_spectra,
     plot_loglik_contour,
     plot_pag_diagnostics,
+    plot_prior_training,
     plot_veff_curve,
 )
 
@@ -225,6 +229,61 @@ def _write_pag(result: PagResult, gen: LoadedGenerator, out: OutputDir) -> None:
             title=f"PAG = {result.score.pag:.4g} nats (paper-literal {result.score.pag_paper_literal:.4g}), "
             f"{rev.num_done} images",
         )
+
+
+@write_outputs.register
+def _write_prior(result: PriorResult, gen: LoadedGenerator, out: OutputDir) -> None:
+    """prior.safetensors (h, native format), latents.npz (the codes, key ``z``, and the held-out ``heldout``
+    indices), prior_training.npz/.png (the PGAN's curve), samples_prior.png (row pairs: G(z), then G(h(z')) from
+    the same seeds), codes_pca.png, disagreement.png (under the generator's prior) and disagreement_pgan.png."""
+    p, tr = result.params, result.training
+    save_prior_net(
+        out.path("prior.safetensors"),
+        tr.h,
+        fitted={
+            "generator": {"sha256": gen.sha256, "path": gen.path, "arch": gen.arch, "nz": gen.nz},
+            "data": result.data_json(),
+            "num_codes": int(result.codes.shape[0]),
+            "heldout_fraction": p.heldout,
+            "seed": p.seed,
+            "steps": p.pgan.steps,
+            "lr": p.pgan.lr,
+            "batch_size": p.pgan.batch_size,
+            "critic_widths": list(p.pgan.critic_widths),
+            "latent_prior": "z' ~ normal(0, I)",
+        },
+        provenance=f"gan-probe prior: the PGAN's generator h: R^{result.dim} -> R^{gen.nz}, fitted to codes "
+        f"reversed from {result.codes_source} through {gen.path or gen.arch}",
+    )
+    save_npz(out.path("latents.npz"), z=result.codes.numpy(), heldout=result.heldout_index.numpy())
+    save_npz(
+        out.path("prior_training.npz"),
+        d_loss=tr.d_loss.numpy(),
+        g_loss=tr.g_loss.numpy(),
+        d_real=tr.d_real.numpy(),
+        d_fake=tr.d_fake.numpy(),
+    )
+    plot_prior_training(
+        out.path("prior_training.png"),
+        d_loss=tr.d_loss.numpy(),
+        g_loss=tr.g_loss.numpy(),
+        d_real=tr.d_real.numpy(),
+        d_fake=tr.d_fake.numpy(),
+        title=f"PGAN h: R^{result.dim} -> R^{gen.nz}, {p.pgan.steps} RMSProp steps, lr {p.pgan.lr:g}, "
+        f"batch {p.pgan.batch_size}",
+    )
+    num = result.samples_z.shape[0]
+    ncol = min(SHOWN_PER_ROW, num)
+    rows = [block[s : s + ncol] for s in range(0, num, ncol) for block in (result.samples_z, result.samples_h)]
+    save_grid(out.path("samples_prior.png"), torch.cat(rows), value_range=gen.output_range, ncol=ncol, scale=2)
+    plot_code_projections(
+        out.path("codes_pca.png"),
+        result.heldout_projection.numpy(),
+        [(c.name, c.projection.numpy()) for c in result.comparisons],
+        title=f"{result.num_heldout} held-out codes and draws of each prior, on the codes' first two principal axes",
+    )
+    for name, dis in (("disagreement.png", result.disagreement), ("disagreement_pgan.png", result.disagreement_pgan)):
+        save_grid(out.path(name), dis.images, value_range=gen.output_range, ncol=10, scale=2)
 
 
 __all__ = ["write_outputs", "write_samples"]

@@ -174,3 +174,54 @@ def plot_ascent(path: Path, loglik: np.ndarray, condition: np.ndarray, *, title:
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def plot_prior_training(
+    path: Path, *, d_loss: np.ndarray, g_loss: np.ndarray, d_real: np.ndarray, d_fake: np.ndarray, title: str
+) -> None:
+    """The PGAN's training curve: both losses per step, and the discriminator's mean output on real codes
+    and on h(z') (1/2 each at the adversarial equilibrium, dashed)."""
+    plt = _pyplot()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9.0, 3.6), dpi=110)
+    steps = np.arange(1, len(d_loss) + 1)
+    ax0.plot(steps, d_loss, lw=0.8, label="discriminator")
+    ax0.plot(steps, g_loss, lw=0.8, label="generator h (-ln D(h(z')))")
+    ax0.set_xlabel("step")
+    ax0.set_ylabel("loss [nats]")
+    ax0.legend(fontsize=7)
+    ax1.plot(steps, d_real, lw=0.8, label="D on reversed codes")
+    ax1.plot(steps, d_fake, lw=0.8, label="D on h(z')")
+    ax1.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax1.set_ylim(0, 1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("mean D output")
+    ax1.legend(fontsize=7)
+    for ax in (ax0, ax1):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def plot_code_projections(path: Path, heldout: np.ndarray, panels: list[tuple[str, np.ndarray]], *, title: str) -> None:
+    """One panel per prior: the held-out codes (grey) and the prior's draws (colour), both (k, 2) on the
+    held-out codes' first two principal axes; every panel has the same limits."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), dpi=110, squeeze=False)
+    every = np.concatenate([heldout, *(p for _, p in panels)])
+    lo, hi = np.percentile(every, 0.5, axis=0), np.percentile(every, 99.5, axis=0)
+    pad = 0.05 * (hi - lo)
+    for ax, (name, points) in zip(axes[0], panels):
+        ax.scatter(heldout[:, 0], heldout[:, 1], s=4, c="0.55", alpha=0.6, label="held-out codes")
+        ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:red", alpha=0.5, label=name)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("principal axis 1")
+        ax.legend(fontsize=6, loc="upper right", markerscale=2)
+    axes[0][0].set_ylabel("principal axis 2")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

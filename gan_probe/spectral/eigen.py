@@ -3,9 +3,10 @@
 Ramesh & LeCun (2018), section 5: the eigenvectors v_i of M(z) are the latent
 directions along which G changes fastest, |G(z + t v_i) - G(z)| ~ |t| sqrt(lambda_i).
 With J = U S V^T, M = V S^2 V^T: they are the right singular vectors of J,
-taken by the one exact route (:func:`gan_probe.spectral.exact.spectrum_from_jacobian`,
+taken by the dense route (:func:`gan_probe.spectral.exact.spectrum_from_jacobian`,
 float64, QR first, J^T J never formed), so eigenvectors of eigenvalues far
-below eps * lambda_max keep their accuracy.
+below eps * lambda_max keep their accuracy (or by the Gram route when the run's
+plan takes it: :func:`gan_probe.spectral.route.exact_spectrum`).
 
 Sign convention (docs/design.md §5; eigenvectors are unique only up to
 sign): each v_i is flipped so that its component of largest magnitude is
@@ -19,8 +20,9 @@ import math
 
 import torch
 
-from gan_probe.spectral.exact import Spectrum, exact_spectrum
+from gan_probe.spectral.exact import Spectrum
 from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 
 
 def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -35,9 +37,10 @@ def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * sign
 
 
-def exact_eigen(op: JacobianOperator) -> Spectrum:
-    """The exact spectrum of M(z) with its eigenvectors (columns, descending, signs fixed)."""
-    spec = exact_spectrum(op, vectors=True)
+def exact_eigen(op: JacobianOperator, *, route: str = "dense", block: int | None = None) -> Spectrum:
+    """The exact spectrum of M(z) with its eigenvectors (columns, descending, signs fixed), by ``route``
+    (dense or gram, ``block`` columns per JVP-VJP pair: a run passes its plan's)."""
+    spec = exact_spectrum(op, route=route, block=block, vectors=True)
     assert spec.eigenvectors is not None
     spec.eigenvectors = fix_signs(spec.eigenvectors)
     return spec

@@ -1,4 +1,4 @@
-r"""The exact spectrum of M = J^T J, and the exact ln det M with its gradient: one routine.
+r"""The dense route: the exact spectrum of M = J^T J from J, and the exact ln det M with its gradient.
 
 docs/design.md §2.2-2.3. J is promoted to float64; when it is tall (N > nz) a QR
 reduces it to R (nz x nz, the same singular values and right singular vectors)
@@ -43,7 +43,7 @@ class Spectrum:
     (right singular vectors of J, same order), when asked for. ``route``: how
     it was taken, ``dense`` (J held, QR then SVD) or ``gram`` (M = J^T J
     accumulated block by block, :mod:`gan_probe.spectral.gram`, whose flags
-    resolve lambda_min only down to eps * lambda_max).
+    resolve lambda_min only down to eps * lambda_max; :mod:`gan_probe.spectral.route`).
     """
 
     singular_values: torch.Tensor
@@ -141,30 +141,13 @@ def _surrogate(j64: torch.Tensor, q: torch.Tensor, r: torch.Tensor, singular: to
     return inner - inner.detach()
 
 
-def exact_spectrum(
-    op: JacobianOperator,
-    *,
-    vectors: bool = False,
-    grad: bool = False,
-    route: str = "auto",
-    block: int | None = None,
-    available: int | None = None,
-) -> Spectrum:
-    """The exact :class:`Spectrum` of M(z) at every latent of ``op``.
-
-    ``route``: ``dense`` (J built, then one QR and SVD), ``gram`` (M = J^T J
-    accumulated block by block, J never held: :mod:`gan_probe.spectral.gram`)
-    or ``auto`` (dense when J fits in the memory available, ``available`` bytes
-    overriding the measurement; :func:`gan_probe.spectral.gram.choose_route`).
-    The route that ran is the result's ``route``. With ``grad`` J is built
-    under autograd by the dense route and ``half_logdet`` carries the exact
-    gradient (``route="gram"`` with ``grad`` is refused); otherwise no graph is kept.
+def dense_spectrum(op: JacobianOperator, *, vectors: bool = False, grad: bool = False) -> Spectrum:
+    """The exact :class:`Spectrum` of M(z) at every latent of ``op`` by the dense route: J built from nz
+    forward-mode products, then one QR and SVD (:func:`spectrum_from_jacobian`). With ``grad`` J is built
+    under autograd and ``half_logdet`` carries the exact gradient; otherwise no graph is kept. (The Gram
+    route, J never held, is :func:`gan_probe.spectral.gram.gram_spectrum`; a run's plan picks one:
+    :func:`gan_probe.spectral.route.choose_route`.)
     """
-    from gan_probe.spectral.gram import choose_route, gram_spectrum
-
-    choice = choose_route(op, route=route, vectors=vectors, grad=grad, block=block, available=available)
-    if choice.route == "gram":
-        return gram_spectrum(op, block=choice.block, vectors=vectors)
     if grad:
         with torch.enable_grad():
             return spectrum_from_jacobian(op.dense(), vectors=vectors, grad=True)
@@ -172,4 +155,4 @@ def exact_spectrum(
         return spectrum_from_jacobian(op.dense(), vectors=vectors)
 
 
-__all__ = ["Spectrum", "exact_spectrum", "spectrum_from_jacobian"]
+__all__ = ["Spectrum", "check_finite_jacobian", "dense_spectrum", "spectrum_from_jacobian"]

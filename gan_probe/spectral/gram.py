@@ -38,18 +38,15 @@ The flags are therefore set on eigenvalues with the eps of M, not sqrt(eps):
 The remedy is float64 products: ``--dtype float64``, or ``--dtype auto``, which
 recomputes the flagged latents with a float64 copy of the generator.
 
-Route choice (:func:`choose_route`): the dense QR route is taken when its
-estimated working set fits in the memory available (``gan_probe.analyses.memory.available_bytes``),
-the Gram route when it does not and the Gram route needs less. The gradient
-(``grad=True``, used by ``ascend``) is taken by the dense route only: ``route="auto"``
-with ``grad`` always runs dense (``ascend``'s memory check refuses it up front
-when J does not fit), and ``route="gram"`` with ``grad`` raises a GanProbeError.
+Route choice (:func:`gan_probe.spectral.route.choose_route`, once per run in its plan): the dense QR
+route is taken when its estimated working set fits in the memory available, the Gram route when it does
+not and the Gram route needs less. The gradient (``grad=True``, used by ``ascend``) is taken by the dense
+route only: :func:`gram_spectrum` with ``grad`` raises a GanProbeError.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -57,105 +54,6 @@ from gan_probe.errors import GanProbeError
 from gan_probe.spectral.exact import Spectrum, check_finite_jacobian
 from gan_probe.spectral.jacobian import default_chunk_size
 from gan_probe.spectral.operator import JacobianOperator
-
-ROUTES: tuple[str, ...] = ("auto", "dense", "gram")
-
-#: Activation elements of one forward pass assumed per output element when they are not known.
-ACTIVATIONS_PER_OUTPUT = 4
-
-
-def dense_route_bytes(
-    batch: int, n: int, nz: int, itemsize: int, *, chunk: int, activations: int, vectors: bool = False
-) -> int:
-    """The dense route's working set: J in the generator's dtype, its float64 copy and the QR workspace
-    (``b N nz (e + 16)``), the primal and tangent activations of ``chunk`` axes (``2 b c A e``), and
-    ``3 b nz^2 8`` for the eigenvectors."""
-    nbytes = batch * n * nz * (itemsize + 16) + 2 * batch * chunk * activations * itemsize
-    if vectors:
-        nbytes += 3 * batch * nz * nz * 8
-    return nbytes
-
-
-def gram_route_bytes(
-    batch: int, n: int, nz: int, itemsize: int, *, block: int, activations: int, vectors: bool = False
-) -> int:
-    """The Gram route's working set: M in float64 and the eigensolver's copy (``2 b nz^2 8``, one more for
-    the eigenvectors), one block's products J V and J^T J V (``b P (N + nz)(e + 8)``), and the activations of
-    the block's JVP (primal and tangents) and VJP (saved forward pass and the cotangents):
-    ``(2 P + 1) b A e`` with ``P = block``."""
-    matrices = (3 if vectors else 2) * batch * nz * nz * 8
-    products = batch * block * (n + nz) * (itemsize + 8)
-    acts = (2 * block + 1) * batch * activations * itemsize
-    return matrices + products + acts
-
-
-@dataclass(frozen=True)
-class RouteChoice:
-    """Which exact route runs and why: the estimates (bytes; None when not measured) and the memory available."""
-
-    route: str
-    block: int
-    dense_bytes: int | None = None
-    gram_bytes: int | None = None
-    available: int | None = None
-
-
-def _output_size(op: JacobianOperator) -> int:
-    """N from one forward pass of one latent, remembered in the operator's routes (shared per generator)."""
-    if op.routes.output_size is None:
-        with torch.no_grad():
-            op.routes.output_size = int(op.fn(op.z[:1].detach()).reshape(1, -1).shape[1])
-    return op.routes.output_size
-
-
-def choose_route(
-    op: JacobianOperator,
-    *,
-    route: str = "auto",
-    vectors: bool = False,
-    grad: bool = False,
-    block: int | None = None,
-    available: int | None = None,
-    activations: int | None = None,
-) -> RouteChoice:
-    """The exact route for ``op``: ``dense`` (J, QR, SVD) or ``gram`` (M = J^T J by blocks, eigh).
-
-    ``auto``: dense when its estimate (:func:`dense_route_bytes`) fits in ``available`` bytes (default:
-    :func:`gan_probe.analyses.memory.available_bytes` of the operator's device; no figure -> dense),
-    else gram when its estimate is smaller; with ``grad`` always dense. The Gram route's block
-    (``block``, else the operator's chunk size, else the default chunk) is halved until its estimate
-    fits, down to 1. ``activations``: the activation elements of one forward pass per latent
-    (default ``4 N``).
-    """
-    if route not in ROUTES:
-        raise GanProbeError(f"unknown exact route {route!r}: use one of {', '.join(ROUTES)}", param="route")
-    b, nz = op.batch, op.nz
-    chunk = min(nz, op.chunk_size) if op.chunk_size else default_chunk_size(b, nz)
-    blk = max(1, min(nz, block or chunk))
-    if route == "gram" and grad:
-        raise GanProbeError(
-            "the exact gradient is taken by the dense route only (it differentiates J): use route dense or auto",
-            param="route",
-        )
-    if route != "auto" or grad:
-        return RouteChoice("dense" if route == "auto" else route, blk)
-    if available is None:
-        from gan_probe.analyses import memory
-
-        available = memory.available_bytes(op.device)
-    if available is None:
-        return RouteChoice("dense", blk)
-    n = _output_size(op)
-    e = torch.empty((), dtype=op.dtype).element_size()
-    act = activations if activations is not None else ACTIVATIONS_PER_OUTPUT * n
-    dense = dense_route_bytes(b, n, nz, e, chunk=chunk, activations=act, vectors=vectors)
-    if dense <= available:
-        return RouteChoice("dense", blk, dense, None, available)
-    gram = gram_route_bytes(b, n, nz, e, block=blk, activations=act, vectors=vectors)
-    while gram > available and blk > 1:
-        blk //= 2
-        gram = gram_route_bytes(b, n, nz, e, block=blk, activations=act, vectors=vectors)
-    return RouteChoice("gram" if gram < dense else "dense", blk, dense, gram, available)
 
 
 def gram_matrix(op: JacobianOperator, *, block: int | None = None) -> tuple[torch.Tensor, int]:
@@ -223,12 +121,4 @@ def gram_spectrum(
     return Spectrum(lam_c.sqrt(), singular, precision_warning, value, v, route="gram")
 
 
-__all__ = [
-    "ROUTES",
-    "RouteChoice",
-    "choose_route",
-    "dense_route_bytes",
-    "gram_matrix",
-    "gram_route_bytes",
-    "gram_spectrum",
-]
+__all__ = ["gram_matrix", "gram_spectrum"]

@@ -49,15 +49,13 @@ class JacobianRoutes:
     it is (``forward`` or ``reverse``; None: not tried yet). ``randomness``: the
     vmap randomness mode (``error``, or ``same`` for a generator whose noise is
     frozen, so that every tangent sees the primal's noise). ``notes``: what the
-    user should be told (a fallback taken). ``output_size``: the generator's N,
-    once measured.
+    user should be told (a fallback taken).
     """
 
     value: str | None = None
     grad: str | None = None
     randomness: str = "error"
     notes: list[str] = field(default_factory=list)
-    output_size: int | None = None  # N, once measured (the exact route's memory estimate)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -1,10 +1,11 @@
 """1/2 ln det M by any method: the one route every analysis takes.
 
-``exact`` is :func:`gan_probe.spectral.exact.exact_spectrum` (docs/design.md
-§2.4); every other name is a registered estimator
-(:mod:`gan_probe.spectral.estimators`); ``auto`` picks between them.
-Callers differ only in what they ask of it: the value, the flags, the exact
-spectrum beside an estimate (``check``), or a differentiable value (``grad``).
+``exact`` is the exact spectrum (docs/design.md §2.4) by the dense route
+(:mod:`gan_probe.spectral.exact`) or the Gram route (:mod:`gan_probe.spectral.gram`);
+every other name is a registered estimator (:mod:`gan_probe.spectral.estimators`).
+Which method and route run is the run's plan (:class:`gan_probe.spectral.plan.RunPlan`,
+``auto`` resolved there). Callers differ only in what they ask of it: the value, the
+flags, the exact spectrum beside an estimate (``check``), or a differentiable value (``grad``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from gan_probe.errors import GanProbeError
-from gan_probe.spectral.estimators import ESTIMATORS, LogdetEstimate, estimate_half_logdet, get_estimator
+from gan_probe.spectral.estimators import LogdetEstimate, estimate_half_logdet
 from gan_probe.spectral.estimators.base import Generators
 from gan_probe.spectral.estimators.lanczos import spectral_bounds
 from gan_probe.spectral.exact import Spectrum, spectrum_from_jacobian
@@ -29,110 +30,24 @@ from gan_probe.spectral.geometry import (
     tangent_jacobian,
     tangent_operator,
 )
-from gan_probe.spectral.gram import choose_route, gram_spectrum
+from gan_probe.spectral.gram import gram_spectrum
 from gan_probe.spectral.operator import JacobianOperator
 
-METHODS: tuple[str, ...] = ("exact", *ESTIMATORS, "auto")
+# the method rule lives with the run plan; its names stay importable from here
+from gan_probe.spectral.plan import (
+    AUTO_EXACT_COST_FACTOR,
+    EXACT_PRODUCT_COST,
+    METHODS,
+    MethodCosts,
+    RunPlan,
+    estimator_params,
+    exact_linalg_flops,
+    method_costs,
+    resolve_method,
+)
 
 #: ``ascend`` records ln Q exactly at every step up to this nz (its per-step record, not the auto rule).
 AUTO_EXACT_MAX_NZ = 1024
-
-#: The cost of one product of the exact method's, in estimator products (one JVP + one VJP each): the dense
-#: route takes one JVP per latent axis, batched over up to 1024 axes, where an estimator's products run step
-#: by step. Measured on a CPU (docs/performance.md): exact's per-axis cost, QR included, was 0.42 (nz 100)
-#: and 0.56 (nz 128) of slq's per-product cost on the 64x64x3 DCGAN, 0.73 on a StyleGAN2 in w+ (nz 2,048).
-#: The Gram route takes a JVP and a VJP per axis: 1.
-EXACT_PRODUCT_COST = {"dense": 0.5, "gram": 1.0}
-
-#: ``auto`` takes exact while its estimated cost is at most this many times slq's: exact has no error
-#: and gives the spectrum and its flags, where slq at its default budget is off by 0.13 nats per
-#: dimension at cond(M) = 1e6 and 0.42 on a StyleGAN2 in w+ (docs/performance.md), so exact is worth
-#: up to twice the time.
-AUTO_EXACT_COST_FACTOR = 2.0
-
-
-def exact_linalg_flops(route: str, nz: int, output_dim: int) -> float:
-    """Float64 flops of the exact method's factorisation for one latent: the dense route's QR of J (N x nz)
-    and SVD of R, ``2 N nz^2 + 2 nz^3``; the Gram route's symmetric eigensolver, ``(4/3) nz^3`` (values only)."""
-    if route == "gram":
-        return 4.0 / 3.0 * nz**3
-    return 2.0 * output_dim * nz**2 + 2.0 * nz**3
-
-
-@dataclass(frozen=True)
-class MethodCosts:
-    """The ``auto`` rule's figures, in estimator products per latent: ``exact`` (route ``route``), ``slq``
-    (its steps x probes), the ``factor`` exact may cost more, and whether exact fits in memory."""
-
-    exact: float
-    slq: float
-    route: str
-    factor: float
-    exact_fits: bool | None
-
-    @property
-    def choice(self) -> str:
-        if self.exact_fits is False:
-            return "slq"
-        return "exact" if self.exact <= self.factor * self.slq else "slq"
-
-
-def method_costs(
-    nz: int,
-    estimators: Mapping[str, Any] | None = None,
-    *,
-    exact_fits: bool | None = None,
-    route: str = "dense",
-    output_dim: int | None = None,
-    product_flops: float | None = None,
-) -> MethodCosts:
-    """The costs ``auto`` compares (docs/design.md §3.6).
-
-    exact = ``EXACT_PRODUCT_COST[route]`` x nz (+ the factorisation's flops over ``product_flops``, the
-    flops of one product, when both it and ``output_dim`` are known: for deep generators the products
-    dominate and it is left out), slq = steps x probes of its parameters in ``estimators`` (else defaults).
-    """
-    if route not in EXACT_PRODUCT_COST:
-        raise GanProbeError(f"unknown exact route {route!r}: use dense or gram", param="route")
-    exact = EXACT_PRODUCT_COST[route] * nz
-    if output_dim is not None and product_flops is not None and product_flops > 0:
-        exact += exact_linalg_flops(route, nz, output_dim) / product_flops
-    slq = float(get_estimator("slq").num_products(estimator_params("slq", estimators)))
-    return MethodCosts(exact, slq, route, AUTO_EXACT_COST_FACTOR, exact_fits)
-
-
-def estimator_params(method: str, estimators: Mapping[str, Any] | None) -> Any:
-    """The parameters of estimator ``method`` in ``estimators`` (name -> dataclass), else its defaults."""
-    if estimators is not None and method in estimators:
-        return estimators[method]
-    return get_estimator(method).default_params()
-
-
-def resolve_method(
-    method: str,
-    nz: int,
-    estimators: Mapping[str, Any] | None = None,
-    *,
-    exact_fits: bool | None = None,
-    route: str = "dense",
-    output_dim: int | None = None,
-    product_flops: float | None = None,
-) -> str:
-    """The method that runs: ``method`` itself, or for ``auto`` the choice by cost and memory
-    (docs/design.md §3.6, :func:`method_costs`): slq whenever ``exact_fits`` is False (the exact spectrum
-    fits in memory by neither the dense nor the Gram route, :func:`gan_probe.analyses.memory.exact_fits`;
-    None: not known), else exact when its estimated cost, ``EXACT_PRODUCT_COST[route]`` x nz products (plus
-    the factorisation when ``output_dim`` and ``product_flops`` are given), is at most
-    AUTO_EXACT_COST_FACTOR times slq's steps x probes, else slq. With the defaults (slq 100 x 4 = 400
-    products, dense route) that is exact up to nz = 1,600."""
-    if method not in METHODS:
-        raise GanProbeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}", param="method")
-    if method != "auto":
-        return method
-    costs = method_costs(
-        nz, estimators, exact_fits=exact_fits, route=route, output_dim=output_dim, product_flops=product_flops
-    )
-    return costs.choice
 
 
 @dataclass
@@ -185,13 +100,20 @@ def _exact(
     grad: bool,
     geometry: str = "euclidean",
     mask: torch.Tensor | None = None,
-    route: str = "auto",
+    route: str = "dense",
+    block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats, str]:
     """(value, sphere mask, stats, route) by the exact method; each latent read in ``geometry`` (or as
-    ``mask`` says). ``route``: dense, gram or auto (:func:`gan_probe.spectral.gram.choose_route`)."""
-    choice = choose_route(op, route=route, grad=grad)
-    if choice.route == "gram":
-        return _exact_gram(op, choice.block, geometry=geometry, mask=mask)
+    ``mask`` says). ``route``: dense or gram (``block`` columns per JVP-VJP pair)."""
+    if route == "gram":
+        if grad:
+            raise GanProbeError(
+                "the exact gradient is taken by the dense route only (it differentiates J): use route dense",
+                param="route",
+            )
+        return _exact_gram(op, block, geometry=geometry, mask=mask)
+    if route != "dense":
+        raise GanProbeError(f"unknown exact route {route!r}: use dense or gram", param="route")
     with torch.set_grad_enabled(grad):
         jac = op.dense()
         spec = spectrum_from_jacobian(jac, grad=grad)
@@ -206,7 +128,7 @@ def _exact(
 
 
 def _exact_gram(
-    op: JacobianOperator, block: int, *, geometry: str, mask: torch.Tensor | None
+    op: JacobianOperator, block: int | None, *, geometry: str, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, Stats, str]:
     """:func:`_exact` by the Gram route (no gradient): |J z| from one JVP, the tangent metric from the tangent
     operator's Gram matrix."""
@@ -250,30 +172,33 @@ def _clone(generator: Generators) -> Generators:
 
 def half_logdet(
     op: JacobianOperator,
-    method: str,
+    plan: RunPlan,
     estimators: Mapping[str, Any] | None = None,
     *,
     generator: Generators | None = None,
     grad: bool = False,
     check: bool = False,
     geometry: str = "euclidean",
-    route: str = "auto",
 ) -> HalfLogdet:
-    """1/2 ln det of the metric at every latent of ``op`` by ``method`` (exact or an estimator; not auto).
+    """1/2 ln det of the metric at every latent of ``op`` by the ``plan``'s method (exact or an estimator:
+    ``auto`` is resolved when the plan is made, :func:`gan_probe.spectral.plan.make_plan`), the exact value
+    by the plan's route (dense: J held; gram: M = J^T J by blocks of ``plan.block`` columns).
 
+    ``estimators``: estimator name -> its parameters (missing: its defaults).
     ``grad``: the value carries the gradient w.r.t. z and the generator's
-    parameters (exact: the QR surrogate; estimators: spectral backpropagation).
+    parameters (exact: the QR surrogate, dense route only; estimators: spectral backpropagation).
     ``check``: an estimator's result comes with the exact value beside it.
     ``geometry``: euclidean, sphere (the generator ignores |z|, docs/design.md
     §1.4) or auto (sphere for the latents where |J z| is zero to working
-    precision relative to s_1 |z|). ``route``: how the exact value is taken,
-    dense (J held), gram (M = J^T J by blocks) or auto (by memory; always
-    dense with ``grad``), :func:`gan_probe.spectral.gram.choose_route`.
+    precision relative to s_1 |z|).
     """
+    method, route, block = plan.method, plan.route, plan.block
+    if method == "auto":
+        raise ValueError("half_logdet needs a plan with the method resolved (gan_probe.spectral.plan.make_plan)")
     n = op.nz
     log_base = torch.full((op.batch,), -log_sphere_area(n) if n > 1 else math.nan, dtype=torch.float64)
     if method == "exact":
-        value, sphere, stats, ran = _exact(op, grad=grad, geometry=geometry, route=route)
+        value, sphere, stats, ran = _exact(op, grad=grad, geometry=geometry, route=route, block=block)
         base = torch.where(sphere, log_base, torch.full_like(log_base, math.nan))
         return HalfLogdet("exact", value, sphere, base, stats, value.detach(), None, ran)
     if generator is None:
@@ -307,7 +232,7 @@ def half_logdet(
     exact_value = None
     ran_route: str | None = None
     if check:
-        exact_value, _, stats, ran_route = _exact(op, grad=False, mask=sphere, route=route)
+        exact_value, _, stats, ran_route = _exact(op, grad=False, mask=sphere, route=route, block=block)
     base = torch.where(sphere, log_base, torch.full_like(log_base, math.nan))
     return HalfLogdet(method, value, sphere, base, stats, exact_value, est, ran_route)
 
@@ -343,6 +268,7 @@ __all__ = [
     "METHODS",
     "HalfLogdet",
     "MethodCosts",
+    "RunPlan",
     "estimator_params",
     "exact_linalg_flops",
     "half_logdet",

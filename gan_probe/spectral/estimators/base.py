@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import check_count
 from gan_probe.spectral.operator import JacobianOperator
 
 #: One generator for the whole batch, or one per latent (results then do not depend on batching).
@@ -84,10 +85,10 @@ def register(estimator: Estimator) -> Estimator:
     return estimator
 
 
-def check_int(method: str, name: str, value: object, low: int = 1) -> None:
-    """Raise unless ``value`` is an int >= ``low`` (a parameter of ``method``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise GanProbeError(f"{method} {name} must be an integer >= {low}, got {value!r}", param=f"{method}.{name}")
+def check_int(method: str, name: str, value: object, low: int = 1, *, high: int) -> None:
+    """Raise unless ``value`` is an int in [low, high] (a parameter of ``method``; the bounds of
+    :mod:`gan_probe.limits`)."""
+    check_count(value, f"{method} {name}", param=f"{method}.{name}", low=low, high=high)
 
 
 def check_float(method: str, name: str, value: object, *, low: float, high: float = math.inf, open_low: bool) -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_DEGREE, MAX_KRYLOV_STEPS, MAX_PROBES
 from gan_probe.spectral.estimators.base import (
     Estimator,
     Generators,
@@ -112,8 +113,9 @@ class ChebyshevParams:
     eps: float | str = param(0.1, "Chebyshev lower spectral bound mu, or auto.", cli_type=str)
 
     def __post_init__(self) -> None:
-        for name in ("m", "p", "t"):
-            check_int("chebyshev", name, getattr(self, name))
+        check_int("chebyshev", "m", self.m, high=MAX_DEGREE)
+        check_int("chebyshev", "p", self.p, high=MAX_PROBES)
+        check_int("chebyshev", "t", self.t, high=MAX_KRYLOV_STEPS)
         check_float("chebyshev", "g", self.g, low=1.0, open_low=False)
         object.__setattr__(self, "eps", parse_eps(self.eps))
         if self.eps != "auto":

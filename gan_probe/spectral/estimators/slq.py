@@ -50,6 +50,7 @@ import torch
 from scipy.stats import t as student_t
 
 from gan_probe.errors import GanProbeError
+from gan_probe.limits import MAX_KRYLOV_STEPS, MAX_PROBES
 from gan_probe.spectral.estimators.base import (
     Estimator,
     Generators,
@@ -105,8 +106,8 @@ class SLQParams:
     confidence: float = param(0.95, "SLQ confidence level of the interval.")
 
     def __post_init__(self) -> None:
-        check_int("slq", "steps", self.steps)
-        check_int("slq", "probes", self.probes)
+        check_int("slq", "steps", self.steps, high=MAX_KRYLOV_STEPS)
+        check_int("slq", "probes", self.probes, high=MAX_PROBES)
         if self.probes < 2:
             raise GanProbeError(f"slq needs at least 2 probes for its interval, got {self.probes}", param="slq.probes")
         check_float("slq", "confidence", self.confidence, low=0.0, high=1.0, open_low=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gan_probe.limits import MAX_DEGREE, MAX_KRYLOV_STEPS, MAX_PROBES
 from gan_probe.spectral.estimators.base import (
     Estimator,
     Generators,
@@ -80,8 +81,9 @@ class TaylorParams:
     tol: float = param(0.1, "Taylor: truncation error per eigenvalue [nats] that bounds its accuracy interval.")
 
     def __post_init__(self) -> None:
-        for name in ("m", "p", "t"):
-            check_int("taylor", name, getattr(self, name))
+        check_int("taylor", "m", self.m, high=MAX_DEGREE)
+        check_int("taylor", "p", self.p, high=MAX_PROBES)
+        check_int("taylor", "t", self.t, high=MAX_KRYLOV_STEPS)
         check_float("taylor", "g", self.g, low=1.0, open_low=False)
         check_float("taylor", "tol", self.tol, low=0.0, open_low=True)
 

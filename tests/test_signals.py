@@ -1,0 +1,232 @@
+"""SIGTERM and SIGHUP are handled like Ctrl-C: one line, exit 128 + N (143, 129; 130 for SIGINT), staging
+removed, and ``ascend`` / ``pag`` keep their finished work; under torchrun, one line from rank 0 and no
+traceback from our ranks (docs/design.md §8.5).
+
+Real subprocesses, started together (each mostly waits for its imports) and signalled once a slow generator
+has made a given number of forward passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gan_probe import interrupt
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SLOW_FACTORY = '''
+import os
+import time
+
+import torch
+
+
+class Slow(torch.nn.Module):
+    """tanh(Linear) whose every forward pass of 3 latents is slow and leaves a mark."""
+
+    nz = 3
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 16)
+
+    def forward(self, z):
+        if z.shape[0] == 3:
+            with open(os.environ["SLOWGEN_MARKS"], "a") as fh:
+                fh.write("x")
+            time.sleep(0.1)
+        return torch.tanh(self.lin(z))
+
+
+def make():
+    torch.manual_seed(0)
+    return Slow()
+'''
+
+EARLIER = '{"earlier": true}\n'
+
+
+@dataclass
+class Signalled:
+    """One `python -m gan_probe` (or torchrun) process, sent ``signum`` after ``after_marks`` forward passes."""
+
+    name: str
+    args: list[str]
+    signum: int
+    after_marks: int
+    folder: Path
+    torchrun: bool = False
+    proc: subprocess.Popen | None = None
+    signalled: bool = False
+    stderr: str = ""
+
+    @property
+    def out(self) -> Path:
+        return self.folder / "out"
+
+    @property
+    def marks(self) -> int:
+        path = self.folder / "marks"
+        return len(path.read_text()) if path.exists() else 0
+
+    def start(self) -> None:
+        self.folder.mkdir()
+        (self.folder / "slowgen.py").write_text(SLOW_FACTORY)
+        self.out.mkdir()
+        (self.out / "report.json").write_text(EARLIER)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOWGEN_MARKS": str(self.folder / "marks")}
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "--"]
+        command = [*launcher] if self.torchrun else [sys.executable, "-m"]
+        self.proc = subprocess.Popen(
+            [*command, "gan_probe", *self.args, "--generator", "slowgen:make", "--out", str(self.out)],
+            cwd=self.folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "stderr", "w"),  # noqa: SIM115 - closed by the child's exit
+            start_new_session=True,  # a process group of its own, as a terminal's Ctrl-C reaches it
+        )
+
+    def send(self) -> None:
+        assert self.proc is not None
+        self.signalled = True
+        if self.torchrun:
+            os.killpg(self.proc.pid, self.signum)  # the launcher and both ranks, like Ctrl-C in a terminal
+        else:
+            self.proc.send_signal(self.signum)
+
+
+def _run_all(base: Path, runs: list[Signalled]) -> dict[str, Signalled]:
+    for run in runs:
+        run.start()
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and any(r.proc.poll() is None for r in runs):  # type: ignore[union-attr]
+        for run in runs:
+            if not run.signalled and run.marks >= run.after_marks and run.proc.poll() is None:  # type: ignore[union-attr]
+                run.send()
+        time.sleep(0.01)
+    for run in runs:
+        assert run.proc is not None
+        try:
+            run.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+        run.stderr = (run.folder / "stderr").read_text()
+    return {run.name: run for run in runs}
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled]:
+    base = tmp_path_factory.mktemp("signals")
+    x = base / "x.npy"
+    np.save(x, np.random.default_rng(0).normal(size=(6, 16)))
+    term, hup = signal.SIGTERM, signal.SIGHUP
+    return _run_all(
+        base,
+        [
+            Signalled("ascend-term", ["ascend", "--n", "3", "--steps", "40"], term, 4, base / "a"),
+            # the first batch of 3 images takes 4 steps (5 passes with the final one): 7 passes are in the second
+            Signalled(
+                "pag-hup",
+                ["pag", "--data", str(x), "--steps", "4", "--batch-size", "3", "--prior-samples", "6", "--top", "2"],
+                hup,
+                7,
+                base / "b",
+            ),
+            Signalled("loglik-term", ["loglik", "--n", "30", "--batch-size", "3"], term, 2, base / "c"),
+            Signalled(
+                "torchrun-int",
+                ["loglik", "--n", "30", "--batch-size", "3"],
+                signal.SIGINT,
+                2,
+                base / "d",
+                torchrun=True,
+            ),
+        ],
+    )
+
+
+def _siblings(folder: Path) -> list[str]:
+    return [p.name for p in folder.parent.iterdir() if ".gan-probe-" in p.name] + [
+        p.name for p in folder.iterdir() if p.name.startswith(".gan-probe-")
+    ]
+
+
+def _check_clean(run: Signalled, code: int) -> list[str]:
+    assert run.signalled, f"the run ended before its signal: {run.stderr[-2000:]}"
+    assert run.proc is not None and run.proc.returncode == code, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert _siblings(run.out) == []
+    return run.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("name, code, signame", [("ascend-term", 143, "SIGTERM"), ("pag-hup", 129, "SIGHUP")])
+def test_sigterm_and_sighup_keep_the_work_done(name, code, signame, signalled):
+    run = signalled[name]
+    lines = _check_clean(run, code)
+    assert lines[-1] == f"interrupted by {signame}: the report and files hold the work done so far"
+    report = json.loads((run.out / "report.json").read_text())
+    assert report["interrupted"] is True
+    if name == "ascend-term":
+        assert 1 <= report["results"]["steps_done"] < 40
+    else:
+        assert 3 <= report["results"]["num_recovered"] < 6
+
+
+def test_sigterm_in_a_command_that_keeps_nothing(signalled):
+    run = signalled["loglik-term"]
+    assert _check_clean(run, 143) == ["error: interrupted by SIGTERM"]
+    assert sorted(p.name for p in run.out.iterdir()) == ["report.json"]
+    assert (run.out / "report.json").read_text() == EARLIER
+
+
+def test_ctrl_c_under_torchrun_is_one_line_from_rank_0(signalled):
+    """torchrun's own agent still logs the signal and its own traceback (SignalException) and exits 1: that
+    output is torchrun's. Our ranks print one line between them, with no traceback of ours."""
+    run = signalled["torchrun-int"]
+    assert run.signalled, run.stderr[-2000:]
+    assert run.stderr.count("error: interrupted") == 1, run.stderr[-3000:]
+    assert not re.search(r'File ".*gan_probe', run.stderr), run.stderr[-3000:]
+    assert "KeyboardInterrupt" not in run.stderr
+    assert (run.out / "report.json").read_text() == EARLIER and _siblings(run.out) == []
+
+
+def test_exit_codes_and_lines_of_each_signal():
+    assert [interrupt.exit_code(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == [130, 143, 129]
+    assert interrupt.message(signal.SIGINT) == "interrupted"
+    assert interrupt.message(signal.SIGHUP) == "interrupted by SIGHUP"
+    assert interrupt.EXIT_CODES == {130, 143, 129}
+
+
+def test_sigterm_during_the_imports(tmp_path):
+    """Before any work: the line and the code at once, nothing written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "gan_probe", "loglik", "--n", "2", "--out", str(tmp_path / "o")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.rstrip().endswith(" torch"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=60)
+    text = "".join(line for line in [*lines, *rest.splitlines(keepends=True)] if not line.startswith("import time:"))
+    assert proc.returncode == 143 and text.strip() == "error: interrupted by SIGTERM"
+    assert not (tmp_path / "o").exists()
