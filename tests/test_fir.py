@@ -12,10 +12,10 @@ from torch.func import jvp, vjp, vmap
 
 import gan_probe
 import gan_probe.models.stylegan2 as sg2
-from gan_probe.analyses.common import jacobian_operator
 from gan_probe.models.bundled import samples_dir
 from gan_probe.models.stylegan2 import fir_kernel, upfirdn2d
-from gan_probe.spectral.exact import exact_spectrum
+from gan_probe.spectral.operator import JacobianOperator
+from gan_probe.spectral.route import exact_spectrum
 
 
 def upfirdn2d_by_folding(
@@ -160,11 +160,11 @@ def test_bundled_stylegan2_images_and_exact_log_det_are_unchanged(monkeypatch):
     with torch.no_grad():
         img = gen32.flat(z.float())
     gen64 = _bundled_stylegan2(torch.float64)
-    half = exact_spectrum(jacobian_operator(gen64, z[:2].double(), None)).half_logdet
+    half = exact_spectrum(JacobianOperator(gen64.flat, z[:2].double(), routes=gen64.routes)).half_logdet
     monkeypatch.setattr(sg2, "upfirdn2d", upfirdn2d_by_folding)
     with torch.no_grad():
         img_old = gen32.flat(z.float())
-    half_old = exact_spectrum(jacobian_operator(gen64, z[:2].double(), None)).half_logdet
+    half_old = exact_spectrum(JacobianOperator(gen64.flat, z[:2].double(), routes=gen64.routes)).half_logdet
     assert img.shape == (3, 3 * 32 * 32)
     torch.testing.assert_close(img, img_old, rtol=0, atol=2e-6)
     assert torch.isfinite(half).all()

@@ -300,6 +300,54 @@ def draw_or_load_latents(gen: LoadedGenerator, *, num: int, latents: Latents, se
     return gen.prior.sample(num, gen.nz, generator=seeded_generator(seed))
 
 
+#: The most seeds one --seeds list may name.
+MAX_SEEDS = 100_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of a list like ``0-7,12`` (ranges inclusive, in the order given), each 0 .. 2**32 - 1 (numpy's
+    RandomState seeds); at most :data:`MAX_SEEDS` in all."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        low_text, dash, high_text = part.partition("-")
+        try:
+            low = int(low_text)
+            high = int(high_text) if dash else low
+        except ValueError:
+            raise GanProbeError(
+                f"seeds {text!r}: give numbers and ranges like 0-7,12 ({part!r} is neither)", param="seeds"
+            ) from None
+        if not (0 <= low <= SEED_MAX and 0 <= high <= SEED_MAX):
+            raise GanProbeError(f"seeds {text!r}: every seed must be 0 to {SEED_MAX} ({part!r})", param="seeds")
+        if high < low:
+            raise GanProbeError(f"seeds {text!r}: the range {part!r} runs backwards; write {high}-{low}", param="seeds")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise GanProbeError(f"seeds {text!r} name more than {MAX_SEEDS:,} seeds", param="seeds")
+        seeds.extend(range(low, high + 1))
+    return seeds
+
+
+def seed_latents(gen: LoadedGenerator, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """NVIDIA's per-seed latents: z_s = ``np.random.RandomState(s).randn(1, z_dim)`` for each seed s (what
+    stylegan2-ada-pytorch's and stylegan3's ``gen_images.py`` draw, so seed numbers give the images users know),
+    then, in a w or w+ space, mapped (and truncated) like prior draws; a normal prior's sigma scales z.
+
+    Returns (latents of the generator's space (N, nz), the z drawn (N, z_dim)), float64 on the CPU. A uniform
+    prior is refused (the convention draws normal latents)."""
+    prior = gen.prior
+    if not isinstance(prior, MappedPrior) and prior.kind != "normal":
+        raise GanProbeError(
+            f"seeds draw normal latents (NVIDIA's convention) but this generator's prior is {prior.describe()}: "
+            "use --latents or --n",
+            param="seeds",
+        )
+    z_dim = prior.z_dim if isinstance(prior, MappedPrior) else gen.nz
+    z = torch.from_numpy(np.concatenate([np.random.RandomState(s).randn(1, z_dim) for s in seeds]))
+    if isinstance(prior, MappedPrior):
+        return prior.map_z(z), z
+    return prior.sigma * z, z
+
+
 def generate(
     gen: LoadedGenerator, z: torch.Tensor, batch_size: int, *, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

@@ -31,7 +31,7 @@ COMMON_PANEL = "Common"
 CkptArg = Annotated[
     Optional[Path],
     typer.Argument(
-        help="Generator checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, TorchScript, .pt2). "
+        help="Generator checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, TorchScript, .pt2, NVIDIA .pkl). "
         "Omitted: the bundled MNIST DCGAN (nz=32).",
         show_default=False,
     ),
@@ -107,7 +107,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "space": (
         Annotated[
             Optional[str],
-            typer.Option(help="StyleGAN2 latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="StyleGAN latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -115,7 +115,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             Optional[float],
             typer.Option(
-                help="StyleGAN2 truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
+                help="StyleGAN truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
             ),
         ],
         None,
@@ -123,7 +123,29 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "noise": (
         Annotated[
             Optional[str],
-            typer.Option(help="StyleGAN2 noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="StyleGAN noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
+        ],
+        None,
+    ),
+    "truncation_cutoff": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--truncation-cutoff",
+                help="StyleGAN truncation on the first N layers only (NVIDIA's truncation_cutoff) [default: all].",
+                rich_help_panel=CKPT_PANEL,
+            ),
+        ],
+        None,
+    ),
+    "class_index": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--class",
+                help="Class K of a conditional generator (NVIDIA's c_dim > 0): one-hot c, 0 <= K < c_dim.",
+                rich_help_panel=CKPT_PANEL,
+            ),
         ],
         None,
     ),
@@ -208,6 +230,8 @@ class CommonOptions:
     space: str | None
     truncation: float | None
     noise: str | None
+    truncation_cutoff: int | None
+    class_index: int | None
     key: str | None
     output_range: str | None
     device: str
@@ -245,6 +269,8 @@ class CommonOptions:
             space=self.space,
             truncation=self.truncation,
             noise=self.noise,
+            truncation_cutoff=self.truncation_cutoff,
+            class_index=self.class_index,
             key=self.key,
             output_range=self.output_range,
             seed=self.seed,
@@ -261,6 +287,7 @@ FLAG_ALIASES = {
     "num_directions": "--k",
     "num_prior_samples": "--prior-samples",
     "num_top": "--top",
+    "class_index": "--class",
 }
 
 

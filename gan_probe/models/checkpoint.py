@@ -13,8 +13,9 @@ A format is a module with the same small interface:
 
 :data:`FORMATS` lists them; the first whose ``detect`` is true loads the file,
 so adding a format is one module and one line there. Today:
-:mod:`gan_probe.models.programs` (TorchScript and torch.export programs, which
-carry their own architecture), :mod:`gan_probe.models.factories` (a custom
+:mod:`gan_probe.models.nvidia.loader` (NVIDIA's StyleGAN pickles, by content or
+``.pkl``, read by a restricted unpickler only), :mod:`gan_probe.models.programs`
+(TorchScript and torch.export programs, which carry their own architecture), :mod:`gan_probe.models.factories` (a custom
 architecture from ``--generator package.module:factory``, the one path that
 runs code, and only the user's own, by explicit request) and
 :mod:`gan_probe.models.state_dicts` (native and foreign safetensors, PyTorch
@@ -55,6 +56,7 @@ from gan_probe.models.loaded import (
     wrap_module,
 )
 from gan_probe.models.metadata import FORMAT_VERSION, METADATA_KEY, check_metadata
+from gan_probe.models.nvidia import loader as nvidia_pickles
 from gan_probe.models.priors import Prior
 from gan_probe.models.state_dicts import TORCH_SUFFIXES, check_tensor_sizes, read_checkpoint, read_state_file
 
@@ -72,7 +74,7 @@ class CheckpointFormat(Protocol):
 
 
 #: The checkpoint formats, in the order they are tried.
-FORMATS: tuple[CheckpointFormat, ...] = (programs, factories, state_dicts)
+FORMATS: tuple[CheckpointFormat, ...] = (nvidia_pickles, programs, factories, state_dicts)
 
 
 def checkpoint_format(file: Path | None, options: LoadOptions) -> CheckpointFormat:

@@ -44,6 +44,9 @@ class LoadOptions:
     space: str | None = None
     truncation: float | None = None
     noise: str | None = None
+    #: style generators: truncate the first N layers only (NVIDIA's truncation_cutoff); the class of a conditional one
+    truncation_cutoff: int | None = None
+    class_index: int | None = None
     #: the entry of a checkpoint container holding the generator ("a.b": nested entries, then a key prefix)
     key: str | None = None
     #: (low, high) of the output, or "none" for no pixel range (None: the file's or the module's)

@@ -186,7 +186,9 @@ def _build_builtin(
         raise CheckpointError(
             f"{file}: --nz {options.nz} does not match the weights, which have nz = {config.get('nz')}"
         )
-    check_space_options(arch, options.space, options.truncation, options.noise)
+    check_space_options(
+        arch, options.space, options.truncation, options.noise, options.truncation_cutoff, options.class_index
+    )
     try:
         # in the requested dtype before the weights go in: a float64 file loaded as float64 keeps every bit
         module = build_generator(arch, config).to(dtype)
@@ -211,6 +213,8 @@ def _build_builtin(
             latent_avg=latent_avg,
             device=device,
             dtype=dtype,
+            truncation_cutoff=options.truncation_cutoff,
+            class_index=options.class_index,
         )
         module, nz, config = latent, latent.nz, {**config, **record}
         prior = space_prior if record["space"] != "z" else prior

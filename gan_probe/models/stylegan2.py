@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -688,64 +689,175 @@ def sample_w(
     return w
 
 
-class StyleGAN2Latent(nn.Module):
-    """A StyleGAN2 generator seen from one latent space: flat latents (B, nz) -> images (B, 3, size, size).
+class StyleNetwork(Protocol):
+    """The interface :class:`StyleGAN2Latent` drives, NVIDIA's (``gan_probe.models.nvidia``) and, through
+    :class:`RosinalityStyleNetwork`, rosinality's: attributes ``z_dim, c_dim, w_dim, num_ws``; ``w_avg`` (w_dim,);
+    ``mapping(z (B, z_dim), c (B, c_dim) | None) -> ws (B, num_ws, w_dim)`` without truncation;
+    ``synthesis(ws, noise_mode "const" | "none", noise maps | None) -> images``; ``noise_shapes()`` (layer order)."""
 
-    space "z": nz = style_dim; w = truncate(mapping(z), w_avg, truncation), copied to every layer.
-    space "w": nz = style_dim; the latent is w itself, copied to every layer (no truncation inside).
-    space "w+": nz = n_latent * style_dim; reshaped to (B, n_latent, style_dim) (no truncation inside).
-    ``noise_mode`` ("stored", "zero" or an int seed) is fixed at construction, so the map is
-    deterministic; seeded maps are drawn here, outside any vmap. ``w_avg`` defaults to :func:`mean_w`
-    when space "z" has truncation != 1.
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    num_ws: int
+
+    @property
+    def w_avg(self) -> torch.Tensor: ...
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def synthesis(
+        self, ws: torch.Tensor, noise_mode: str = "const", noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor: ...
+
+    def noise_shapes(self) -> list[tuple[int, ...]]: ...
+
+
+class RosinalityStyleNetwork(nn.Module):
+    """rosinality's :class:`StyleGAN2Generator` seen through :class:`StyleNetwork`.
+
+    ``mapping(z, c)`` is the generator's w copied to its ``n_latent`` layers (c must be None: unconditional);
+    ``synthesis`` maps NVIDIA's noise modes "const" and "none" to rosinality's "stored" and "zero";
+    ``w_avg`` is the one given (the checkpoint's ``latent_avg`` or :func:`mean_w`), None where none is needed.
     """
 
-    def __init__(
-        self,
-        generator: StyleGAN2Generator,
-        space: str = "w",
-        truncation: float = 1.0,
-        w_avg: torch.Tensor | None = None,
-        noise_mode: NoiseMode = "stored",
-    ) -> None:
+    w_avg: torch.Tensor | None
+
+    def __init__(self, generator: StyleGAN2Generator, w_avg: torch.Tensor | None = None) -> None:
         super().__init__()
-        if space not in LATENT_SPACES:
-            raise GanProbeError(f"unknown StyleGAN2 latent space {space!r}; use one of {', '.join(LATENT_SPACES)}")
         self.generator = generator
-        self.space = space
-        self.truncation = float(truncation)
-        self.noise_mode = noise_mode
-        self.nz = generator.style_dim * (generator.n_latent if space == "w+" else 1)
+        self.z_dim = self.w_dim = generator.style_dim
+        self.c_dim = 0
+        self.num_ws = generator.n_latent
         ref = _param_like(generator)
-        if w_avg is None and space == "z" and self.truncation != 1.0:
-            w_avg = mean_w(generator)
-        self.w_avg: torch.Tensor | None
         if w_avg is not None:
             if w_avg.numel() != generator.style_dim:
                 raise GanProbeError(f"w_avg must have {generator.style_dim} entries, got shape {tuple(w_avg.shape)}")
             w_avg = w_avg.detach().reshape(generator.style_dim).to(device=ref.device, dtype=ref.dtype)
         self.register_buffer("w_avg", w_avg, persistent=False)
-        maps = None if noise_mode == "stored" else generator.noise_maps(noise_mode)
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if c is not None:
+            raise GanProbeError("a rosinality StyleGAN2 is unconditional: it takes no class label c")
+        return self.generator.mapping(z).unsqueeze(1).expand(-1, self.num_ws, -1)
+
+    def synthesis(
+        self, ws: torch.Tensor, noise_mode: str = "const", noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        modes = {"const": "stored", "none": "zero"}
+        if noise_mode not in modes:
+            raise GanProbeError(f"noise_mode must be 'const' or 'none', got {noise_mode!r} (give seeded maps as noise)")
+        return self.generator.synthesis(ws, modes[noise_mode], noise=noise)
+
+    def noise_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(n.shape) for n in self.generator.stored_noise()]
+
+
+def truncate_ws(ws: torch.Tensor, w_avg: torch.Tensor, truncation: float, cutoff: int | None = None) -> torch.Tensor:
+    """ws (B, num_ws, w_dim) with the truncation trick applied to the first ``cutoff`` layers (None: all):
+    w_avg + psi (w - w_avg) there, the rest as they are (NVIDIA's ``truncation_cutoff``)."""
+    if truncation == 1.0 or cutoff == 0:
+        return ws
+    if cutoff is None or cutoff >= ws.shape[1]:
+        return truncate(ws, w_avg, truncation)
+    return torch.cat([truncate(ws[:, :cutoff], w_avg, truncation), ws[:, cutoff:]], dim=1)
+
+
+def seeded_noise(shapes: Sequence[tuple[int, ...]], seed: int) -> list[torch.Tensor]:
+    """Noise maps of ``shapes`` drawn as N(0, 1) in float32 from ``torch.Generator().manual_seed(seed)`` (CPU, in
+    order), so every dtype and device sees the same maps (for rosinality's layout the maps of
+    :meth:`StyleGAN2Generator.noise_maps`)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return [torch.randn(tuple(shape), generator=gen, dtype=torch.float32) for shape in shapes]
+
+
+class StyleGAN2Latent(nn.Module):
+    """A style-based generator seen from one latent space: flat latents (B, nz) -> images (B, C, H, W).
+
+    ``generator``: rosinality's :class:`StyleGAN2Generator` (wrapped in :class:`RosinalityStyleNetwork`) or any
+    :class:`StyleNetwork` (NVIDIA's StyleGAN2 and StyleGAN3).
+
+    space "z": nz = z_dim; ws = mapping(z, c) truncated toward w_avg (the first ``truncation_cutoff`` layers;
+    all when None), so with a cutoff the layers get different ws.
+    space "w": nz = w_dim; the latent is w itself, copied to every layer (no truncation inside).
+    space "w+": nz = num_ws * w_dim; reshaped to (B, num_ws, w_dim) (no truncation inside).
+    ``c``: the (1, c_dim) label of a conditional generator (used by the mapping, so in space "z").
+    ``noise_mode`` ("stored", "zero" or an int seed) is fixed at construction, so the map is deterministic:
+    NVIDIA's "const", "none", or maps of ``noise_shapes()`` drawn here from the seed (:func:`seeded_noise`),
+    outside any vmap. ``w_avg`` defaults to the network's stored one (rosinality: :func:`mean_w`) when space "z"
+    has truncation != 1.
+    """
+
+    def __init__(
+        self,
+        generator: StyleGAN2Generator | nn.Module,
+        space: str = "w",
+        truncation: float = 1.0,
+        w_avg: torch.Tensor | None = None,
+        noise_mode: NoiseMode = "stored",
+        *,
+        truncation_cutoff: int | None = None,
+        c: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if space not in LATENT_SPACES:
+            raise GanProbeError(f"unknown StyleGAN2 latent space {space!r}; use one of {', '.join(LATENT_SPACES)}")
+        if isinstance(noise_mode, bool) or not (noise_mode in ("stored", "zero") or isinstance(noise_mode, int)):
+            raise GanProbeError(f"noise mode must be 'stored', 'zero' or an int seed, got {noise_mode!r}")
+        truncation = float(truncation)
+        if isinstance(generator, StyleGAN2Generator):
+            if w_avg is None and space == "z" and truncation != 1.0:
+                w_avg = mean_w(generator)
+            generator = RosinalityStyleNetwork(generator, w_avg if space == "z" else None)
+        elif w_avg is None and space == "z" and truncation != 1.0:
+            w_avg = cast(StyleNetwork, generator).w_avg
+        self.generator = generator
+        net = self.network
+        self.space = space
+        self.truncation = truncation
+        self.truncation_cutoff = truncation_cutoff
+        self.noise_mode = noise_mode
+        self.nz = net.w_dim * net.num_ws if space == "w+" else (net.z_dim if space == "z" else net.w_dim)
+        ref = next(iter(generator.parameters()))
+        self.w_avg: torch.Tensor | None
+        if w_avg is not None and space == "z":
+            if w_avg.numel() != net.w_dim:
+                raise GanProbeError(f"w_avg must have {net.w_dim} entries, got shape {tuple(w_avg.shape)}")
+            w_avg = w_avg.detach().reshape(net.w_dim).to(device=ref.device, dtype=ref.dtype)
+        else:
+            w_avg = None
+        self.register_buffer("w_avg", w_avg, persistent=False)
+        self.c: torch.Tensor | None
+        if c is not None and (c.ndim != 2 or tuple(c.shape) != (1, net.c_dim)):
+            raise GanProbeError(f"the class label c must have shape (1, {net.c_dim}), got {tuple(c.shape)}")
+        self.register_buffer("c", None if c is None else c.to(device=ref.device, dtype=ref.dtype), persistent=False)
+        maps = seeded_noise(net.noise_shapes(), noise_mode) if isinstance(noise_mode, int) else []
         self._noise_names: list[str] = []
-        for i, m in enumerate(maps or []):
-            self.register_buffer(f"noise_{i}", m.detach().clone(), persistent=False)
+        for i, m in enumerate(maps):
+            self.register_buffer(f"noise_{i}", m.to(device=ref.device, dtype=ref.dtype), persistent=False)
             self._noise_names.append(f"noise_{i}")
 
+    @property
+    def network(self) -> StyleNetwork:
+        """The generator behind the :class:`StyleNetwork` interface."""
+        return cast(StyleNetwork, self.generator)
+
     def to_w_plus(self, x: torch.Tensor) -> torch.Tensor:
-        """Flat latents (B, nz) -> w+ (B, n_latent, style_dim)."""
-        g = self.generator
+        """Flat latents (B, nz) -> ws (B, num_ws, w_dim)."""
+        net = self.network
         if x.ndim != 2 or x.shape[1] != self.nz:
             raise GanProbeError(f"{self.space} latents must have shape (B, {self.nz}), got {tuple(x.shape)}")
         if self.space == "w+":
-            return x.reshape(x.shape[0], g.n_latent, g.style_dim)
-        w = x
-        if self.space == "z":
-            w = g.mapping(x)
-            if self.truncation != 1.0:
-                assert self.w_avg is not None
-                w = truncate(w, self.w_avg, self.truncation)
-        return w.unsqueeze(1).expand(-1, g.n_latent, -1)
+            return x.reshape(x.shape[0], net.num_ws, net.w_dim)
+        if self.space == "w":
+            return x.unsqueeze(1).expand(-1, net.num_ws, -1)
+        ws = net.mapping(x, None if self.c is None else self.c.expand(x.shape[0], -1))
+        if self.truncation != 1.0:
+            assert self.w_avg is not None
+            ws = truncate_ws(ws, self.w_avg, self.truncation, self.truncation_cutoff)
+        return ws
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, nz) -> image (B, 3, size, size)."""
+        """x (B, nz) -> image (B, C, H, W)."""
         noise = [getattr(self, n) for n in self._noise_names] if self._noise_names else None
-        return self.generator.synthesis(self.to_w_plus(x), self.noise_mode, noise=noise)
+        mode = "none" if self.noise_mode == "zero" else "const"
+        return self.network.synthesis(self.to_w_plus(x), mode, noise=noise)

@@ -48,11 +48,13 @@ def write_outputs(result: object, gen: LoadedGenerator, out: OutputDir) -> None:
     raise TypeError(f"no writer for {type(result).__name__}")
 
 
-def write_samples(images: torch.Tensor, z: torch.Tensor, gen: LoadedGenerator, out: OutputDir) -> None:
-    """samples.png and samples.npz (the latents, named ``z``, ``w`` or ``w_plus`` after the space, and the raw
-    ``images`` in the generator's own units)."""
+def write_samples(
+    images: torch.Tensor, z: torch.Tensor, gen: LoadedGenerator, out: OutputDir, **extra: np.ndarray
+) -> None:
+    """samples.png and samples.npz (the latents, named ``z``, ``w`` or ``w_plus`` after the space, the raw
+    ``images`` in the generator's own units, and ``extra`` arrays: e.g. ``seeds`` and the ``z`` they drew)."""
     save_grid(out.path("samples.png"), images, value_range=gen.output_range, scale=2)
-    save_npz(out.path("samples.npz"), **{latent_key(gen): z.numpy()}, images=images.float().numpy())
+    save_npz(out.path("samples.npz"), **extra, **{latent_key(gen): z.numpy()}, images=images.float().numpy())
 
 
 @write_outputs.register
