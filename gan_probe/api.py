@@ -471,9 +471,47 @@ def prior(
     batch_size: int = 64,
     seed: int = 0,
 ) -> PriorResult:
-    """Learn the data-induced prior from ``data`` (reversed as by :func:`pag`) or from ``codes`` (N, nz): the PGAN
-    h (``result.training.h``) and the Gaussian baselines, each compared with the held-out codes
-    (``result.comparisons``). ``steps``, ``lr``, ``dim`` and the widths are the PGAN's."""
+    """Learn the data-induced prior: the distribution of the latent codes that reverse ``data``, by a PGAN.
+
+    Kilcher, Lucchi & Hofmann (2017), sections 3 and 4.4, appendix E: the codes
+    z_hat(x) = argmin_z 1/2 |G(z) - x|^2 (reversed as by :func:`pag`) sample the
+    data-induced prior; the PGAN h maps z' ~ N(0, I_d') onto them, trained
+    adversarially, and h(z') replaces z ~ P_Z. The Gaussian baselines (diagonal and
+    full covariance) and the generator's prior are compared with h on held-out codes.
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        data: images to reverse (a folder, an array file, a tensor in the generator's
+            units), or None for the bundled held-out MNIST images.
+        codes: latent codes (N, nz) to learn from instead of reversing ``data``.
+        limit, resize: as for :func:`pag`: the first ``limit`` images, resized.
+        reversal_steps, reversal_lr, reversal_optimizer, reversal_init_std: the
+            reversal's steps, learning rate, optimizer and initial spread.
+        heldout: the fraction of the codes held out for the comparison.
+        steps, lr, prior_batch: the PGAN's RMSProp steps, step size and batch of codes.
+        dim: the PGAN's input size d' (None: nz).
+        widths, critic_widths: the hidden widths of h and of its critic.
+        samples: draws of each prior against the held-out codes (None: as many as held out).
+        permutations: permutations of the two-sample tests.
+        prior_samples, top: as for :func:`pag`: prior draws ranked, disagreement samples kept.
+        batch_size: images reversed together.
+        seed: the seed of the split, the reversal, the PGAN and the draws.
+
+    Returns:
+        A :class:`~gan_probe.analyses.prior.PriorResult`: ``codes`` (N, nz),
+        ``training`` (the PGAN's h and its losses), ``comparisons`` (one per prior:
+        generator, diagonal, full, pgan) on the held-out codes.
+
+    Example::
+
+        >>> import torch, gan_probe
+        >>> from gan_probe.api import prior
+        >>> gen = gan_probe.load_generator(device="cpu")
+        >>> codes = torch.randn(200, 32, generator=torch.Generator().manual_seed(0))
+        >>> result = prior(gen, codes=codes, steps=20, permutations=20, prior_samples=20, top=2)
+        >>> [c.name for c in result.comparisons], result.num_heldout
+        (['generator', 'diagonal', 'full', 'pgan'], 40)
+    """
     params = PriorParams(
         data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
         codes=codes if isinstance(codes, torch.Tensor) or codes is None else os.fspath(codes),
