@@ -35,6 +35,14 @@ from gan_probe.models.checkpoint import load_generator as _load
 from gan_probe.models.prior_net import DEFAULT_WIDTHS
 from gan_probe.spectral.estimators import REGISTRY
 
+# Every default below is the parameter dataclass's, stated there once (the command line reads the same).
+_LOGLIK = LoglikParams()
+_ASCEND = AscendParams()
+_EIGVECS = EigvecsParams()
+_VEFF = VeffParams()
+_PAG = PagParams()
+_REVERSAL = _PAG.reversal
+
 
 def load_generator(
     path: str | os.PathLike[str] | None = None,
@@ -55,17 +63,37 @@ def load_generator(
     output_range: tuple[float, float] | str | None = None,
     seed: int = 0,
 ) -> LoadedGenerator:
-    """Load a checkpoint (None: the bundled default) onto ``device`` (auto: the GPU when there is one).
+    """Load a checkpoint (None: the bundled MNIST DCGAN, nz = 32) ready to run, in eval mode.
 
-    ``dtype``: auto (float32, with float64 for the latents whose float32 J is
-    flagged), float32 or float64. ``arch``, ``nz``, ``prior``, ``sigma``,
-    ``low``, ``high``, ``output_range`` ((low, high) or "none") supply or
-    override what a foreign file lacks; ``key`` selects the generator's entry in
-    a training checkpoint ("g_ema", "GAN.GE"); ``generator``
-    ("package.module:factory") builds a custom architecture (the only route that
-    runs code, yours); ``seed`` freezes the noise of a generator that draws it
-    inside forward. For a StyleGAN2: ``space`` z, w or w+ (default z),
-    ``truncation`` psi, ``noise`` stored, zero or seed:N.
+    A checkpoint never runs code: safetensors and PyTorch state dicts are read as
+    weights only, TorchScript and torch.export programs are checked against an
+    operator allow-list; only ``generator`` runs code, the caller's own.
+
+    Args:
+        path: the checkpoint (.safetensors, .pth/.pt/.ckpt/.bin/.model/.tar, a
+            TorchScript archive or a .pt2 program); None for the bundled default.
+        device: auto (the GPU when there is one), cpu, cuda, cuda:N or mps.
+        dtype: auto (float32, with float64 for the latents whose float32 J is
+            flagged), float32 or float64.
+        arch, nz, prior, sigma, low, high, output_range: supply or override what a
+            foreign file lacks (``output_range``: (low, high) or "none").
+        generator: "package.module:factory", a custom architecture.
+        space, truncation, noise: a StyleGAN2's latent space (z, w or w+), its
+            truncation psi and its noise (stored, zero or seed:N).
+        key: the generator's entry in a training checkpoint ("g_ema", "GAN.GE").
+        seed: the seed of the noise frozen in a generator that draws it inside forward.
+
+    Returns:
+        A :class:`~gan_probe.models.loaded.LoadedGenerator`: call it on latents
+        (B, nz) for outputs (B, *output_shape); ``describe()`` gives what ``info``
+        prints.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu")
+        >>> gen.arch, gen.nz, gen.output_shape
+        ('dcgan', 32, (1, 32, 32))
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
@@ -105,21 +133,53 @@ def loglik(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 16,
-    method: str = "exact",
+    n: int = _LOGLIK.num,
+    method: str = _LOGLIK.method,
     estimator: Any = None,
-    check: bool = False,
-    grid: GridParams | None = None,
-    geometry: str = "auto",
-    batch_size: int = 16,
-    chunk_size: int | None = None,
-    seed: int = 0,
+    check: bool = _LOGLIK.check,
+    grid: GridParams | None = _LOGLIK.grid,
+    geometry: str = _LOGLIK.geometry,
+    batch_size: int = _LOGLIK.batch_size,
+    chunk_size: int | None = _LOGLIK.chunk_size,
+    seed: int = _LOGLIK.seed,
 ) -> LoglikResult:
-    """ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J at latents ``z`` (N, nz) (None: ``n`` seeded prior draws).
+    """The implicit log-likelihood of a generator's outputs at latents ``z``.
 
-    ``method``: exact, chebyshev, taylor, slq or auto; ``estimator`` its
-    parameters (e.g. ``SLQParams(steps=100)``); ``check`` adds the exact value
-    beside an estimate. ``result.loglik`` is (N,) in nats.
+    Ramesh & LeCun (2018), eq. 1-2: where G is an injective immersion, the prior
+    pushed through G has the density, on the nz-dimensional surface it spans,
+
+        ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J(z)^T J(z)      [nats]
+
+    with J = dG/dz (N x nz). ``exact`` builds J from nz batched JVPs and takes its
+    singular values in float64; the estimators use only products with M = J^T J
+    (docs/design.md §1.3, §2, §3).
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: latents (N, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None.
+        method: exact, chebyshev, taylor, slq or auto (exact or slq by cost and memory).
+        estimator: the method's parameters (:class:`~gan_probe.SLQParams`, ...); None: its defaults.
+        check: also compute exact beside an estimate, and each estimate's error.
+        grid: also evaluate ln Q over a 2-D latent plane (:class:`~gan_probe.analyses.loglik.GridParams`).
+        geometry: auto, euclidean or sphere (for generators that ignore |z|).
+        batch_size: latents per batch.
+        chunk_size: latent axes per batched JVP call (None: chosen from memory).
+        seed: the seed of the prior draws and of the estimators' probes.
+
+    Returns:
+        A :class:`~gan_probe.analyses.loglik.LoglikResult`: ``loglik`` (N,) in nats;
+        ``values`` holds ln P_Z, 1/2 ln det M, the extreme eigenvalues and the flags per latent.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.loglik(gen, n=2)
+        >>> result.loglik.shape
+        torch.Size([2])
+        >>> bool((result.loglik == result.values.log_prior - result.values.half_logdet).all())
+        True
     """
     params = LoglikParams(
         num=n,
@@ -140,18 +200,50 @@ def ascend(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 4,
-    steps: int = 50,
-    lr: float = 0.05,
-    optimizer: str = "adam",
-    method: str = "exact",
+    n: int = _ASCEND.num,
+    steps: int = _ASCEND.steps,
+    lr: float = _ASCEND.lr,
+    optimizer: str = _ASCEND.optimizer,
+    method: str = _ASCEND.method,
     estimator: Any = None,
-    frames: int = 8,
-    geometry: str = "auto",
-    seed: int = 0,
-    batch_size: int = 16,
+    frames: int = _ASCEND.frames,
+    geometry: str = _ASCEND.geometry,
+    seed: int = _ASCEND.seed,
+    batch_size: int = _ASCEND.batch_size,
 ) -> AscendResult:
-    """Gradient ascent on ln Q(G(z)) from latents ``z`` (None: ``n`` prior draws); trajectories in the result."""
+    """Gradient ascent on ln Q(G(z)) in latent space, recording ln Q and the conditioning of M per step.
+
+    Ramesh & LeCun (2018), section 4 and Fig. 4: z_{k+1} = z_k + lr * d/dz ln Q(G(z_k))
+    (through ``optimizer``), with ln Q = ln P_Z(z) - 1/2 ln det J^T J; a uniform
+    prior's box is kept by projection (docs/design.md §4).
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: starting latents (N, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None.
+        steps: ascent steps.
+        lr: the learning rate.
+        optimizer: adam or sgd.
+        method: how the gradient of ln det M is computed: exact or an estimator.
+        estimator: the method's parameters (None: its defaults).
+        frames: images kept per latent along the way.
+        geometry: auto, euclidean or sphere.
+        seed: the seed of the prior draws and of the estimators' probes.
+        batch_size: latents per batch.
+
+    Returns:
+        An :class:`~gan_probe.analyses.ascend.AscendResult`: ``loglik``,
+        ``lambda_min``, ``lambda_max`` and ``condition`` of shape (steps + 1, N), the
+        trajectory ``z`` and the ``frames``.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.ascend(gen, n=1, steps=2)
+        >>> tuple(result.loglik.shape)
+        (3, 1)
+    """
     params = AscendParams(
         num=n,
         latents=z,
@@ -172,16 +264,45 @@ def eigvecs(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 12,
-    top: int | None = None,
-    step: float | None = None,
-    traversal_steps: int = 9,
-    project: bool = False,
-    batch_size: int = 16,
-    chunk_size: int | None = None,
-    seed: int = 0,
+    n: int = _EIGVECS.num,
+    top: int | None = _EIGVECS.top,
+    step: float | None = _EIGVECS.step,
+    traversal_steps: int = _EIGVECS.traversal_steps,
+    project: bool = _EIGVECS.project,
+    batch_size: int = _EIGVECS.batch_size,
+    chunk_size: int | None = _EIGVECS.chunk_size,
+    seed: int = _EIGVECS.seed,
 ) -> EigvecsResult:
-    """Eigen-decomposition of M = J^T J at trial latents and the images perturbed along eigenvectors and at random."""
+    """The eigen-decomposition of M = J^T J at trial latents, and images perturbed along its eigenvectors.
+
+    Ramesh & LeCun (2018), section 5 and Fig. 5: with J = U S V^T, M = V S^2 V^T;
+    near z, |G(z + t v_i) - G(z)| ~ |t| sqrt(lambda_i), so the top eigenvectors
+    move G most, against random directions at the same step (docs/design.md §5).
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: trial latents (T, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None (the paper used 12).
+        top: eigenvectors kept per latent (None: min(8, nz)).
+        step: the step alpha along each direction (None: 0.8 sigma, or 0.8 x the box half-width).
+        traversal_steps: images per traversal z + t v_i, t in [-alpha, alpha].
+        project: clamp perturbed latents into a uniform prior's box.
+        batch_size: latents per batch.
+        chunk_size: latent axes per batched JVP call (None: chosen from memory).
+        seed: the seed of the prior draws and of the random directions.
+
+    Returns:
+        An :class:`~gan_probe.analyses.eigvecs.EigvecsResult`: ``eigenvalues``
+        (T, nz) in descending order, ``eigenvectors`` (T, nz, top), and the images.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.eigvecs(gen, n=1, traversal_steps=3)
+        >>> tuple(result.eigenvalues.shape), bool((result.eigenvalues[0, :-1] >= result.eigenvalues[0, 1:]).all())
+        ((1, 32), True)
+    """
     params = EigvecsParams(
         num=n,
         latents=z,
@@ -200,17 +321,50 @@ def veff(
     gen: LoadedGenerator,
     z: Latents = None,
     *,
-    n: int = 64,
-    tau: float | Sequence[float] = 1.0,
-    k: int = 32,
-    step: float | None = None,
-    directions: str = "unit",
-    project: bool = False,
-    batch_size: int = 16,
-    chunk_size: int | None = None,
-    seed: int = 0,
+    n: int = _VEFF.num,
+    tau: float | Sequence[float] = _VEFF.taus,
+    k: int = _VEFF.num_directions,
+    step: float | None = _VEFF.step,
+    directions: str = _VEFF.directions,
+    project: bool = _VEFF.project,
+    batch_size: int = _VEFF.batch_size,
+    chunk_size: int | None = _VEFF.chunk_size,
+    seed: int = _VEFF.seed,
 ) -> VeffResult:
-    """v_eff(tau) over latents ``z`` (None: ``n`` prior draws) with ``k`` random directions; ``result.veff`` per tau."""
+    """The effective latent dimensionality v_eff(tau): eigen-directions of M that change G more than random ones.
+
+    Ramesh & LeCun (2018), section 5 and Fig. 6 (docs/design.md §6), for M latents
+    z_j, K random directions eps_k and a step alpha:
+
+        delta(j,0) = mean_k |G(z_j + alpha eps_k) - G(z_j)|
+        delta(j,i) = |G(z_j + alpha v_i(z_j)) - G(z_j)| / delta(j,0)
+        v_eff(tau) = (1/M) sum_j #{i : delta(j,i) > tau}
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        z: latents (M, nz), a latents file, or None for ``n`` seeded prior draws.
+        n: how many prior draws when ``z`` is None.
+        tau: the threshold(s); the first is the headline.
+        k: random directions K per latent.
+        step: the step alpha (None: 0.8 sigma, or 0.8 x the box half-width).
+        directions: unit (uniform on the sphere) or normal (the paper's N(0, I)).
+        project: clamp perturbed latents into a uniform prior's box.
+        batch_size: latents per batch.
+        chunk_size: latent axes per batched JVP call (None: chosen from memory).
+        seed: the seed of the prior draws and of the random directions.
+
+    Returns:
+        A :class:`~gan_probe.analyses.veff.VeffResult`: ``veff`` (one per tau), the
+        ``counts`` per latent and the ``delta0`` of each latent.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.veff(gen, n=2, k=4, tau=(1.0, 2.0))
+        >>> result.veff.shape, bool(result.veff[0] >= result.veff[1])
+        (torch.Size([2]), True)
+    """
     taus = (float(tau),) if isinstance(tau, (int, float)) else tuple(float(t) for t in tau)
     params = VeffParams(
         num=n,
@@ -231,19 +385,54 @@ def pag(
     gen: LoadedGenerator,
     data: str | os.PathLike[str] | torch.Tensor | None = None,
     *,
-    limit: int | None = None,
-    resize: bool = False,
-    steps: int = 400,
-    lr: float = 0.05,
-    optimizer: str = "sgd",
-    init_std: float = 1e-4,
-    prior_samples: int = 1000,
-    top: int = 20,
-    batch_size: int = 64,
-    seed: int = 0,
+    limit: int | None = _PAG.limit,
+    resize: bool = _PAG.resize,
+    steps: int = _REVERSAL.steps,
+    lr: float = _REVERSAL.lr,
+    optimizer: str = _REVERSAL.optimizer,
+    init_std: float = _REVERSAL.init_std,
+    prior_samples: int = _PAG.num_prior_samples,
+    top: int = _PAG.num_top,
+    batch_size: int = _REVERSAL.batch_size,
+    seed: int = _PAG.seed,
 ) -> PagResult:
-    """Reverse the generator on ``data`` (a folder, an array file, a tensor in the generator's units, or None: the
-    bundled held-out MNIST images) and score the recovered latents (PAG); ``result.score.pag`` in nats."""
+    """Reverse the generator on images and score how well the recovered latents fit the prior (PAG).
+
+    Kilcher, Lucchi & Hofmann (2017), section 2.1 and Algorithm 1: each image x is
+    reversed by minimising 1/2 |G(z) - x|^2 from a small random z; with nu_i^2 the
+    eigenvalues of the recovered latents' second moments (docs/design.md §7),
+
+        PAG = 1/2 sum_i [ nu_i^2 / sigma^2 - ln(nu_i^2 / sigma^2) - 1 ]
+            = KL( N(0, diag nu^2) || N(0, sigma^2 I) )      [nats]
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        data: a folder of images, an array file, a tensor in the generator's units,
+            or None for the bundled held-out MNIST images.
+        limit: use only the first ``limit`` images.
+        resize: resize images of another size (bilinear).
+        steps: gradient steps of the reversal per image.
+        lr: the reversal's learning rate (paper: 0.05).
+        optimizer: sgd (Algorithm 1) or adam.
+        init_std: the standard deviation of the initial latents (paper: 1e-4).
+        prior_samples: prior draws ranked for the disagreement samples.
+        top: disagreement samples kept.
+        batch_size: images reversed together.
+        seed: the seed of the initial latents and of the prior draws.
+
+    Returns:
+        A :class:`~gan_probe.analyses.pag.PagResult`: ``score.pag`` in nats (inf
+        when the recovered latents span fewer than nz dimensions), ``reversal``
+        (the latents and reconstruction errors).
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.pag(gen, limit=40, steps=5, prior_samples=20, top=2)
+        >>> result.reversal.num_done, result.score.pag > 0
+        (40, True)
+    """
     params = PagParams(
         data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
         limit=limit,
@@ -283,9 +472,47 @@ def prior(
     batch_size: int = 64,
     seed: int = 0,
 ) -> PriorResult:
-    """Learn the data-induced prior from ``data`` (reversed as by :func:`pag`) or from ``codes`` (N, nz): the PGAN
-    h (``result.training.h``) and the Gaussian baselines, each compared with the held-out codes
-    (``result.comparisons``). ``steps``, ``lr``, ``dim`` and the widths are the PGAN's."""
+    """Learn the data-induced prior: the distribution of the latent codes that reverse ``data``, by a PGAN.
+
+    Kilcher, Lucchi & Hofmann (2017), sections 3 and 4.4, appendix E: the codes
+    z_hat(x) = argmin_z 1/2 |G(z) - x|^2 (reversed as by :func:`pag`) sample the
+    data-induced prior; the PGAN h maps z' ~ N(0, I_d') onto them, trained
+    adversarially, and h(z') replaces z ~ P_Z. The Gaussian baselines (diagonal and
+    full covariance) and the generator's prior are compared with h on held-out codes.
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        data: images to reverse (a folder, an array file, a tensor in the generator's
+            units), or None for the bundled held-out MNIST images.
+        codes: latent codes (N, nz) to learn from instead of reversing ``data``.
+        limit, resize: as for :func:`pag`: the first ``limit`` images, resized.
+        reversal_steps, reversal_lr, reversal_optimizer, reversal_init_std: the
+            reversal's steps, learning rate, optimizer and initial spread.
+        heldout: the fraction of the codes held out for the comparison.
+        steps, lr, prior_batch: the PGAN's RMSProp steps, step size and batch of codes.
+        dim: the PGAN's input size d' (None: nz).
+        widths, critic_widths: the hidden widths of h and of its critic.
+        samples: draws of each prior against the held-out codes (None: as many as held out).
+        permutations: permutations of the two-sample tests.
+        prior_samples, top: as for :func:`pag`: prior draws ranked, disagreement samples kept.
+        batch_size: images reversed together.
+        seed: the seed of the split, the reversal, the PGAN and the draws.
+
+    Returns:
+        A :class:`~gan_probe.analyses.prior.PriorResult`: ``codes`` (N, nz),
+        ``training`` (the PGAN's h and its losses), ``comparisons`` (one per prior:
+        generator, diagonal, full, pgan) on the held-out codes.
+
+    Example::
+
+        >>> import torch, gan_probe
+        >>> from gan_probe.api import prior
+        >>> gen = gan_probe.load_generator(device="cpu")
+        >>> codes = torch.randn(200, 32, generator=torch.Generator().manual_seed(0))
+        >>> result = prior(gen, codes=codes, steps=20, permutations=20, prior_samples=20, top=2)
+        >>> [c.name for c in result.comparisons], result.num_heldout
+        (['generator', 'diagonal', 'full', 'pgan'], 40)
+    """
     params = PriorParams(
         data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
         codes=codes if isinstance(codes, torch.Tensor) or codes is None else os.fspath(codes),

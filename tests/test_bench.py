@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
-from gan_probe.analyses.bench import limit_jacobian_qr, naive_spectra
+from gan_probe.analyses.bench import LinearModelParams, SyntheticModelParams, limit_jacobian_qr, naive_spectra
 from gan_probe.analyses.common import probe_streams, seeded_generator
+from gan_probe.analyses.targets import TARGETS
+from gan_probe.cli.bench import rewrite_old_form
+from gan_probe.errors import GanProbeError
 from gan_probe.models import load_generator
 from gan_probe.models.synthetic import synthetic_dcgan, synthetic_linear
 from gan_probe.spectral.estimators import ChebyshevParams, SLQParams, TaylorParams, estimate_half_logdet
@@ -127,7 +131,6 @@ def test_bench_errors_agree_with_loglik_check(runner, tiny_ckpt, tmp_path):
 def test_bench_spectrum_mode_measures_slq_against_the_prescribed_logdet(runner, tmp_path):
     args = [
         "bench",
-        "--synthetic",
         "spectrum",
         "--synthetic-nz",
         "24",
@@ -189,7 +192,6 @@ def test_hadamard_operator_has_exactly_the_prescribed_spectrum():
 def test_bench_spectrum_splits_on_the_hadamard_operator(runner, tmp_path):
     args = [
         "bench",
-        "--synthetic",
         "spectrum",
         "--synthetic-nz",
         "32",
@@ -262,15 +264,116 @@ def test_synthetic_models():
         (["--methods", "magic"], "--methods"),
         (["--repeats", "0"], "--repeats"),
         (["--n", "1", "--naive-latents", "2"], "--naive-latents"),
-        (["--conds", "1e2,x"], "--conds"),
         (["--threads", "0"], "--threads"),
+        (["spectrum", "--conds", "1e2,x"], "--conds"),
+        (["spectrum", "--synthetic-nz", "1"], "--synthetic-nz"),
+        (["spectrum", "--synthetic-nz", "48", "--synthetic-operator", "hadamard"], "--synthetic-operator"),
+        (["spectrum", "--synthetic-operator", "sparse"], "--synthetic-operator"),
+        (["spectrum", "--methods", "none"], "--methods"),
+        (["throughput", "--synthetic", "spectrum"], "--synthetic"),
+        (["throughput", "--batch-sizes", "0"], "--batch-sizes"),
+        (["throughput", "--chunk-sizes", "auto,x"], "--chunk-sizes"),
     ],
 )
 def test_bench_bad_input_names_the_flag(runner, tiny_ckpt, tmp_path, args, flag):
-    result = invoke(runner, ["bench", tiny_ckpt, *args, "--out", tmp_path / "x"])
+    sub, rest = (args[:1], args[1:]) if args[0] in ("spectrum", "throughput") else ([], args)
+    result = invoke(runner, ["bench", *sub, tiny_ckpt, *rest, "--out", tmp_path / "x"])
     assert result.exit_code == 1, result.output
     assert flag in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_old_flag_forms_are_rewritten_to_the_subcommands():
+    assert rewrite_old_form(["ckpt.pt", "--n", "2"]) == ("model", ["ckpt.pt", "--n", "2"])
+    assert rewrite_old_form(["--synthetic", "spectrum", "--n", "2"]) == ("spectrum", ["--n", "2"])
+    assert rewrite_old_form(["--n", "2", "--synthetic=spectrum"]) == ("spectrum", ["--n", "2"])
+    assert rewrite_old_form(["--throughput", "--synthetic", "dcgan64"]) == (
+        "throughput",
+        ["--synthetic", "dcgan64"],
+    )
+    # a synthetic generator stays with the default mode
+    assert rewrite_old_form(["--synthetic", "dcgan64"]) == ("model", ["--synthetic", "dcgan64"])
+
+
+def test_the_old_spectrum_form_gives_the_report_of_bench_spectrum(runner, tmp_path):
+    """``bench --synthetic spectrum`` still runs for one release, with a note naming the new form; its report is
+    the subcommand's, field by field but for the timings (the options spectrum mode never used are dropped:
+    the report records their defaults)."""
+    args = ["--synthetic-nz", "8", "--conds", "10", "--n", "2", "--steps", "8", "--probes", "2", "--methods", "slq"]
+    args += ["--dtype", "float64", "--threads", "1"]
+    # --repeats and --no-gradient: taken by the one-command bench, never used by its spectrum mode
+    old_args = ["bench", "--synthetic", "spectrum", "--repeats", "1", *args, "--no-gradient", "--json"]
+    old = invoke(runner, [*old_args, "--out", tmp_path / "old"])
+    assert old.exit_code == 0, old.output
+    assert "gan-probe bench spectrum" in old.stderr
+    assert "ignored, as bench always did in this mode: --repeats 1 --no-gradient" in old.stderr
+    new = invoke_json(runner, ["bench", "spectrum", *args, "--out", tmp_path / "new"])
+    old_report = json.loads(old.stdout)
+    assert old_report["command"] == new["command"] == "bench"
+    assert old_report["parameters"] == new["parameters"]
+    assert new["parameters"]["synthetic"] == "spectrum" and new["parameters"]["conds"] == [10.0]
+    timing = ("per_latent_s", "seconds", "exact_over_estimator_seconds", "exact_seconds_per_latent")
+    for a, b in zip(old_report["results"]["rows"], new["results"]["rows"], strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+
+
+def test_the_old_throughput_flag_runs_bench_throughput(runner, tiny_ckpt, tmp_path):
+    args = [tiny_ckpt, "--n", "2", "--batch-sizes", "2", "--chunk-sizes", "4", "--threads", "1", "--json"]
+    old = invoke(runner, ["bench", "--throughput", "--methods", "slq", *args, "--out", tmp_path / "old"])
+    assert old.exit_code == 0, old.output
+    assert "gan-probe bench throughput" in old.stderr
+    new = invoke_json(runner, ["bench", "throughput", *args[:-1], "--out", tmp_path / "new"])
+    assert (
+        json.loads(old.stdout)["parameters"]
+        == new["parameters"]
+        == {
+            "throughput": True,
+            "synthetic": None,
+            "synthetic_nz": None,
+            "n": 2,
+            "batch_sizes": [2],
+            "chunk_sizes": [4],
+        }
+    )
+    assert [r["num_latents"] for r in new["results"]["rows"]] == [2]
+
+
+def test_the_targets_table_checks_a_value_by_its_comparison_and_where_it_applies():
+    limit = TARGETS["exact_over_limit"]
+    assert limit.check(1.2)["met"] is True and limit.check(1.4)["met"] is False
+    assert limit.check(1.3) == {
+        "name": "exact / limit",
+        "value": 1.3,
+        "target": "<= 1.3",
+        "applies": True,
+        "met": True,
+        "note": "",
+    }
+    naive = TARGETS["naive_over_exact"]
+    assert naive.check(60.0)["met"] is True and naive.check(40.0)["met"] is False
+    off = naive.check(60.0, applies=False)
+    assert off["met"] is None and off["note"] == "the target is stated for a 64x64x3 DCGAN"
+    assert naive.check(None)["met"] is None
+    coverage = TARGETS["slq_coverage"].check(0.8, method="slq 4x2", cond=1e3)
+    assert coverage["name"] == "slq 4x2 interval coverage, cond 1000" and coverage["met"] is False
+    rate = TARGETS["dcgan_latents_per_s"]
+    assert rate.runs_on(torch.device("cuda")) and not rate.runs_on(torch.device("cpu"))
+    assert TARGETS["exact_over_limit"].runs_on(torch.device("cpu"))
+    for target in TARGETS.values():  # every row is complete: a comparison, a bound, a mode and devices
+        assert target.comparison in ("<=", ">=") and target.threshold > 0 and target.quantity
+        assert target.mode in ("bench", "bench spectrum", "bench throughput") and target.devices
+
+
+def test_bench_model_params_refuse_what_the_modes_cannot_run():
+    with pytest.raises(GanProbeError, match="bench spectrum") as exc:
+        SyntheticModelParams("spectrum").validate()
+    assert exc.value.param == "synthetic"
+    with pytest.raises(GanProbeError, match="needs --synthetic"):
+        SyntheticModelParams(nz=12).validate()
+    with pytest.raises(GanProbeError, match="power-of-two"):
+        LinearModelParams(nz=48, operator="hadamard").validate()
+    assert LinearModelParams(nz=64, operator="hadamard").validate().nz == 64
+    assert SyntheticModelParams("stylegan2-32").validate().stylegan2
 
 
 def test_rosinality_channel_table_and_the_stylegan2_bench_rows():

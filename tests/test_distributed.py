@@ -138,7 +138,7 @@ def test_two_processes_write_what_one_writes(case, tmp_path):
 
 
 def test_bench_throughput_is_the_aggregate_of_two_processes(tmp_path):
-    args = ["bench", "--throughput", "--num", "8", "--batch-sizes", "2", "--json", "--out", "b"]
+    args = ["bench", "throughput", "--num", "8", "--batch-sizes", "2", "--json", "--out", "b"]
     run = _torchrun(args, tmp_path)
     assert run.returncode == 0, run.stderr
     res = json.loads(run.stdout)["results"]
@@ -149,7 +149,7 @@ def test_bench_throughput_is_the_aggregate_of_two_processes(tmp_path):
     assert sc["speedup"] == pytest.approx(sc["latents_per_s"] / sc["single_process_latents_per_s"])
     assert [t["met"] for t in res["targets"]] == [None, None]  # GPU targets do not apply on the CPU
     refused = _torchrun(["bench", "--out", "c"], tmp_path)
-    assert refused.returncode == 1 and "--throughput only" in refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "gan-probe bench throughput" in refused.stdout + refused.stderr
 
 
 FAILING = textwrap.dedent(

@@ -378,7 +378,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("bench-synthetic", ["bench", T, "--synthetic", "gan9000"], 1, "--synthetic"),
     ("bench-synthetic-nz", ["bench", T, "--synthetic", "spectrum", "--synthetic-nz", "1"], 1, "--synthetic-nz"),
     ("bench-methods", ["bench", T, "--methods", "magic"], 1, "--methods"),
-    ("bench-conds", ["bench", T, "--conds", "many"], 1, "--conds"),
+    ("bench-conds", ["bench", "spectrum", T, "--conds", "many"], 1, "--conds"),
 ]
 
 

@@ -43,12 +43,19 @@ import torch
 
 from gan_probe.analyses.common import finite_stats, jacobian_operator, probe_streams, seeded_generator
 from gan_probe.analyses.plan import plan_run
+from gan_probe.analyses.targets import SLQ_MAX_PRODUCTS, TARGETS
 from gan_probe.analyses.timing import machine_info, synchronize, time_call
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
 from gan_probe.limits import MAX_COUNT, MAX_NZ, MAX_REPEATS, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.models.synthetic import resolve_operator, synthetic_linear
+from gan_probe.models.synthetic import (
+    OPERATORS,
+    resolve_operator,
+    synthetic_dcgan,
+    synthetic_linear,
+    synthetic_stylegan2,
+)
 from gan_probe.spectral.estimators import ESTIMATORS, ChebyshevParams, LogdetEstimate, estimate_half_logdet
 from gan_probe.spectral.exact import spectrum_from_jacobian
 from gan_probe.spectral.jacobian import Fn
@@ -56,17 +63,90 @@ from gan_probe.spectral.operator import JacobianOperator
 from gan_probe.spectral.plan import estimator_params
 from gan_probe.spectral.route import exact_spectrum
 
-SYNTHETIC = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32", "spectrum")
+#: The synthetic generators ``bench`` and ``bench throughput`` time (spectrum: ``bench spectrum``'s linear ones).
+SYNTHETIC_MODELS = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32")
+SYNTHETIC = (*SYNTHETIC_MODELS, "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
+#: (size, channel_multiplier) of the synthetic StyleGAN2s
+_STYLEGAN2_SIZES = {"stylegan2-256": (256, 2), "stylegan2-64": (64, 1), "stylegan2-32": (32, 1)}
 
-#: docs/design.md §9
-TARGET_EXACT_OVER_LIMIT = 1.3
-TARGET_NAIVE_OVER_EXACT = 50.0
-TARGET_STYLEGAN2_NAIVE_OVER_EXACT = 100.0
-TARGET_GRADIENT_OVER_VALUE = 3.5
-TARGET_SLQ_NATS_PER_DIM = 0.05
-TARGET_SLQ_COVERAGE = 0.9
-TARGET_SLQ_MAX_PRODUCTS = 200
+
+@dataclass(frozen=True)
+class SyntheticModelParams:
+    """A synthetic generator to time instead of a checkpoint (``name`` None: the checkpoint).
+
+    ``name``: one of :data:`SYNTHETIC_MODELS`; ``nz``: a DCGAN's latent size
+    (default 100, 128 for dcgan64-nz128); a StyleGAN2's latent ``space`` (z, w
+    or w+), ``channels`` (one width at every resolution: a narrow, CPU-sized
+    model) and ``style_dim``."""
+
+    name: str | None = None
+    nz: int | None = None
+    space: str = "w"
+    channels: int | None = None
+    style_dim: int = 512
+
+    def validate(self) -> SyntheticModelParams:
+        if self.name is not None and self.name not in SYNTHETIC_MODELS:
+            what = "times a generator, not spectrum (use gan-probe bench spectrum)" if self.name == "spectrum" else ""
+            raise GanProbeError(
+                f"--synthetic {self.name!r}: {what or 'use one of ' + ', '.join(SYNTHETIC_MODELS)}", param="synthetic"
+            )
+        if self.nz is not None and self.name is None:
+            raise GanProbeError("--synthetic-nz needs --synthetic", param="synthetic_nz")
+        if self.nz is not None:
+            check_count(self.nz, "--synthetic-nz", param=None, low=2, high=MAX_NZ)
+        if self.channels is not None:
+            check_count(self.channels, "--synthetic-channels", param=None, high=MAX_NZ)
+        check_count(self.style_dim, "--synthetic-style-dim", param=None, high=MAX_NZ)
+        return self
+
+    @property
+    def stylegan2(self) -> bool:
+        return (self.name or "").startswith("stylegan2")
+
+    def build(self, *, seed: int, device: torch.device, dtype: torch.dtype) -> LoadedGenerator:
+        """The synthetic generator, seeded, on ``device`` in ``dtype``."""
+        if self.name is None:
+            raise GanProbeError("no synthetic model named (--synthetic)", param="synthetic")
+        if self.stylegan2:
+            size, mult = _STYLEGAN2_SIZES[self.name]
+            return synthetic_stylegan2(
+                size,
+                channel_multiplier=mult,
+                space=self.space,
+                channels=self.channels,
+                style_dim=self.style_dim,
+                seed=seed,
+                device=device,
+                dtype=dtype,
+            )
+        nz = self.nz or (128 if self.name == "dcgan64-nz128" else 100)
+        return synthetic_dcgan(nz, seed=seed, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class LinearModelParams:
+    """``bench spectrum``'s linear generators: latent size ``nz`` and the ``operator`` (dense: Haar U, V, an
+    nz x nz matrix; hadamard: Walsh-Hadamard, nz a power of two; auto: hadamard from nz 2048 when nz is a power
+    of two)."""
+
+    nz: int = 512
+    operator: str = "auto"
+
+    def validate(self) -> LinearModelParams:
+        check_count(self.nz, "--synthetic-nz", param=None, low=2, high=MAX_NZ)
+        if self.operator not in OPERATORS:
+            raise GanProbeError(
+                f"--synthetic-operator {self.operator!r}: use one of {', '.join(OPERATORS)}",
+                param="synthetic_operator",
+            )
+        if self.operator == "hadamard" and self.nz & (self.nz - 1):
+            raise GanProbeError(
+                f"--synthetic-operator hadamard needs a power-of-two --synthetic-nz, got {self.nz}",
+                param="synthetic_operator",
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -124,6 +204,10 @@ class BenchParams:
 
     def params_for(self, method: str) -> Any:
         return estimator_params(method, self.estimators)
+
+
+#: ``bench spectrum``'s defaults: 20 probe seeds per condition number, no naive peer (G is linear).
+SPECTRUM_DEFAULTS = BenchParams(num=20, naive_latents=0)
 
 
 def limit_jacobian_qr(op: JacobianOperator) -> torch.Tensor:
@@ -220,13 +304,6 @@ def flag_stats(est: LogdetEstimate, exact: torch.Tensor, nz: int) -> dict[str, A
         "num_bounds_violated": int(flagged.sum()),
         "max_abs_error_nats_per_dim_unflagged": finite_stats(err)["max"],
     }
-
-
-def _target(name: str, value: float | None, op: str, bound: float, applies: bool = True, note: str = "") -> dict:
-    met = None
-    if value is not None and applies:
-        met = bool(value <= bound) if op == "<=" else bool(value >= bound)
-    return {"name": name, "value": value, "target": f"{op} {bound:g}", "applies": applies, "met": met, "note": note}
 
 
 def _row(name: str, seconds: float, times: list[float], num: int, note: str) -> dict[str, Any]:
@@ -359,47 +436,20 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     is_sg2_256 = gen.arch == "stylegan2" and tuple(gen.output_shape) == (3, 256, 256)
     paper_cheb = params.params_for("chebyshev") == ChebyshevParams()
     targets = []
+    on_device = TARGETS["exact_over_limit"].runs_on(device)
     if "exact_over_limit" in ratios:
-        targets.append(_target("exact / limit", ratios["exact_over_limit"], "<=", TARGET_EXACT_OVER_LIMIT))
-    if "naive_over_exact_per_latent" in ratios and gen.arch == "stylegan2":
-        targets.append(
-            _target(
-                "naive / exact per latent, StyleGAN2 256x256",
-                ratios["naive_over_exact_per_latent"],
-                ">=",
-                TARGET_STYLEGAN2_NAIVE_OVER_EXACT,
-                applies=is_sg2_256,
-                note="" if is_sg2_256 else "the target is stated for a 256x256 StyleGAN2",
-            )
-        )
-    elif "naive_over_exact_per_latent" in ratios:
-        targets.append(
-            _target(
-                "naive / exact per latent",
-                ratios["naive_over_exact_per_latent"],
-                ">=",
-                TARGET_NAIVE_OVER_EXACT,
-                applies=is_dcgan64x3,
-                note="" if is_dcgan64x3 else "the target is stated for a 64x64x3 DCGAN",
-            )
-        )
+        targets.append(TARGETS["exact_over_limit"].check(ratios["exact_over_limit"], applies=on_device))
+    if "naive_over_exact_per_latent" in ratios:
+        naive = TARGETS["stylegan2_naive_over_exact" if gen.arch == "stylegan2" else "naive_over_exact"]
+        stated = is_sg2_256 if gen.arch == "stylegan2" else is_dcgan64x3
+        targets.append(naive.check(ratios["naive_over_exact_per_latent"], applies=stated and naive.runs_on(device)))
     if "chebyshev_over_exact" in ratios:
-        targets.append(
-            _target(
-                "chebyshev (paper setting) / exact",
-                ratios["chebyshev_over_exact"],
-                ">=",
-                1.0,
-                applies=nz == 128 and paper_cheb,
-                note=""
-                if nz == 128 and paper_cheb
-                else "the target is stated for nz = 128 and (m,p,t,g,eps) = (10,20,20,1.2,0.1)",
-            )
-        )
+        cheb = TARGETS["chebyshev_over_exact"]
+        stated = nz == 128 and paper_cheb
+        targets.append(cheb.check(ratios["chebyshev_over_exact"], applies=stated and cheb.runs_on(device)))
     if "gradient_over_value" in ratios:
-        targets.append(
-            _target("exact gradient / value", ratios["gradient_over_value"], "<=", TARGET_GRADIENT_OVER_VALUE)
-        )
+        gradient = TARGETS["gradient_over_value"]
+        targets.append(gradient.check(ratios["gradient_over_value"], applies=gradient.runs_on(device)))
     return BenchResult(
         mode="model",
         device=describe_device(device),
@@ -531,28 +581,15 @@ def run_spectrum_bench(
                 row["interval_coverage_probe_only"] = float(((exact - value).abs() <= half_width).double().mean())
             rows.append(row)
             if method == "slq":
-                cheap = est.num_matvecs <= TARGET_SLQ_MAX_PRODUCTS
-                note = "" if cheap else f"budget {est.num_matvecs} products exceeds {TARGET_SLQ_MAX_PRODUCTS}"
-                targets.append(
-                    _target(
-                        f"{name} median |error| per dim, cond {cond:g}",
-                        row["median_abs_error_nats_per_dim"],
-                        "<=",
-                        TARGET_SLQ_NATS_PER_DIM,
-                        applies=cheap,
-                        note=note,
-                    )
-                )
-                targets.append(
-                    _target(
-                        f"{name} interval coverage, cond {cond:g}",
-                        row["interval_coverage"],
-                        ">=",
-                        TARGET_SLQ_COVERAGE,
-                        applies=cheap,
-                        note=note,
-                    )
-                )
+                cheap = est.num_matvecs <= SLQ_MAX_PRODUCTS
+                note = "" if cheap else f"budget {est.num_matvecs} products exceeds {SLQ_MAX_PRODUCTS}"
+                for key, value in (
+                    ("slq_error", row["median_abs_error_nats_per_dim"]),
+                    ("slq_coverage", row["interval_coverage"]),
+                ):
+                    target = TARGETS[key]
+                    applies = cheap and target.runs_on(device)
+                    targets.append(target.check(value, applies=applies, note=note, method=name, cond=cond))
     return BenchResult(
         mode="spectrum",
         device=describe_device(device),
@@ -573,9 +610,13 @@ def run_spectrum_bench(
 
 __all__ = [
     "DEFAULT_CONDS",
+    "SPECTRUM_DEFAULTS",
     "SYNTHETIC",
+    "SYNTHETIC_MODELS",
     "BenchParams",
     "BenchResult",
+    "LinearModelParams",
+    "SyntheticModelParams",
     "error_stats",
     "estimator_runs",
     "exact_value_and_gradient",

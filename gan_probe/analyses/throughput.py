@@ -26,11 +26,12 @@ from typing import Any
 import torch
 
 from gan_probe import distributed
-from gan_probe.analyses.bench import _target, peak_memory_bytes
+from gan_probe.analyses.bench import peak_memory_bytes
 from gan_probe.analyses.common import seeded_generator
 from gan_probe.analyses.loglik import evaluate_loglik
 from gan_probe.analyses.memory import check_memory, loglik_memory
 from gan_probe.analyses.plan import plan_run
+from gan_probe.analyses.targets import TARGETS
 from gan_probe.analyses.timing import machine_info, synchronize
 from gan_probe.device import describe_device
 from gan_probe.errors import GanProbeError
@@ -38,8 +39,8 @@ from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.plan import RunPlan
 
 #: docs/design.md §9: exact ln Q of the 64x64x3 DCGAN (nz 128) on one H100-class GPU, and two processes over one
-TARGET_DCGAN_LATENTS_PER_S = 1000.0
-TARGET_TWO_PROCESS_SCALING = 1.8
+TARGET_DCGAN_LATENTS_PER_S = TARGETS["dcgan_latents_per_s"].threshold
+TARGET_TWO_PROCESS_SCALING = TARGETS["two_process_speedup"].threshold
 
 
 @dataclass(frozen=True)
@@ -155,30 +156,17 @@ def _targets(
 ) -> list[dict[str, Any]]:
     """docs/design.md §9; a target applies to the model and machine it was set for (else met is None)."""
     dcgan = gen.nz == 128 and tuple(gen.output_shape) == (3, 64, 64)
-    on_gpu = device.type == "cuda"
     one_process = best["latents_per_s"] if scaling is None else scaling["single_process_latents_per_s"]
+    rate = TARGETS["dcgan_latents_per_s"]
     out = [
-        _target(
-            "exact ln Q latents/s, 64x64x3 DCGAN nz 128, one GPU",
+        rate.check(
             one_process if best["world_size"] == 1 or scaling is not None else None,
-            ">=",
-            TARGET_DCGAN_LATENTS_PER_S,
-            applies=dcgan and on_gpu,
-            note="" if dcgan and on_gpu else "set for the 64x64x3 DCGAN (nz 128) on a GPU",
+            applies=dcgan and rate.runs_on(device),
         )
     ]
     if scaling is not None:
-        two = scaling["world_size"] == 2
-        out.append(
-            _target(
-                "speed-up of two processes over one",
-                scaling["speedup"],
-                ">=",
-                TARGET_TWO_PROCESS_SCALING,
-                applies=two and on_gpu,
-                note="" if two and on_gpu else "set for two GPU processes on one machine",
-            )
-        )
+        speedup = TARGETS["two_process_speedup"]
+        out.append(speedup.check(scaling["speedup"], applies=scaling["world_size"] == 2 and speedup.runs_on(device)))
     return out
 
 

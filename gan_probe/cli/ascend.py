@@ -14,26 +14,31 @@ from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
 
+#: The defaults of the options: the parameter dataclass's (stated there once).
+DEFAULTS = AscendParams()
+
 
 @probe_command(app, "ascend", estimators=True)
 def ascend(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", "--num", help="Starting latents drawn from the prior (seeded).")] = 4,
+    n: Annotated[
+        int, typer.Option("--n", "--num", help="Starting latents drawn from the prior (seeded).")
+    ] = DEFAULTS.num,
     latents: Annotated[
         Optional[Path], typer.Option(help="Starting latents file (.npy/.npz/.safetensors) instead.")
     ] = None,
-    method: Annotated[str, typer.Option(help=f"Gradient of ln det M: {'|'.join(METHODS)}.")] = "exact",
-    steps: Annotated[int, typer.Option("--steps", help="Ascent steps.")] = 50,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.05,
-    optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)}.")] = "adam",
-    frames: Annotated[int, typer.Option(help="Images per latent in the strips.")] = 8,
+    method: Annotated[str, typer.Option(help=f"Gradient of ln det M: {'|'.join(METHODS)}.")] = DEFAULTS.method,
+    steps: Annotated[int, typer.Option("--steps", help="Ascent steps.")] = DEFAULTS.steps,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = DEFAULTS.lr,
+    optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)}.")] = DEFAULTS.optimizer,
+    frames: Annotated[int, typer.Option(help="Images per latent in the strips.")] = DEFAULTS.frames,
     geometry: Annotated[
         str,
         typer.Option(
             help="auto|euclidean|sphere: sphere reads ln Q on the sphere of directions, for generators that ignore "
             "|z| (auto: where |J z| is rounding noise, and always for a StyleGAN2 in z)."
         ),
-    ] = "auto",
+    ] = DEFAULTS.geometry,
 ) -> Outcome:
     """Gradient ascent on ln Q(G(z)) in latent space (Ramesh & LeCun 2018, Fig. 4).
 

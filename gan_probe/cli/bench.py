@@ -1,19 +1,36 @@
-"""``gan-probe bench``."""
+"""``gan-probe bench``, ``bench spectrum`` and ``bench throughput``: where speed and accuracy are measured.
+
+- ``gan-probe bench [CKPT]``: the exact method timed against its limit, the
+  naive reverse-mode peer, the estimators and the exact gradient, on a
+  checkpoint or a ``--synthetic`` model;
+- ``gan-probe bench spectrum``: estimator accuracy and slq interval coverage on
+  linear generators with known log-spaced spectra;
+- ``gan-probe bench throughput [CKPT]``: exact ln Q latents/s and peak memory
+  over batch and chunk sizes (the one mode under torchrun).
+
+The targets each mode checks are the table :data:`gan_probe.analyses.targets.TARGETS`.
+Before 0.3 the modes were flags of ``bench`` (``--synthetic spectrum``,
+``--throughput``); that form still runs, rewritten to the subcommand with a note
+on stderr (:class:`BenchGroup`), and goes in the next release.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from gan_probe import distributed
 from gan_probe.analyses.bench import (
-    DEFAULT_CONDS,
-    SYNTHETIC,
+    SPECTRUM_DEFAULTS,
     BenchParams,
     BenchResult,
+    LinearModelParams,
+    SyntheticModelParams,
     parse_splits,
     run_bench,
     run_spectrum_bench,
@@ -22,10 +39,100 @@ from gan_probe.analyses.throughput import ThroughputParams, run_throughput
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
-from gan_probe.limits import MAX_COUNT, MAX_NZ, check_count
+from gan_probe.limits import MAX_COUNT
 from gan_probe.models.checkpoint import LoadedGenerator
-from gan_probe.models.synthetic import OPERATORS, synthetic_dcgan, synthetic_stylegan2
 from gan_probe.spectral.estimators import ESTIMATORS, params_json
+
+#: The hidden name of ``gan-probe bench`` itself (the command run when no subcommand is named).
+DEFAULT_MODE = "model"
+#: Old flag forms of the subcommands: (flag, its value or None for a switch) -> the subcommand.
+OLD_FORMS = {("--synthetic", "spectrum"): "spectrum", ("--throughput", None): "throughput"}
+
+
+class BenchGroup(TyperGroup):
+    """``bench`` with no subcommand named runs the default comparison (the hidden command :data:`DEFAULT_MODE`);
+    the old forms ``bench --synthetic spectrum`` and ``bench --throughput`` are rewritten to their subcommands
+    with a note on stderr."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's (vendored) click Context
+        args = list(args)
+        if not args or args[0] not in self.commands:
+            mode, args = rewrite_old_form(args)
+            if mode != DEFAULT_MODE:
+                args, dropped = self._drop_unused(ctx, mode, args)
+                if not ({"--quiet", "-q"} & set(args)):
+                    ignored = f"; ignored, as bench always did in this mode: {' '.join(dropped)}" if dropped else ""
+                    typer.echo(
+                        f"note: the {mode} mode of bench is now its own subcommand, gan-probe bench {mode} "
+                        f"(the flag form is kept for this release only){ignored}",
+                        err=True,
+                    )
+            args = [mode, *args]
+        return super().parse_args(ctx, args)
+
+    def _drop_unused(self, ctx: Any, mode: str, args: list[str]) -> tuple[list[str], list[str]]:
+        """``args`` less the options that another bench mode takes and ``mode`` does not (the one-command bench
+        took every mode's options and ignored the others'), and those options."""
+        takes = {name for p in self.commands[mode].get_params(ctx) for name in (*p.opts, *p.secondary_opts)}
+        others: dict[str, bool] = {}  # option -> whether it takes a value
+        for name, command in self.commands.items():
+            if name != mode:
+                for p in command.get_params(ctx):
+                    for opt in (*p.opts, *p.secondary_opts):
+                        others[opt] = not getattr(p, "is_flag", False) and not getattr(p, "count", False)
+        kept: list[str] = []
+        dropped: list[str] = []
+        rest = iter(args)
+        for arg in rest:
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") and flag not in takes and flag in others:
+                dropped.append(arg)
+                if others[flag] and "=" not in arg:
+                    dropped[-1] += " " + next(rest, "")
+                continue
+            kept.append(arg)
+        return kept, dropped
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        # the default mode is plain `gan-probe bench` in usage lines and errors, not `bench model`
+        return (None if name == DEFAULT_MODE else name), command, rest
+
+
+def rewrite_old_form(args: Sequence[str]) -> tuple[str, list[str]]:
+    """(the subcommand, its arguments) of a ``bench`` command line without a subcommand name: ``--throughput``
+    and ``--synthetic spectrum`` (or ``--synthetic=spectrum``) become ``throughput`` and ``spectrum``."""
+    args = list(args)
+    mode = DEFAULT_MODE
+    if "--throughput" in args:
+        args.remove("--throughput")
+        mode = "throughput"
+    for i, arg in enumerate(args):
+        if arg == "--synthetic=spectrum" or (arg == "--synthetic" and args[i + 1 : i + 2] == ["spectrum"]):
+            if mode == "throughput":
+                raise typer.BadParameter(
+                    "bench throughput times a generator: use a checkpoint or a synthetic model",
+                    param_hint="--synthetic",
+                )
+            del args[i : i + (1 if "=" in arg else 2)]
+            mode = "spectrum"
+            break
+    return mode, args
+
+
+#: Where the options' defaults come from: the parameter dataclasses, each default stated there once.
+_BENCH = BenchParams()
+_MODEL = SyntheticModelParams()
+_LINEAR = LinearModelParams()
+_THROUGHPUT = ThroughputParams()
+
+bench_app = typer.Typer(
+    cls=BenchGroup,
+    help="Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact "
+    "gradient (bench spectrum: estimator accuracy; bench throughput: latents/s).",
+    no_args_is_help=False,
+)
+app.add_typer(bench_app, name="bench")
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -50,168 +157,210 @@ def parse_conds(text: str) -> tuple[float, ...]:
     return conds
 
 
-@probe_command(app, "bench", estimators=True)
+#: The options of the synthetic generators, shared by bench and bench throughput (name -> (annotation, default)).
+SynthArg = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Time a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
+        "DCGAN init), dcgan64-nz128, stylegan2-256 (rosinality layout, 256x256, channel_multiplier 2, "
+        "style_dim 512, random init, w space), stylegan2-64 (the same at 64x64, channel_multiplier 1: CPU-sized), "
+        "stylegan2-32 (32x32)."
+    ),
+]
+SynthNzArg = Annotated[Optional[int], typer.Option(help="nz of a synthetic DCGAN [default: 100; dcgan64-nz128: 128].")]
+SynthSpaceArg = Annotated[
+    str, typer.Option(help="stylegan2 models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
+]
+SynthChannelsArg = Annotated[
+    Optional[int],
+    typer.Option(help="stylegan2 models: one channel width at every resolution (a narrow, CPU-sized model)."),
+]
+SynthStyleDimArg = Annotated[
+    int,
+    typer.Option(
+        help="stylegan2 models: style_dim (w+ has one style per layer; it is singular unless every modulated "
+        "layer has at least style_dim input channels)."
+    ),
+]
+MethodsArg = Annotated[str, typer.Option(help=f"Estimators to time: a comma list of {','.join(ESTIMATORS)}, or none.")]
+SplitsArg = Annotated[
+    str,
+    typer.Option(
+        help="slq budget splits run side by side, a comma list of STEPSxPROBES like 100x4,40x10 "
+        "(empty: slq at --steps x --probes)."
+    ),
+]
+
+
+def _splits_text(splits: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{a}x{b}" for a, b in splits)
+
+
+def _build(ctx: RunContext, model: SyntheticModelParams) -> LoadedGenerator:
+    """The --synthetic model on the checkpoint's device and dtype."""
+    return model.build(seed=ctx.common.seed, device=ctx.gen.device, dtype=ctx.gen.dtype)
+
+
+def _no_torchrun(mode: str) -> None:
+    if distributed.current().distributed:
+        raise GanProbeError(
+            f"under torchrun, bench measures throughput only (gan-probe bench throughput); {mode} times one "
+            "process: run it without torchrun"
+        )
+
+
+@probe_command(bench_app, DEFAULT_MODE, estimators=True, report_as="bench")
 def bench(
     ctx: RunContext,
-    synthetic: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Bench a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
-            "DCGAN init), dcgan64-nz128, stylegan2-256 (rosinality layout, 256x256, channel_multiplier 2, "
-            "style_dim 512, random init, w space), stylegan2-64 (the same at 64x64, channel_multiplier 1: CPU-sized), "
-            "stylegan2-32 (32x32), "
-            "or spectrum (linear generators with log-spaced spectra: estimator accuracy)."
-        ),
-    ] = None,
-    synthetic_nz: Annotated[
-        Optional[int], typer.Option(help="nz of the synthetic model [default: 100 for dcgan64, 512 for spectrum].")
-    ] = None,
-    n: Annotated[
-        Optional[int],
-        typer.Option("--n", "--num", help="Latents timed together (spectrum: probe seeds per cond) [default: 4 / 20]."),
-    ] = None,
-    repeats: Annotated[int, typer.Option(help="Timed runs per method (median reported), after one warm-up.")] = 3,
+    synthetic: SynthArg = _MODEL.name,
+    synthetic_nz: SynthNzArg = _MODEL.nz,
+    n: Annotated[int, typer.Option("--n", "--num", help="Latents timed together.")] = _BENCH.num,
+    repeats: Annotated[
+        int, typer.Option(help="Timed runs per method (median reported), after the warm-up.")
+    ] = _BENCH.repeats,
     naive_latents: Annotated[
         int,
         typer.Option(
             help="Latents for the naive reverse-mode peer (slow: ~1 min each for a 64x64x3 DCGAN on CPU); 0 skips."
         ),
-    ] = 1,
-    methods: Annotated[
-        str, typer.Option(help=f"Estimators to time: a comma list of {','.join(ESTIMATORS)}, or none.")
-    ] = ",".join(ESTIMATORS),
-    gradient: Annotated[bool, typer.Option("--gradient/--no-gradient", help="Time the exact gradient too.")] = True,
-    conds: Annotated[str, typer.Option(help="Spectrum mode: condition numbers of M.")] = ",".join(
-        f"{c:g}" for c in DEFAULT_CONDS
-    ),
-    splits: Annotated[
-        str,
-        typer.Option(
-            help="Spectrum mode: slq budget splits run side by side, a comma list of STEPSxPROBES like 100x4,40x10 "
-            "(empty: slq at --steps x --probes)."
-        ),
-    ] = "",
-    exact_max_nz: Annotated[
-        int,
-        typer.Option(help="Spectrum mode: time the exact method up to this nz; beyond, extrapolate it as nz^3."),
-    ] = 4096,
-    synthetic_space: Annotated[
-        str, typer.Option(help="stylegan2 models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
-    ] = "w",
-    synthetic_channels: Annotated[
-        Optional[int],
-        typer.Option(help="stylegan2 models: one channel width at every resolution (a narrow, CPU-sized model)."),
-    ] = None,
-    synthetic_style_dim: Annotated[
-        int,
-        typer.Option(
-            help="stylegan2 models: style_dim (w+ has one style per layer; it is singular unless every modulated "
-            "layer has at least style_dim input channels)."
-        ),
-    ] = 512,
-    warmup: Annotated[int, typer.Option(help="Untimed runs before the timed ones (0 for runs of minutes).")] = 1,
-    limit: Annotated[bool, typer.Option("--limit/--no-limit", help="Time the limit (nz JVPs + one QR).")] = True,
-    synthetic_operator: Annotated[
-        str,
-        typer.Option(
-            help="Spectrum mode: dense (Haar U, V: an nz x nz matrix), hadamard (Walsh-Hadamard, nz a power of two) "
-            "or auto (hadamard from nz 2048 when nz is a power of two)."
-        ),
-    ] = "auto",
-    chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
-    throughput: Annotated[
-        bool,
-        typer.Option(
-            "--throughput",
-            help="Measure exact ln Q latents/s and peak memory over --batch-sizes x --chunk-sizes instead (under "
-            "torchrun: the aggregate of all ranks, and the speed-up over rank 0 alone).",
-        ),
-    ] = False,
-    batch_sizes: Annotated[str, typer.Option(help="--throughput: batch sizes to time.")] = "1,4,16",
-    chunk_sizes: Annotated[
-        str, typer.Option(help="--throughput: latent axes per JVP call to time (auto: from free GPU memory).")
-    ] = "auto",
+    ] = _BENCH.naive_latents,
+    methods: MethodsArg = ",".join(_BENCH.methods),
+    gradient: Annotated[
+        bool, typer.Option("--gradient/--no-gradient", help="Time the exact gradient too.")
+    ] = _BENCH.gradient,
+    splits: SplitsArg = _splits_text(_BENCH.splits),
+    synthetic_space: SynthSpaceArg = _MODEL.space,
+    synthetic_channels: SynthChannelsArg = _MODEL.channels,
+    synthetic_style_dim: SynthStyleDimArg = _MODEL.style_dim,
+    warmup: Annotated[
+        int, typer.Option(help="Untimed runs before the timed ones (0 for runs of minutes).")
+    ] = _BENCH.warmup,
+    limit: Annotated[
+        bool, typer.Option("--limit/--no-limit", help="Time the limit (nz JVPs + one QR).")
+    ] = _BENCH.limit,
+    chunk_size: Annotated[
+        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+    ] = _BENCH.chunk_size,
     naive_rows: Annotated[
-        int,
+        Optional[int],
         typer.Option(
             help="Time the naive peer on this many output rows and extrapolate to all of them (0: the whole "
             "Jacobian) [default: 64 for stylegan2 models, 0 otherwise]."
         ),
-    ] = -1,
+    ] = None,
 ) -> Outcome:
     """Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact gradient.
 
     One run on the given checkpoint (or --synthetic model) and --device; prints ratios and each
-    estimator's error against exact. --synthetic spectrum measures estimator accuracy and slq interval
-    coverage on linear generators with known log-spaced spectra instead. No timing is a test: this is
+    estimator's error against exact. gan-probe bench spectrum measures estimator accuracy on linear
+    generators instead, gan-probe bench throughput latents per second. No timing is a test: this is
     where speed is measured (docs/design.md §9).
     """
-    if synthetic is not None and synthetic not in SYNTHETIC:
-        raise GanProbeError(f"--synthetic {synthetic!r}: use one of {', '.join(SYNTHETIC)}")
-    if synthetic_nz is not None and synthetic is None:
-        raise GanProbeError("--synthetic-nz needs --synthetic")
-    if synthetic_nz is not None:
-        check_count(synthetic_nz, "--synthetic-nz", param=None, low=2, high=MAX_NZ)
-    if synthetic_channels is not None:
-        check_count(synthetic_channels, "--synthetic-channels", param=None, high=MAX_NZ)
-    check_count(synthetic_style_dim, "--synthetic-style-dim", param=None, high=MAX_NZ)
-    if synthetic_operator not in OPERATORS:
-        raise GanProbeError(f"--synthetic-operator {synthetic_operator!r}: use one of {', '.join(OPERATORS)}")
-    spectrum_nz = synthetic_nz or 512
-    if synthetic_operator == "hadamard" and spectrum_nz & (spectrum_nz - 1):
-        raise GanProbeError(f"--synthetic-operator hadamard needs a power-of-two --synthetic-nz, got {spectrum_nz}")
+    model = SyntheticModelParams(synthetic, synthetic_nz, synthetic_space, synthetic_channels, synthetic_style_dim)
+    model.validate()
     params = BenchParams(
-        num=n if n is not None else (20 if synthetic == "spectrum" else 4),
+        num=n,
         repeats=repeats,
-        naive_latents=naive_latents if synthetic != "spectrum" else 0,
+        naive_latents=naive_latents,
         methods=parse_methods(methods),
         estimators=ctx.estimators,
         chunk_size=chunk_size,
         gradient=gradient,
         seed=ctx.common.seed,
-        conds=parse_conds(conds),
-        naive_rows=naive_rows if naive_rows >= 0 else (64 if (synthetic or "").startswith("stylegan2") else 0),
+        naive_rows=naive_rows if naive_rows is not None else (64 if model.stylegan2 else _BENCH.naive_rows),
         splits=parse_splits(splits),
-        exact_max_nz=exact_max_nz,
         warmup=warmup,
         limit=limit,
     ).validate()
-    device, dtype = ctx.gen.device, ctx.gen.dtype
-    stylegan2 = {"space": synthetic_space, "channels": synthetic_channels, "style_dim": synthetic_style_dim}
-    if throughput:
-        if synthetic == "spectrum":
-            raise GanProbeError("--throughput times a generator: use a checkpoint or a synthetic model, not spectrum")
-        return _throughput(ctx, synthetic, synthetic_nz, stylegan2, n, batch_sizes, chunk_sizes)
-    if distributed.current().distributed:
-        raise GanProbeError(
-            "under torchrun, bench measures --throughput only (its other modes time one process: run them without "
-            "torchrun)"
-        )
-    if synthetic == "spectrum":
-        result = run_spectrum_bench(params, nz=spectrum_nz, device=device, dtype=dtype, operator=synthetic_operator)
-    else:
-        result = run_bench(_model(ctx, synthetic, synthetic_nz, stylegan2), params)
-    parameters = {
-        "synthetic": synthetic,
-        "synthetic_nz": synthetic_nz,
+    _no_torchrun("bench")
+    gen = (
+        ctx.gen if model.name is None else model.build(seed=ctx.common.seed, device=ctx.gen.device, dtype=ctx.gen.dtype)
+    )
+    result = run_bench(gen, params)
+    parameters = _parameters(params, ctx, model, spectrum=None)
+    return _outcome(result, parameters, synthetic)
+
+
+@probe_command(bench_app, "spectrum", estimators=True, report_as="bench")
+def spectrum(
+    ctx: RunContext,
+    synthetic_nz: Annotated[
+        Optional[int], typer.Option(help=f"nz of the linear generators [default: {_LINEAR.nz}].")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", "--num", help="Probe seeds per condition number.")] = SPECTRUM_DEFAULTS.num,
+    methods: MethodsArg = ",".join(SPECTRUM_DEFAULTS.methods),
+    conds: Annotated[str, typer.Option(help="Condition numbers of M.")] = ",".join(
+        f"{c:g}" for c in SPECTRUM_DEFAULTS.conds
+    ),
+    splits: SplitsArg = _splits_text(SPECTRUM_DEFAULTS.splits),
+    exact_max_nz: Annotated[
+        int, typer.Option(help="Time the exact method up to this nz; beyond, extrapolate it as nz^3.")
+    ] = SPECTRUM_DEFAULTS.exact_max_nz,
+    synthetic_operator: Annotated[
+        str,
+        typer.Option(
+            help="dense (Haar U, V: an nz x nz matrix), hadamard (Walsh-Hadamard, nz a power of two) "
+            "or auto (hadamard from nz 2048 when nz is a power of two)."
+        ),
+    ] = _LINEAR.operator,
+) -> Outcome:
+    """Estimator accuracy and slq interval coverage on linear generators with known log-spaced spectra.
+
+    Per condition number of M, each estimator's error in nats per dimension against the prescribed
+    ln det over --n probe seeds, slq's interval coverage, and the cost against the exact method's
+    (docs/design.md §9).
+    """
+    linear = LinearModelParams(
+        nz=synthetic_nz if synthetic_nz is not None else _LINEAR.nz,
+        operator=synthetic_operator,
+    ).validate()
+    params = BenchParams(
+        num=n,
+        naive_latents=SPECTRUM_DEFAULTS.naive_latents,
+        methods=parse_methods(methods),
+        estimators=ctx.estimators,
+        seed=ctx.common.seed,
+        conds=parse_conds(conds),
+        splits=parse_splits(splits),
+        exact_max_nz=exact_max_nz,
+    ).validate()
+    _no_torchrun("bench spectrum")
+    result = run_spectrum_bench(
+        params, nz=linear.nz, device=ctx.gen.device, dtype=ctx.gen.dtype, operator=linear.operator
+    )
+    model = SyntheticModelParams(name=None, nz=synthetic_nz)
+    parameters = _parameters(params, ctx, model, spectrum=linear)
+    return _outcome(result, parameters, "spectrum")
+
+
+def _parameters(
+    params: BenchParams, ctx: RunContext, model: SyntheticModelParams, *, spectrum: LinearModelParams | None
+) -> dict[str, Any]:
+    """The report's parameters of bench and bench spectrum (the fields and names of the one-command form)."""
+    return {
+        "synthetic": "spectrum" if spectrum is not None else model.name,
+        "synthetic_nz": model.nz,
         "n": params.num,
         "repeats": params.repeats,
         "naive_latents": params.naive_latents,
         "methods": list(params.methods),
         "gradient": params.gradient,
-        "chunk_size": chunk_size,
-        "conds": list(params.conds) if synthetic == "spectrum" else None,
-        "exact_max_nz": params.exact_max_nz if synthetic == "spectrum" else None,
-        "synthetic_operator": synthetic_operator if synthetic == "spectrum" else None,
+        "chunk_size": params.chunk_size,
+        "conds": list(params.conds) if spectrum is not None else None,
+        "exact_max_nz": params.exact_max_nz if spectrum is not None else None,
+        "synthetic_operator": spectrum.operator if spectrum is not None else None,
         "naive_rows": params.naive_rows,
         "splits": [f"{a}x{b}" for a, b in params.splits] or None,
         "warmup": params.warmup,
         "limit": params.limit,
-        "synthetic_space": synthetic_space if (synthetic or "").startswith("stylegan2") else None,
-        "synthetic_channels": synthetic_channels,
-        "synthetic_style_dim": synthetic_style_dim,
+        "synthetic_space": model.space if model.stylegan2 else None,
+        "synthetic_channels": model.channels,
+        "synthetic_style_dim": model.style_dim,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},
     }
+
+
+def _outcome(result: BenchResult, parameters: dict[str, Any], synthetic: str | None) -> Outcome:
     notes = []
     missed = [tg["name"] for tg in result.targets if tg["met"] is False]
     if missed:
@@ -224,19 +373,58 @@ def bench(
     )
 
 
-def _model(ctx: RunContext, synthetic: str | None, synthetic_nz: int | None, stylegan2: dict) -> LoadedGenerator:
-    """The generator to time: the checkpoint, or the --synthetic model built on its device and dtype
-    (``stylegan2``: the synthetic StyleGAN2's space, channels and style_dim)."""
-    device, dtype = ctx.gen.device, ctx.gen.dtype
-    if synthetic is None:
-        return ctx.gen
-    if synthetic.startswith("stylegan2"):
-        size, mult = {"stylegan2-256": (256, 2), "stylegan2-64": (64, 1), "stylegan2-32": (32, 1)}[synthetic]
-        return synthetic_stylegan2(
-            size, channel_multiplier=mult, **stylegan2, seed=ctx.common.seed, device=device, dtype=dtype
-        )
-    nz = synthetic_nz or (128 if synthetic == "dcgan64-nz128" else 100)
-    return synthetic_dcgan(nz, seed=ctx.common.seed, device=device, dtype=dtype)
+@probe_command(bench_app, "throughput", report_as="bench")
+def throughput(
+    ctx: RunContext,
+    synthetic: SynthArg = _MODEL.name,
+    synthetic_nz: SynthNzArg = _MODEL.nz,
+    n: Annotated[
+        int, typer.Option("--n", "--num", help="Latents per configuration (all ranks together).")
+    ] = _THROUGHPUT.num,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time.")] = ",".join(
+        str(b) for b in _THROUGHPUT.batch_sizes
+    ),
+    chunk_sizes: Annotated[
+        str, typer.Option(help="Latent axes per JVP call to time (auto: from free GPU memory).")
+    ] = ",".join("auto" if c is None else str(c) for c in _THROUGHPUT.chunk_sizes),
+    synthetic_space: SynthSpaceArg = _MODEL.space,
+    synthetic_channels: SynthChannelsArg = _MODEL.channels,
+    synthetic_style_dim: SynthStyleDimArg = _MODEL.style_dim,
+) -> Outcome:
+    """Exact ln Q latents/s and peak memory over --batch-sizes x --chunk-sizes.
+
+    Under torchrun: the aggregate of all ranks, and the speed-up over rank 0 alone (docs/design.md §9).
+    """
+    model = SyntheticModelParams(synthetic, synthetic_nz, synthetic_space, synthetic_channels, synthetic_style_dim)
+    model.validate()
+    params = ThroughputParams(
+        num=n,
+        batch_sizes=tuple(b for b in parse_sizes(batch_sizes, "--batch-sizes") if b is not None),
+        chunk_sizes=parse_sizes(chunk_sizes, "--chunk-sizes", auto=True),
+        seed=ctx.common.seed,
+    ).validate()
+    gen = (
+        ctx.gen if model.name is None else model.build(seed=ctx.common.seed, device=ctx.gen.device, dtype=ctx.gen.dtype)
+    )
+    result = run_throughput(gen, params)
+    checkpoint = None
+    if model.name is not None:
+        checkpoint = {"path": None, "sha256": None, "source": f"synthetic:{model.name}", **gen.describe()}
+    notes = []  # ranks left idle by a configuration get the runner's note (gan_probe.distributed.idle_note)
+    missed = [tg["name"] for tg in result["targets"] if tg["met"] is False]
+    if missed:
+        notes.append("targets missed: " + "; ".join(missed))
+    parameters = {
+        "throughput": True,
+        "synthetic": model.name,
+        "synthetic_nz": model.nz,
+        "n": params.num,
+        "batch_sizes": list(params.batch_sizes),
+        "chunk_sizes": [c if c is not None else "auto" for c in params.chunk_sizes],
+    }
+    return Outcome(
+        parameters=parameters, results=result, table=_throughput_table(result), notes=notes, checkpoint=checkpoint
+    )
 
 
 def parse_sizes(text: str, flag: str, *, auto: bool = False) -> tuple[int | None, ...]:
@@ -257,43 +445,6 @@ def parse_sizes(text: str, flag: str, *, auto: bool = False) -> tuple[int | None
     if not out:
         raise GanProbeError(f"{flag} is empty")
     return tuple(out)
-
-
-def _throughput(
-    ctx: RunContext,
-    synthetic: str | None,
-    synthetic_nz: int | None,
-    stylegan2: dict,
-    n: int | None,
-    batch_sizes: str,
-    chunk_sizes: str,
-) -> Outcome:
-    params = ThroughputParams(
-        num=n if n is not None else 64,
-        batch_sizes=tuple(b for b in parse_sizes(batch_sizes, "--batch-sizes") if b is not None),
-        chunk_sizes=parse_sizes(chunk_sizes, "--chunk-sizes", auto=True),
-        seed=ctx.common.seed,
-    ).validate()
-    gen = _model(ctx, synthetic, synthetic_nz, stylegan2)
-    result = run_throughput(gen, params)
-    checkpoint = None
-    if synthetic is not None:
-        checkpoint = {"path": None, "sha256": None, "source": f"synthetic:{synthetic}", **gen.describe()}
-    notes = []  # ranks left idle by a configuration get the runner's note (gan_probe.distributed.idle_note)
-    missed = [tg["name"] for tg in result["targets"] if tg["met"] is False]
-    if missed:
-        notes.append("targets missed: " + "; ".join(missed))
-    parameters = {
-        "throughput": True,
-        "synthetic": synthetic,
-        "synthetic_nz": synthetic_nz,
-        "n": params.num,
-        "batch_sizes": list(params.batch_sizes),
-        "chunk_sizes": [c if c is not None else "auto" for c in params.chunk_sizes],
-    }
-    return Outcome(
-        parameters=parameters, results=result, table=_throughput_table(result), notes=notes, checkpoint=checkpoint
-    )
 
 
 def _throughput_table(result: dict) -> Table:

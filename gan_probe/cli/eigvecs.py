@@ -12,28 +12,35 @@ from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 
+#: The defaults of the options: the parameter dataclass's (stated there once).
+DEFAULTS = EigvecsParams()
+
 
 @probe_command(app, "eigvecs")
 def eigvecs(
     ctx: RunContext,
     n: Annotated[
         int, typer.Option("--n", "--num", help="Trial latents drawn from the prior (seeded); the paper used 12.")
-    ] = 12,
+    ] = DEFAULTS.num,
     latents: Annotated[
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, T x nz) instead.")
     ] = None,
     top: Annotated[
         Optional[int], typer.Option("--top", help="Eigenvectors shown per trial [default: min(8, nz)].")
-    ] = None,
+    ] = DEFAULTS.top,
     step: Annotated[
         Optional[float],
         typer.Option("--step", help="Step alpha along each direction [default: 0.8 x box half-width, or 0.8 sigma]."),
-    ] = None,
-    traversal_steps: Annotated[int, typer.Option(help="Images per traversal z + t v_i, t in [-alpha, alpha].")] = 9,
+    ] = DEFAULTS.step,
+    traversal_steps: Annotated[
+        int, typer.Option(help="Images per traversal z + t v_i, t in [-alpha, alpha].")
+    ] = DEFAULTS.traversal_steps,
     project: Annotated[
         bool, typer.Option("--project", help="Uniform prior: clamp perturbed latents into the box (bends directions).")
-    ] = False,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    ] = DEFAULTS.project,
+    chunk_size: Annotated[
+        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+    ] = DEFAULTS.chunk_size,
 ) -> Outcome:
     """Eigenvectors of M = J^T J at trial latents: log spectra, perturbations vs random directions, traversals."""
     params = EigvecsParams(

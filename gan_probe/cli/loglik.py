@@ -15,6 +15,10 @@ from gan_probe.errors import GanProbeError
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
 
+#: The defaults of the options: the parameter dataclasses' (stated there once).
+DEFAULTS = LoglikParams()
+GRID = GridParams()
+
 
 def parse_dims(text: str | None) -> tuple[int, int] | None:
     if text is None:
@@ -29,33 +33,37 @@ def parse_dims(text: str | None) -> tuple[int, int] | None:
 @probe_command(app, "loglik", estimators=True)
 def loglik(
     ctx: RunContext,
-    n: Annotated[int, typer.Option("--n", "--num", help="Latents drawn from the prior (seeded).")] = 16,
+    n: Annotated[int, typer.Option("--n", "--num", help="Latents drawn from the prior (seeded).")] = DEFAULTS.num,
     latents: Annotated[
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, N x nz) instead.")
     ] = None,
-    method: Annotated[str, typer.Option(help=f"How ln det M is computed: {'|'.join(METHODS)}.")] = "exact",
+    method: Annotated[str, typer.Option(help=f"How ln det M is computed: {'|'.join(METHODS)}.")] = DEFAULTS.method,
     grid: Annotated[
         bool, typer.Option("--grid", help="Also evaluate ln Q over a 2-D latent plane (images + contour plot).")
-    ] = False,
+    ] = DEFAULTS.grid is not None,
     grid_dims: Annotated[
         Optional[str], typer.Option(help="Plane spanned by latent axes i,j [default: random orthonormal pair].")
     ] = None,
     grid_extent: Annotated[
         Optional[float], typer.Option(help="Half-width of the plane [default: the box / 3 sigma].")
-    ] = None,
-    grid_size: Annotated[int, typer.Option(help="Grid points per side.")] = 15,
-    grid_center: Annotated[str, typer.Option(help="Centre: prior, random, or a latents file (first row).")] = "prior",
-    chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    ] = GRID.extent,
+    grid_size: Annotated[int, typer.Option(help="Grid points per side.")] = GRID.size,
+    grid_center: Annotated[
+        str, typer.Option(help="Centre: prior, random, or a latents file (first row).")
+    ] = GRID.center,
+    chunk_size: Annotated[
+        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+    ] = DEFAULTS.chunk_size,
     check: Annotated[
         bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")
-    ] = False,
+    ] = DEFAULTS.check,
     geometry: Annotated[
         str,
         typer.Option(
             help="auto|euclidean|sphere: sphere reads ln Q on the sphere of directions, for generators that ignore "
             "|z| (auto: where |J z| is rounding noise, and always for a StyleGAN2 in z)."
         ),
-    ] = "auto",
+    ] = DEFAULTS.geometry,
 ) -> Outcome:
     """Implicit log-likelihood ln Q(G(z)) = ln P_Z(z) - 1/2 ln det J^T J, per latent and over a plane.
 

@@ -15,6 +15,10 @@ from gan_probe.cli.app import app
 from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
 from gan_probe.report.report import Gate
 
+#: The defaults of the options: the parameter dataclasses' (stated there once).
+DEFAULTS = PagParams()
+REVERSAL = DEFAULTS.reversal
+
 
 @probe_command(app, "pag")
 def pag(
@@ -27,14 +31,22 @@ def pag(
             show_default=False,
         ),
     ] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
-    resize: Annotated[bool, typer.Option("--resize", help="Resize images of another size (bilinear).")] = False,
-    steps: Annotated[int, typer.Option(help="Gradient steps of the reversal per image.")] = ReversalParams.steps,
-    lr: Annotated[float, typer.Option(help="Learning rate of the reversal (paper: 0.05).")] = ReversalParams.lr,
-    optimizer: Annotated[str, typer.Option(help=f"{'|'.join(OPTIMIZERS)} (Algorithm 1 is plain SGD).")] = "sgd",
-    init_std: Annotated[float, typer.Option(help="Std. dev. of the initial latents (paper: 1e-4).")] = 1e-4,
-    prior_samples: Annotated[int, typer.Option(help="Prior draws ranked for the disagreement samples.")] = 1000,
-    top: Annotated[int, typer.Option(help="Disagreement samples rendered.")] = 20,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = DEFAULTS.limit,
+    resize: Annotated[
+        bool, typer.Option("--resize", help="Resize images of another size (bilinear).")
+    ] = DEFAULTS.resize,
+    steps: Annotated[int, typer.Option(help="Gradient steps of the reversal per image.")] = REVERSAL.steps,
+    lr: Annotated[float, typer.Option(help="Learning rate of the reversal (paper: 0.05).")] = REVERSAL.lr,
+    optimizer: Annotated[
+        str, typer.Option(help=f"{'|'.join(OPTIMIZERS)} (Algorithm 1 is plain SGD).")
+    ] = REVERSAL.optimizer,
+    init_std: Annotated[
+        float, typer.Option(help="Std. dev. of the initial latents (paper: 1e-4).")
+    ] = REVERSAL.init_std,
+    prior_samples: Annotated[
+        int, typer.Option(help="Prior draws ranked for the disagreement samples.")
+    ] = DEFAULTS.num_prior_samples,
+    top: Annotated[int, typer.Option(help="Disagreement samples rendered.")] = DEFAULTS.num_top,
     minimum: Annotated[Optional[float], typer.Option("--min", help="Fail (exit 3) if PAG is below this.")] = None,
     maximum: Annotated[Optional[float], typer.Option("--max", help="Fail (exit 3) if PAG is above this.")] = None,
 ) -> Outcome:

@@ -94,9 +94,11 @@ def check_gate_bounds(minimum: float | None, maximum: float | None) -> None:
 
 
 def probe_command(
-    app: typer.Typer, name: str, *, writes_files: bool = True, estimators: bool = False
+    app: typer.Typer, name: str, *, writes_files: bool = True, estimators: bool = False, report_as: str | None = None
 ) -> Callable[[Callable[..., Outcome]], Callable[..., Outcome]]:
-    """Register ``body(ctx, **own)`` as command ``name`` with CKPT, the common and (optionally) estimator options."""
+    """Register ``body(ctx, **own)`` as command ``name`` with CKPT, the common and (optionally) estimator options.
+
+    ``report_as``: the command named in the report and the default output folder (a subcommand's group: bench)."""
 
     def decorate(body: Callable[..., Outcome]) -> Callable[..., Outcome]:
         own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
@@ -123,7 +125,7 @@ def probe_command(
             est_values = {o.name: kwargs.pop(o.name) for o in est_opts}
             root = kwargs.pop("typer_ctx").find_root()
             argv = root.obj if isinstance(root.obj, list) else None
-            execute(name, common, body, kwargs, est_opts, est_values, argv=argv, writes_files=writes_files)
+            execute(report_as or name, common, body, kwargs, est_opts, est_values, argv=argv, writes_files=writes_files)
 
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         wrapper.__doc__ = body.__doc__

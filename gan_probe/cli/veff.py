@@ -14,11 +14,14 @@ from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, pr
 from gan_probe.errors import GanProbeError
 from gan_probe.report.report import Gate
 
+#: The defaults of the options: the parameter dataclass's (stated there once).
+DEFAULTS = VeffParams()
+
 
 def parse_taus(values: list[str] | None) -> tuple[float, ...]:
     """``--tau 1 --tau 2`` and ``--tau 1,2`` (or both) -> (1.0, 2.0), in the order given."""
     if not values:
-        return (1.0,)
+        return DEFAULTS.taus
     taus = []
     for value in values:
         for part in value.split(","):
@@ -34,11 +37,13 @@ def veff(
     ctx: RunContext,
     n: Annotated[
         int, typer.Option("--n", "--num", "--m", help="Number M of latents drawn from the prior (seeded).")
-    ] = 64,
+    ] = DEFAULTS.num,
     latents: Annotated[
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, M x nz) instead.")
     ] = None,
-    k: Annotated[int, typer.Option("--k", help="Random directions K per latent for delta(j,0).")] = 32,
+    k: Annotated[
+        int, typer.Option("--k", help="Random directions K per latent for delta(j,0).")
+    ] = DEFAULTS.num_directions,
     tau: Annotated[
         Optional[list[str]],
         typer.Option("--tau", help="Threshold(s): repeat or comma-separate; the first is the headline [default: 1]."),
@@ -46,21 +51,23 @@ def veff(
     step: Annotated[
         Optional[float],
         typer.Option("--step", help="Step alpha [default: 0.8 x box half-width, or 0.8 sigma, as eigvecs]."),
-    ] = None,
+    ] = DEFAULTS.step,
     directions: Annotated[
         str,
         typer.Option(help="Random directions: unit (uniform on the sphere) or normal (the paper's literal N(0, I))."),
-    ] = "unit",
+    ] = DEFAULTS.directions,
     project: Annotated[
         bool, typer.Option("--project", help="Uniform prior: clamp perturbed latents into the box (bends directions).")
-    ] = False,
+    ] = DEFAULTS.project,
     minimum: Annotated[
         Optional[float], typer.Option("--min", help="Gate: exit 3 if v_eff at the first tau is below.")
     ] = None,
     maximum: Annotated[
         Optional[float], typer.Option("--max", help="Gate: exit 3 if v_eff at the first tau is above.")
     ] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")] = None,
+    chunk_size: Annotated[
+        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+    ] = DEFAULTS.chunk_size,
 ) -> Outcome:
     """Effective latent dimensionality v_eff(tau): eigen-directions of M that change G more than tau random ones."""
     check_gate_bounds(minimum, maximum)

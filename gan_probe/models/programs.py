@@ -58,10 +58,11 @@ from torch import nn
 
 from gan_probe.errors import CheckpointError
 from gan_probe.models.archive import check_inflation, field, parse_json, read_member
-from gan_probe.models.checkpoint import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
+from gan_probe.models.loaded import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
 from gan_probe.models.operators import export_target_refusal, schema_refusal, script_refusals
 from gan_probe.models.watchdog import evaluating
 
+NAME = "program"
 TORCHSCRIPT = "torchscript"
 EXPORT = "torch.export"
 
@@ -129,6 +130,19 @@ def program_kind(file: Path) -> str | None:
     if "archive_format" in rel or file.suffix == ".pt2":
         return EXPORT
     return None
+
+
+def detect(file: Path | None, options: LoadOptions) -> bool:
+    """A TorchScript or torch.export archive (by content; a ``.safetensors`` file is never one)."""
+    return file is not None and file.suffix != ".safetensors" and file.is_file() and program_kind(file) is not None
+
+
+def load(file: Path | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype) -> LoadedGenerator:
+    """The program in ``file`` as a generator (:func:`load_program`, its kind read again from the file)."""
+    kind = program_kind(file) if file is not None else None
+    if file is None or kind is None:  # detect() claims programs only
+        raise CheckpointError(f"{file} is not a TorchScript or torch.export program")
+    return load_program(file, kind, options, device=device, dtype=dtype)
 
 
 class ProgramModule(nn.Module):
@@ -464,9 +478,12 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "EXPORT",
+    "NAME",
     "TORCHSCRIPT",
     "ProgramModule",
     "check_export_archive",
+    "detect",
+    "load",
     "load_export",
     "load_program",
     "load_torchscript",

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gan_probe.models.architectures import DCGANGenerator
-from gan_probe.models.checkpoint import LoadedGenerator, wrap_module
+from gan_probe.models.loaded import LoadedGenerator, wrap_module
 
 
 class LinearGenerator(nn.Module):

@@ -24,8 +24,8 @@ from typing import Any, cast
 import torch
 
 from gan_probe.errors import CheckpointError
-from gan_probe.models.checkpoint import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
 from gan_probe.models.latent_spaces import stylegan2_latent
+from gan_probe.models.loaded import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
 from gan_probe.models.nvidia.pickle_reader import (
     STYLEGAN2_ADA_GENERATOR,
     STYLEGAN3_GENERATOR,
@@ -41,6 +41,21 @@ SOURCE = "nvidia-pickle"
 SUFFIX = ".pkl"
 #: The pixel range of NVIDIA's generators: their scripts save (img * 127.5 + 128).clamp(0, 255).
 OUTPUT_RANGE = (-1.0, 1.0)
+
+
+NAME = "NVIDIA pickle"
+
+
+def detect(file: Path | None, options: LoadOptions) -> bool:
+    """The checkpoint format's test (:mod:`gan_probe.models.checkpoint`): :func:`claims_nvidia_pickle`."""
+    return file is not None and claims_nvidia_pickle(file)
+
+
+def load(file: Path | None, options: LoadOptions, *, device: torch.device | str, dtype: torch.dtype) -> LoadedGenerator:
+    """The checkpoint format's loader: :func:`load_nvidia_pickle`."""
+    if file is None:  # detect() claims files only
+        raise CheckpointError("an NVIDIA pickle checkpoint needs a file")
+    return load_nvidia_pickle(file, options, device=device, dtype=dtype)
 
 
 def claims_nvidia_pickle(file: Path) -> bool:
@@ -187,4 +202,4 @@ def _config(
     }
 
 
-__all__ = ["SOURCE", "architecture_name", "claims_nvidia_pickle", "load_nvidia_pickle"]
+__all__ = ["NAME", "SOURCE", "architecture_name", "claims_nvidia_pickle", "detect", "load", "load_nvidia_pickle"]

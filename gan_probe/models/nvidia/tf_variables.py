@@ -77,7 +77,7 @@ import numpy as np
 import torch
 
 from gan_probe.errors import CheckpointError
-from gan_probe.models.nvidia.pickle_reader import STYLEGAN2_ADA_GENERATOR, NetworkRecord, TensorFlowNetwork
+from gan_probe.models.nvidia.records import STYLEGAN2_ADA_GENERATOR, NetworkRecord, TensorFlowNetwork
 
 #: (TensorFlow keyword, the Generator's sub-dict or None for the top level, the Generator's keyword, default)
 GENERATOR_KWARGS: tuple[tuple[str, str | None, str, Any], ...] = (

@@ -77,7 +77,34 @@ def parse_eps(value: float | str) -> float | str:
 
 @dataclass(frozen=True)
 class ChebyshevParams:
-    """The paper's setting (m, p, t, g) = (10, 20, 20, 1.2), eps = 0.1: about 220 products per latent."""
+    """The parameters of the Chebyshev estimator of ln det M; the defaults are the paper's setting.
+
+    Han, Malioutov, Avron & Shin (2017), as Ramesh & LeCun (2018) Algorithm 1, with
+    the scale term restored (docs/design.md §3.2): with M's spectrum in [mu, nu],
+    X = (2M - (mu+nu) I) / (nu - mu) and the degree-m Chebyshev interpolant
+    sum_i c_i T_i of ln phi on [-1, 1],
+
+        ln det M ~ n ln(mu + nu) + (1/p) sum_k sum_{i=0..m} c_i v_k^T T_i(X) v_k
+
+    at t + m p products per latent (the paper: 220).
+
+    Args:
+        m: the polynomial degree (paper 10).
+        p: probe vectors (paper 20).
+        t: Golub-Kahan steps for the bounds of the spectrum (paper 20 power iterations).
+        g: the margin (>= 1) on the estimated lambda_max: nu = g lambda_max.
+        eps: the lower bound mu (paper 0.1), or "auto" (from the Ritz values).
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.loglik(gen, n=2, method="chebyshev", estimator=gan_probe.ChebyshevParams())
+        >>> result.values.num_matvecs
+        220
+        >>> result.values.bounds_violated.tolist()  # the spectrum leaves [0.1, nu]: the estimates are flagged
+        [True, True]
+    """
 
     m: int = param(10, "Chebyshev/Taylor degree.")
     p: int = param(20, "Chebyshev/Taylor probe vectors.")

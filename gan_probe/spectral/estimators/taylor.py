@@ -47,7 +47,32 @@ from gan_probe.spectral.operator import JacobianOperator
 
 @dataclass(frozen=True)
 class TaylorParams:
-    """Degree ``m``, ``p`` probes, ``t`` Golub-Kahan steps, ``g`` on lambda_max, truncation tolerance ``tol``."""
+    """The parameters of the Taylor-series estimator of ln det M.
+
+    Boutsidis, Drineas, Kambadur, Kontopoulou & Zouzias (2017) (docs/design.md §3.3):
+    with nu = g lambda_max and X = I - M / nu,
+
+        ln det M = n ln nu + tr ln(I - X)  ~  n ln nu - (1/p) sum_j sum_{k=1..m} v_j^T X^k v_j / k
+
+    at t + m p products per latent; biased upwards for eigenvalues far below nu.
+
+    Args:
+        m: the series degree.
+        p: probe vectors.
+        t: Golub-Kahan steps for the bounds of the spectrum.
+        g: the margin (>= 1) on the estimated lambda_max.
+        tol: the truncation error per eigenvalue [nats] that bounds the accuracy interval.
+
+    Example::
+
+        >>> import gan_probe
+        >>> gen = gan_probe.load_generator(device="cpu", dtype="float64")
+        >>> result = gan_probe.loglik(gen, n=2, method="taylor", estimator=gan_probe.TaylorParams(m=10, p=20))
+        >>> result.values.num_matvecs
+        220
+        >>> result.values.bounds_violated.tolist()  # eigenvalues far below nu: the truncation is flagged
+        [True, True]
+    """
 
     m: int = param(10, "Chebyshev/Taylor degree.")
     p: int = param(20, "Chebyshev/Taylor probe vectors.")
