@@ -561,8 +561,43 @@ def divergence(
     batch_size: int = 64,
     seed: int = 0,
 ) -> DivergenceResult:
-    """Bound the spread KL(data || G) ("kl"), KL(G || data) ("rkl") and JS between the generator and ``data``
-    (as for :func:`pag`) at noise width(s) ``spread``; ``result.per_sigma[i].divergences["kl"].bound`` in nats."""
+    """Bound the spread f-divergences between the generator and ``data`` with fitted encoders.
+
+    Zhang, Barber et al. (2019), spread divergence: with y = x + sigma eps on both sides,
+    p_s(y) = (1/n) sum_k N(y; x_k, sigma^2 I) and q_s(y) = E_z N(y; G(z), sigma^2 I), and for
+    any encoder r(z|y) the f-divergence of the joints bounds that of p_s and q_s (Jensen), e.g.
+    KL(p_s || q_s) <= E_{y~p_s, z~r}[ln r(z|y) + ln p_s(y) - ln N(y; G(z), sigma^2) - ln P_Z(z)].
+
+    Args:
+        gen: a loaded generator (:func:`load_generator`).
+        data: images (a folder, an array file, a tensor in the generator's units), or
+            None for the bundled held-out MNIST images.
+        spread: the noise width(s) sigma, in the generator's output units.
+        f: which divergences: "kl" (data || G), "rkl" (G || data), "js".
+        limit, resize: as for :func:`pag`: the first ``limit`` images, resized.
+        steps: Adam steps of each encoder (early stopped on held-out figures).
+        importance: K draws from the encoder per point (the importance-weighted estimate).
+        refine: Adam steps on each point's r(z|y) after the encoder.
+        ais: annealed importance sampling steps (0: off).
+        heldout: the fraction of the data every figure is reported on.
+        model_samples: pairs (z, y) drawn from the generator for the reverse figures.
+        batch_size: points processed together.
+        seed: the seed of the split, the encoders and every draw.
+
+    Returns:
+        A :class:`~gan_probe.analyses.divergence.DivergenceResult`: one entry of
+        ``per_sigma`` per sigma, whose ``divergences["kl"]`` (and ``rkl``, ``js``) hold
+        the ``bound`` and its ``stderr`` in nats.
+
+    Example::
+
+        >>> import torch, gan_probe
+        >>> from gan_probe.api import divergence
+        >>> gen = gan_probe.load_generator(device="cpu")
+        >>> result = divergence(gen, spread=0.3, f=("kl",), limit=64, steps=2, importance=2, model_samples=16)
+        >>> sorted(result.per_sigma[0].divergences)
+        ['kl']
+    """
     params = DivergenceParams(
         data=data if isinstance(data, torch.Tensor) or data is None else os.fspath(data),
         limit=limit,
