@@ -223,12 +223,12 @@ def command_options(command: str) -> set[str]:
 
 def assert_flags_exist(rows: list[tuple[str, list[str], str]]) -> None:
     """For a bad-input table of (id, arguments, fragment of the message): ids are unique (pytest would run a
-    repeated one under another name), and the flag a fragment names as the fix, "... (--n)", is one the row's
-    command takes; the harness checks the fragment is in the message, so the advice can be followed."""
+    repeated one under another name), and every flag a fragment names ("... (--n)", "give --nz") is one the row's
+    command takes: the harness checks the fragment is in the message, so the advice can be followed."""
     assert len({r[0] for r in rows}) == len(rows)
     named = 0
     for case, args, fragment in rows:
-        for flag in re.findall(r"\((--[a-z][\w-]*)\)", fragment):
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", fragment):
             assert flag in command_options(args[0]), f"{case}: {args[0]} takes no {flag}"
             named += 1
     assert named >= len(rows) // 3, named  # the pattern reached the rows: the check above is not empty
