@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from gan_probe.cli.terminal import printable
+from gan_probe.limits import MAX_COUNT
 from gan_probe.models import DCGANGenerator, Prior, save_checkpoint
 from tests.conftest import assert_refused, invoke
 
@@ -115,7 +116,8 @@ def test_an_unusable_stderr_changes_nothing_else(shell):
 def test_odd_terminal_settings_still_show_the_output_and_the_error(name, value, tiny_ckpt, runner, monkeypatch):
     monkeypatch.setenv(name, value)
     failed = invoke(runner, ["info", tiny_ckpt, "--batch-size", "0"])
-    assert failed.exit_code == 1 and failed.stderr == "error: --batch-size must be at least 1, got 0\n"
+    assert_refused(failed, "--batch-size")
+    assert failed.stderr == f"error: --batch-size must be an integer from 1 to {MAX_COUNT:,}, got 0\n"
     shown = invoke(runner, ["info", tiny_ckpt])
     assert shown.exit_code == 0 and "tests: random weights" in shown.stdout
 
