@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import click
 import pytest
 import torch
+import typer.main
 from typer.testing import CliRunner
 
 from gan_probe.models import DCGANGenerator, LoadedGenerator, MLPGenerator, Prior, save_checkpoint, wrap_module
@@ -136,3 +139,96 @@ def logdet_of(jac: torch.Tensor) -> torch.Tensor:
     from gan_probe.spectral.exact import spectrum_from_jacobian
 
     return 2 * spectrum_from_jacobian(jac, grad=True).half_logdet
+
+
+# --------------------------------------------------------------------------- the dense float64 twin
+
+
+def dense_jacobian(fn, z: torch.Tensor, *, create_graph: bool = False, vectorize: bool = True) -> torch.Tensor:
+    """(B, N, nz) J of ``fn`` (B, nz) -> (B, ...) at each latent, by plain reverse-mode autograd, one latent at a
+    time: the reference the Jacobian code (forward mode, chunked, vmapped) is tested against. ``create_graph``
+    keeps it differentiable (w.r.t. ``z`` and ``fn``'s parameters); ``vectorize=False`` for a function that
+    cannot run under vmap."""
+    return torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda v: fn(v[None]).reshape(-1), zi, create_graph=create_graph, vectorize=vectorize
+            )
+            for zi in z
+        ]
+    )
+
+
+def dense_half_logdet(fn, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+    """(B,) 1/2 ln det J^T J of :func:`dense_jacobian` by ``slogdet`` of the dense metric (no QR, no SVD)."""
+    jac = dense_jacobian(fn, z, create_graph=create_graph)
+    return 0.5 * torch.linalg.slogdet(jac.transpose(1, 2) @ jac).logabsdet
+
+
+# --------------------------------------------------------------------------- the bad-input harness
+
+#: a flag named twice in one line: "... (--n) (--n)"
+_FLAG_TWICE = re.compile(r"\(--[\w-]+\) \(--")
+
+
+def assert_refused(result, fragment: str, *, code: int = 1, out: Path | None = None) -> str:
+    """The one way the command line may refuse bad input: exit ``code``; for 1, exactly one line on stderr, an
+    ``error:`` line holding ``fragment`` that names its flag once, and nothing on stdout; for 2 (a usage error
+    from the parser), ``fragment`` on stderr; never a traceback or an internal error; ``out`` not created.
+    Returns the error line (for 2, the whole stderr)."""
+    text = result.stderr
+    assert result.exit_code == code, result.stdout + text
+    assert "Traceback" not in result.output + text and "internal error" not in text, text
+    if out is not None:
+        assert not out.exists(), f"{out} was written"  # nothing written, not even the folder
+    if code != 1:
+        assert fragment in text, text
+        return text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), text
+    line = lines[0]
+    assert fragment in line, text
+    assert not _FLAG_TWICE.search(line), line
+    assert result.stdout == "", result.stdout
+    return line
+
+
+def run_refused(runner: CliRunner, args: list[str], fragment: str, *, folder: Path, out: Path, code: int = 1):
+    """One row of a bad-input table: ``args`` with ``{d}`` standing for ``folder``, run with ``--out out`` (but
+    ``info``, which writes nothing), must be refused as :func:`assert_refused` says. Returns the result."""
+    argv = [a.format(d=folder) for a in args]
+    if argv[0] != "info" and "--out" not in argv:
+        argv += ["--out", str(out)]
+    result = invoke(runner, argv)
+    assert_refused(result, fragment, code=code, out=out)
+    return result
+
+
+def command_options(command: str) -> set[str]:
+    """Every flag the command line's ``command`` takes (its subcommands' too)."""
+    from gan_probe.cli import app
+
+    group = typer.main.get_command(app)
+    found: set[str] = set()
+    todo = [group.get_command(click.Context(group), command)]
+    while todo:
+        cmd = todo.pop()
+        assert cmd is not None, command
+        found.update(opt for p in cmd.params if p.param_type_name == "option" for opt in p.opts)
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            todo.extend(cmd.get_command(ctx, name) for name in cmd.list_commands(ctx))
+    return found
+
+
+def assert_flags_exist(rows: list[tuple[str, list[str], str]]) -> None:
+    """For a bad-input table of (id, arguments, fragment of the message): ids are unique (pytest would run a
+    repeated one under another name), and every flag a fragment names ("... (--n)", "give --nz") is one the row's
+    command takes: the harness checks the fragment is in the message, so the advice can be followed."""
+    assert len({r[0] for r in rows}) == len(rows)
+    named = 0
+    for case, args, fragment in rows:
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", fragment):
+            assert flag in command_options(args[0]), f"{case}: {args[0]} takes no {flag}"
+            named += 1
+    assert named >= len(rows) // 3, named  # the pattern reached the rows: the check above is not empty

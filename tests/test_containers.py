@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import types
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from torch import nn
 
 from gan_probe.errors import CheckpointError
 from gan_probe.models import LoadOptions, load_generator
-from gan_probe.models.containers import ALLOWED_GLOBALS, find_generator_state, read_container
+from gan_probe.models.containers import find_generator_state, read_container
 from tests.conftest import invoke
 from tests.test_checkpoint import ExamplesGenerator, Exploit
 
@@ -258,8 +259,14 @@ def test_train_py_file_with_other_pickled_objects_is_refused(tmp_path, runner, e
     assert argparse.Namespace not in torch.serialization.get_safe_globals()
 
 
-def test_allowlist_is_namespace_only():
-    assert ALLOWED_GLOBALS == (argparse.Namespace,)
+def test_allowlist_is_namespace_only(tmp_path):
+    """argparse.Namespace loads; its look-alike types.SimpleNamespace, a class of the standard library with the
+    same fields, is refused by name: the allowlist holds that one class and nothing near it."""
+    args = vars(_train_py_args())
+    assert load_generator(_train_py_with(tmp_path, argparse.Namespace(**args), "ns.pt")).extras["args"] == args
+    with pytest.raises(CheckpointError, match="never runs code") as info:
+        load_generator(_train_py_with(tmp_path, types.SimpleNamespace(**args), "simple.pt"))
+    assert "SimpleNamespace" in str(info.value)
 
 
 @pytest.mark.parametrize(

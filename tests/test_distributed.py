@@ -205,8 +205,15 @@ def test_world_of_one_under_torchrun_is_a_single_process(tmp_path):
     assert json.loads(run.stdout)["world"] == {"size": 1, "backend": None}
 
 
-def test_gloo_is_available_in_this_torch():
-    assert torch.distributed.is_available() and torch.distributed.is_gloo_available()
+def test_a_torch_without_distributed_is_one_line_under_torchrun(monkeypatch):
+    """Launched as one of two ranks by a torch built without torch.distributed: a one-line error naming the
+    fix, and no process group joined (the runs above show the gloo group of a torch that has one)."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
+    with pytest.raises(GanProbeError, match="this torch build has no torch.distributed: run without torchrun"):
+        distributed.setup(torch.device("cpu"))
+    assert not distributed.joined() and not torch.distributed.is_initialized()
 
 
 # --- devices, the environment and the chunk size (no GPU needed) ----------------------------------------------------

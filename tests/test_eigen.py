@@ -9,18 +9,13 @@ import torch
 
 from gan_probe.spectral.eigen import exact_eigen, fix_signs, spectrum_concentration
 from gan_probe.spectral.operator import JacobianOperator
-from tests.conftest import Linear, wrap
+from tests.conftest import Linear, dense_jacobian, wrap
 
 
 def dense_metric(gen, z: torch.Tensor) -> torch.Tensor:
     """(B, nz, nz) M = J^T J from plain autograd (one latent at a time), float64."""
-    mats = []
-    for zi in z:
-        j = torch.autograd.functional.jacobian(
-            lambda v: gen.flat(v[None])[0], zi, vectorize=True, strategy="forward-mode"
-        )
-        mats.append(j.T @ j)
-    return torch.stack(mats)
+    jac = dense_jacobian(gen.flat, z)
+    return jac.transpose(1, 2) @ jac
 
 
 def eigh_descending(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

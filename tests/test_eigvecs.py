@@ -12,8 +12,9 @@ from PIL import Image
 from gan_probe.analyses.common import generate
 from gan_probe.analyses.eigvecs import EigvecsParams, run_eigvecs
 from gan_probe.analyses.perturbation import default_step, perturb
+from gan_probe.models import load_generator
 from gan_probe.models.priors import Prior
-from tests.conftest import invoke, invoke_json, wrap
+from tests.conftest import dense_jacobian, invoke, invoke_json, wrap
 from tests.test_eigen import dense_metric, eigh_descending
 
 
@@ -125,7 +126,17 @@ def test_cli_bad_input(extra, needle, tiny_ckpt, tmp_path, runner):
 def test_cli_bundled_default(tmp_path, runner):
     out = tmp_path / "default"
     report = invoke_json(runner, ["eigvecs", "--n", 2, "--top", 4, "--traversal-steps", 3, "--out", out])
-    assert report["checkpoint"]["nz"] == 32 and len(report["results"]["trials"][0]["eigenvalues"]) == 32
+    # the bundled generator, loaded by the API with no path: each trial's spectrum is that of its dense metric
+    gen = load_generator(None, dtype=torch.float64)
+    with np.load(out / "eigvecs.npz") as data:
+        z = torch.from_numpy(data["z"]).double()
+    jac = dense_jacobian(gen.flat, z)
+    ref = torch.linalg.eigvalsh(jac.transpose(1, 2) @ jac).flip(-1)
+    assert len(report["results"]["trials"]) == len(ref) == 2
+    for trial, lam in zip(report["results"]["trials"], ref):
+        torch.testing.assert_close(
+            torch.tensor(trial["eigenvalues"], dtype=torch.float64), lam, rtol=1e-5, atol=1e-5 * float(lam[0])
+        )
     for name in ("spectra.png", "perturbations.png", "trial_01.png", "traversal_01.png"):
         with Image.open(out / name) as img:
             img.verify()

@@ -16,7 +16,7 @@ from gan_probe import __version__
 from gan_probe.analyses.loglik import GridParams, LoglikParams, evaluate_loglik, run_loglik
 from gan_probe.models import MLPGenerator, Prior, load_generator, save_checkpoint
 from gan_probe.models.bundled import default_checkpoint
-from tests.conftest import invoke, invoke_json, wrap
+from tests.conftest import dense_half_logdet, invoke, invoke_json, wrap
 
 
 def test_loglik_linear_closed_form(linear_gen):
@@ -32,7 +32,10 @@ def test_uniform_prior_outside_box_is_null():
     gen = wrap(MLPGenerator(2, [8], [4], "tanh"), 2, prior=Prior("uniform", low=-1.0, high=1.0))
     z = torch.tensor([[0.5, -0.5], [1.5, 0.0]], dtype=torch.float64)
     values = evaluate_loglik(gen, z)
-    assert math.isfinite(values.loglik[0]) and values.log_prior[0] == -2 * math.log(2.0)
+    assert values.log_prior[0] == -2 * math.log(2.0)  # the box [-1, 1]^2 has area 4
+    # inside: ln p(z) - 1/2 ln det J^T J against the dense twin
+    ref = -2 * math.log(2.0) - float(dense_half_logdet(gen.flat, z[:1])[0])
+    assert float(values.loglik[0]) == pytest.approx(ref, rel=1e-10, abs=1e-10)
     assert values.loglik[1] == -math.inf
     assert values.per_sample()[1]["loglik"] == -math.inf  # becomes null in JSON
 
@@ -161,9 +164,19 @@ def test_version_and_usage_error(runner):
 
 
 def test_bundled_default_exists_and_loads():
-    gen = load_generator(None)
-    assert default_checkpoint().name == "mnist-dcgan-nz32.safetensors"
-    assert gen.nz == 32 and gen.output_shape == (1, 32, 32)
+    """No path loads the bundled file: the same generator as naming the file, with its metadata's sizes."""
+    from safetensors import safe_open
+
+    path = default_checkpoint()
+    assert path.is_file() and path.name == "mnist-dcgan-nz32.safetensors"
+    gen, named = load_generator(None), load_generator(path)
+    with safe_open(str(path), "pt") as fh:
+        meta = json.loads(fh.metadata()["gan_probe"])
+    assert gen.nz == meta["config"]["nz"] and list(gen.output_shape) == meta["output"]["shape"]
+    z = torch.randn(3, gen.nz, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(gen(z), named(z), rtol=0, atol=0)
+        assert gen(z).shape == (3, *gen.output_shape)
 
 
 def test_subprocess_default_checkpoint_grid(tmp_path):

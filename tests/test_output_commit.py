@@ -1,5 +1,6 @@
 """The output folder is committed in one step: after any failure or kill, ``--out`` holds all its old files
-or all the new ones (docs/design.md §8.3).
+or all the new ones (docs/design.md §8.3); a write that fails (a full disk, a read-only folder) is one line
+naming the folder; staging folders that killed runs left behind are removed by the next run.
 
 Most cases drive :class:`OutputDir` directly (fast) with faults injected between the steps of the commit;
 the CLI is run where the message matters, and real subprocesses are SIGKILLed in the middle of the swap.
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import pytest
 import gan_probe.report.files as files_module
 from gan_probe.errors import GanProbeError
 from gan_probe.report.files import OutputDir, recover
-from tests.conftest import invoke
+from tests.conftest import assert_refused, invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD = {"report.json": "old report", "samples.png": "old samples", "notes.txt": "the user's own file"}
@@ -177,7 +179,7 @@ def test_report_json_as_a_folder_fails_before_the_work(tiny_ckpt, runner, tmp_pa
     _fill(folder, {"samples.png": "old samples"})
     (folder / "report.json").mkdir()
     result = invoke(runner, ["loglik", tiny_ckpt, "--n", "2", "--out", folder])
-    assert result.exit_code == 1
+    assert_refused(result, "report.json is a folder")
     assert result.stderr == (
         f"error: {folder}/report.json is a folder, which the new report.json would replace: "
         "move it away or choose another --out\n"
@@ -191,7 +193,7 @@ def test_an_unwritable_folder_is_refused_before_anything_moves(tiny_ckpt, runner
     _fill(folder, OLD)
     monkeypatch.setattr(files_module, "_writable", lambda p: Path(p) != folder)
     result = invoke(runner, ["loglik", tiny_ckpt, "--n", "2", "--out", folder])
-    assert result.exit_code == 1
+    assert_refused(result, "Permission denied (--out)")
     assert result.stderr == f"error: cannot write in the output folder {folder}: Permission denied (--out)\n"
     assert _contents(folder) == ALL_OLD and _siblings(folder) == []
 
@@ -199,8 +201,9 @@ def test_an_unwritable_folder_is_refused_before_anything_moves(tiny_ckpt, runner
 def test_out_naming_a_file_is_refused(tiny_ckpt, runner, tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
-    result = invoke(runner, ["loglik", tiny_ckpt, "--n", "2", "--out", path])
-    assert result.exit_code == 1 and "exists and is not a folder (--out)" in result.stderr
+    assert_refused(
+        invoke(runner, ["loglik", tiny_ckpt, "--n", "2", "--out", path]), "exists and is not a folder (--out)"
+    )
     assert path.read_text() == "x"
 
 
@@ -290,3 +293,101 @@ def test_sigkill_in_the_middle_of_the_commit(step, tiny_ckpt, runner, tmp_path):
     result = invoke(runner, ["loglik", tiny_ckpt, "--n", "1", "--out", folder])
     assert result.exit_code == 0, result.stderr
     assert _contents(folder)["notes.txt"] == OLD["notes.txt"] and _siblings(folder) == []
+
+
+# --------------------------------------------------------------------------- writes that fail, through the command line
+
+
+def _earlier_report(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text('{"earlier": true}\n')
+    return (folder / "report.json").read_text()
+
+
+def test_full_disk_is_one_line_and_keeps_the_folder(tiny_ckpt, runner, tmp_path, monkeypatch):
+    import gan_probe.report.files as files_module
+
+    out = tmp_path / "full"
+    before = _earlier_report(out)
+
+    def no_space(stage):  # the commit's flush to the disk, where a full disk shows with delayed allocation
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(stage) / "report.json"))
+
+    monkeypatch.setattr(files_module, "fsync_tree", no_space)
+    result = invoke(runner, ["loglik", tiny_ckpt, "--n", "2", "--out", out])
+    assert_refused(result, "No space left on device")
+    assert "No space left on device" in result.stderr and "(--out)" not in result.stderr
+    assert "choose another --out" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "report.json").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]  # the staging folder is gone
+
+
+def test_full_disk_while_writing_an_image(tiny_ckpt, runner, tmp_path, monkeypatch):
+    from PIL import Image
+
+    def no_space(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", no_space)
+    out = tmp_path / "img"
+    result = invoke(runner, ["sample", tiny_ckpt, "--n", "4", "--out", out])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write") and str(out) in line and "No space left" in line
+    assert not out.exists()
+
+
+def test_read_only_out_is_one_line(tiny_ckpt, runner, tmp_path, monkeypatch):
+    """Read-only --out: simulated, since the tests run as root and chmod does not stop root's writes."""
+    import gan_probe.report.files as files_module
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files_module.tempfile, "mkdtemp", read_only)
+    out = tmp_path / "ro"
+    result = invoke(runner, ["loglik", tiny_ckpt, "--n", "2", "--out", out])
+    assert_refused(result, "Read-only file system (--out)", out=out)
+    assert result.stderr.strip() == f"error: cannot write in the output folder {out}: Read-only file system (--out)"
+    assert not out.exists()
+
+
+def test_read_only_working_folder(tiny_ckpt, runner, tmp_path, monkeypatch):
+    """The default --out (gan-probe-out/COMMAND) in a working folder that cannot be written."""
+    import gan_probe.report.files as files_module
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(files_module.Path, "mkdir", denied)
+    result = invoke(runner, ["loglik", tiny_ckpt, "--n", "2"])
+    assert_refused(result, "Permission denied (--out)", out=tmp_path / "gan-probe-out")
+    assert "cannot create the output folder gan-probe-out/loglik: Permission denied (--out)" in result.stderr
+
+
+# --------------------------------------------------------------------------- staging folders of killed runs
+
+
+def test_staging_folders_of_killed_runs_are_removed(tiny_ckpt, runner, tmp_path):
+    from gan_probe.report.files import _host_tag
+
+    out = tmp_path / "stale"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = out / f".gan-probe-{dead_pid}-abcd1234-{_host_tag()}"
+    stale.mkdir()
+    (stale / "report.json").write_bytes(b"")  # the 0-byte file a SIGKILL can leave
+    alive = out / f".gan-probe-{os.getppid()}-efgh5678-{_host_tag()}"  # a run still going (our parent)
+    alive.mkdir()
+    elsewhere = out / f".gan-probe-{dead_pid}-ijkl9012-00000000"  # another host's: cannot tell, kept
+    elsewhere.mkdir()
+    legacy = out / ".gan-probe-a1b2c3d4"  # before the pid was in the name: removed once an hour old
+    legacy.mkdir()
+    old = time.time() - 7200
+    os.utime(legacy, (old, old))
+    result = invoke(runner, ["loglik", tiny_ckpt, "--n", "1", "--out", out])
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists() and not legacy.exists()
+    assert alive.is_dir() and elsewhere.is_dir()

@@ -27,7 +27,7 @@ from torch import nn
 
 from gan_probe.models import DCGANGenerator, LoadOptions, MLPGenerator, archive, load_generator
 from gan_probe.models.operators import export_target_refusal, operator_refusal
-from tests.conftest import invoke
+from tests.conftest import assert_refused, invoke
 from tests.test_programs import NZ, Small, _export, _tampered
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
@@ -142,14 +142,6 @@ HOSTILE = [
 ]
 
 
-def _one_line_refusal(result: Any, needle: str, out: Path) -> None:
-    assert result.exit_code == 1, result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert needle in " ".join(result.stderr.split()), result.stderr
-    assert result.stdout == "" and not out.exists()
-
-
 @pytest.mark.parametrize(("module", "needle"), HOSTILE, ids=[m.__name__ for m, _ in HOSTILE])
 def test_hostile_torchscript_is_refused_before_it_runs(tmp_path, runner, module, needle):
     marker = tmp_path / "written.pt"
@@ -161,7 +153,7 @@ def test_hostile_torchscript_is_refused_before_it_runs(tmp_path, runner, module,
     torch.jit.save(torch.jit.script(module(str(target))), str(path))
     out = tmp_path / "o"
     result = invoke(runner, ["loglik", path, "--n", "2", "--out", out, "--json"])
-    _one_line_refusal(result, needle, out)
+    assert_refused(result, needle, out=out)
     assert "was refused: its TorchScript calls" in result.stderr
     assert not marker.exists()
 
@@ -185,7 +177,7 @@ def test_setstate_is_refused_before_the_archive_loads(tmp_path, runner):
     torch.jit.save(torch.jit.script(SetsState(str(marker))), str(path))
     assert not marker.exists()
     out = tmp_path / "o"
-    _one_line_refusal(invoke(runner, ["info", path, "--out", out]), "defines __setstate__", out)
+    assert_refused(invoke(runner, ["info", path, "--out", out]), "defines __setstate__", out=out)
     assert not marker.exists()
 
 
@@ -320,7 +312,7 @@ def test_bad_program_attributes_are_named(tmp_path, runner, nz, output_range, ne
     path = tmp_path / "attrs.pt"
     torch.jit.save(torch.jit.script(Attributes(nz, output_range)), str(path))
     out = tmp_path / "o"
-    _one_line_refusal(invoke(runner, ["loglik", path, "--n", "2", "--out", out]), needle, out)
+    assert_refused(invoke(runner, ["loglik", path, "--n", "2", "--out", out]), needle, out=out)
 
 
 def test_bad_output_range_attribute_is_not_read_when_the_flag_gives_one(tmp_path):
@@ -406,8 +398,8 @@ def test_export_target_nested_in_a_cond_branch_is_checked(tmp_path, runner):
         for name, data in members.items():
             zf.writestr(name, data)
     out = tmp_path / "o"
-    _one_line_refusal(
-        invoke(runner, ["loglik", bad, "--n", "2", "--out", out]), "calls 'torch.ops.aten.save.default'", out
+    assert_refused(
+        invoke(runner, ["loglik", bad, "--n", "2", "--out", out]), "calls 'torch.ops.aten.save.default'", out=out
     )
 
 
@@ -486,7 +478,7 @@ def _deep_json(members: dict[str, bytes], root: str) -> None:
 def test_export_archive_fields_are_type_checked(tmp_path, runner, edit, needle):
     path = _tampered(tmp_path, edit)
     out = tmp_path / "o"
-    _one_line_refusal(invoke(runner, ["loglik", path, "--n", "2", "--out", out]), needle, out)
+    assert_refused(invoke(runner, ["loglik", path, "--n", "2", "--out", out]), needle, out=out)
 
 
 def _rezip(source: Path, dest: Path, compress: set[str], pad: dict[str, bytes] | None = None) -> None:
@@ -512,8 +504,10 @@ def test_member_inflating_past_the_limit_is_refused(tmp_path, runner, monkeypatc
     _rezip(good, bomb, {"model.json"}, {f"{root}/models/model.json": padded})
     assert bomb.stat().st_size < 1 << 20
     out = tmp_path / "o"
-    _one_line_refusal(
-        invoke(runner, ["loglik", bomb, "--n", "2", "--out", out]), f"member '{root}/models/model.json' declares", out
+    assert_refused(
+        invoke(runner, ["loglik", bomb, "--n", "2", "--out", out]),
+        f"member '{root}/models/model.json' declares",
+        out=out,
     )
 
 
@@ -541,7 +535,7 @@ def test_member_whose_header_lies_about_its_size_is_refused(tmp_path, runner):
     _lie_about_size(lying, f"{root}/models/model.json", 100)
     out = tmp_path / "o"
     result = invoke(runner, ["loglik", lying, "--n", "2", "--out", out])
-    _one_line_refusal(result, f"member '{root}/models/model.json' is corrupt", out)
+    assert_refused(result, f"member '{root}/models/model.json' is corrupt", out=out)
 
 
 @pytest.mark.parametrize("kind", ["torch.save", "torchscript", "torch.export"])
@@ -567,7 +561,7 @@ def test_archives_read_by_torch_have_an_inflation_budget(tmp_path, runner, monke
     _rezip(source, bomb, {"/data/0", "/data/1", "weight_0"} if weights else {"/data/0", "/data/1", "/data/2"}, pad)
     assert bomb.stat().st_size < 1 << 20
     out = tmp_path / "o"
-    _one_line_refusal(invoke(runner, ["loglik", bomb, "--n", "2", "--out", out]), "inflate by", out)
+    assert_refused(invoke(runner, ["loglik", bomb, "--n", "2", "--out", out]), "inflate by", out=out)
 
 
 def test_json_depth_is_counted_outside_strings():

@@ -19,7 +19,7 @@ from gan_probe.models import LoadOptions, load_generator
 from gan_probe.models.programs import EXPORT, TORCHSCRIPT, program_kind
 from gan_probe.spectral.operator import JacobianOperator
 from gan_probe.spectral.route import exact_spectrum
-from tests.conftest import invoke, invoke_json
+from tests.conftest import dense_half_logdet, invoke, invoke_json
 from tests.test_checkpoint import Exploit
 
 NZ = 5
@@ -64,10 +64,7 @@ def _latents(n: int = 3) -> torch.Tensor:
 
 def _reference_half_logdet(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
     module = module.double().eval()
-    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: module(v[None]).flatten(), zi) for zi in z])
-    from gan_probe.spectral.exact import spectrum_from_jacobian
-
-    return spectrum_from_jacobian(jac).half_logdet
+    return dense_half_logdet(module, z)
 
 
 def _half_logdet(gen, z: torch.Tensor) -> torch.Tensor:

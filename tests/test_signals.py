@@ -1,9 +1,10 @@
-"""SIGTERM and SIGHUP are handled like Ctrl-C: one line, exit 128 + N (143, 129; 130 for SIGINT), staging
-removed, and ``ascend`` / ``pag`` keep their finished work; under torchrun, one line from rank 0 and no
-traceback from our ranks (docs/design.md §8.5).
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP at any moment: one line, exit 128 + N (130, 143, 129), no traceback,
+staging removed; nothing written before the work starts; ``ascend`` / ``pag`` keep their finished work and
+the others keep the earlier folder; under torchrun, one line from rank 0 and no traceback from our ranks
+(docs/design.md §8.5).
 
 Real subprocesses, started together (each mostly waits for its imports) and signalled once a slow generator
-has made a given number of forward passes.
+has made a given number of forward passes, or once ``-X importtime`` reports a module imported.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ EARLIER = '{"earlier": true}\n'
 
 @dataclass
 class Signalled:
-    """One `python -m gan_probe` (or torchrun) process, sent ``signum`` after ``after_marks`` forward passes."""
+    """One `python -m gan_probe` (or torchrun) process, sent ``signum`` after ``after_marks`` forward passes of
+    the slow generator, or as soon as ``after_import`` is imported."""
 
     name: str
     args: list[str]
@@ -67,6 +69,8 @@ class Signalled:
     after_marks: int
     folder: Path
     torchrun: bool = False
+    after_import: str | None = None  # else once -X importtime reports this module imported
+    earlier: bool = True  # --out holds an earlier report.json; else it does not exist
     proc: subprocess.Popen | None = None
     signalled: bool = False
     stderr: str = ""
@@ -80,14 +84,24 @@ class Signalled:
         path = self.folder / "marks"
         return len(path.read_text()) if path.exists() else 0
 
+    def ready(self) -> bool:
+        """Whether the moment to send the signal has come."""
+        if self.after_import is None:
+            return self.marks >= self.after_marks
+        path = self.folder / "stderr"
+        text = path.read_text() if path.exists() else ""
+        return any(line.rstrip().endswith(f" {self.after_import}") for line in text.splitlines())
+
     def start(self) -> None:
         self.folder.mkdir()
         (self.folder / "slowgen.py").write_text(SLOW_FACTORY)
-        self.out.mkdir()
-        (self.out / "report.json").write_text(EARLIER)
+        if self.earlier:
+            self.out.mkdir()
+            (self.out / "report.json").write_text(EARLIER)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOWGEN_MARKS": str(self.folder / "marks")}
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "--"]
-        command = [*launcher] if self.torchrun else [sys.executable, "-m"]
+        python = [sys.executable, *(["-X", "importtime"] if self.after_import else []), "-m"]
+        command = [*launcher] if self.torchrun else python
         self.proc = subprocess.Popen(
             [*command, "gan_probe", *self.args, "--generator", "slowgen:make", "--out", str(self.out)],
             cwd=self.folder,
@@ -112,7 +126,7 @@ def _run_all(base: Path, runs: list[Signalled]) -> dict[str, Signalled]:
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and any(r.proc.poll() is None for r in runs):  # type: ignore[union-attr]
         for run in runs:
-            if not run.signalled and run.marks >= run.after_marks and run.proc.poll() is None:  # type: ignore[union-attr]
+            if not run.signalled and run.proc.poll() is None and run.ready():  # type: ignore[union-attr]
                 run.send()
         time.sleep(0.01)
     for run in runs:
@@ -122,7 +136,8 @@ def _run_all(base: Path, runs: list[Signalled]) -> dict[str, Signalled]:
         except subprocess.TimeoutExpired:
             os.killpg(run.proc.pid, signal.SIGKILL)
             run.proc.wait()
-        run.stderr = (run.folder / "stderr").read_text()
+        lines = (run.folder / "stderr").read_text().splitlines(keepends=True)
+        run.stderr = "".join(line for line in lines if not line.startswith("import time:"))
     return {run.name: run for run in runs}
 
 
@@ -145,6 +160,7 @@ def signalled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled]:
                 base / "b",
             ),
             Signalled("loglik-term", ["loglik", "--n", "30", "--batch-size", "3"], term, 2, base / "c"),
+            Signalled("term-import", ["loglik", "--n", "2"], term, 0, base / "e", after_import="torch", earlier=False),
             Signalled(
                 "torchrun-int",
                 ["loglik", "--n", "30", "--batch-size", "3"],
@@ -158,15 +174,14 @@ def signalled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled]:
 
 
 def _siblings(folder: Path) -> list[str]:
-    return [p.name for p in folder.parent.iterdir() if ".gan-probe-" in p.name] + [
-        p.name for p in folder.iterdir() if p.name.startswith(".gan-probe-")
-    ]
+    inside = [p.name for p in folder.iterdir() if p.name.startswith(".gan-probe-")] if folder.exists() else []
+    return [p.name for p in folder.parent.iterdir() if ".gan-probe-" in p.name] + inside
 
 
 def _check_clean(run: Signalled, code: int) -> list[str]:
     assert run.signalled, f"the run ended before its signal: {run.stderr[-2000:]}"
     assert run.proc is not None and run.proc.returncode == code, run.stderr[-2000:]
-    assert "Traceback" not in run.stderr
+    assert "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.stderr
     assert _siblings(run.out) == []
     return run.stderr.strip().splitlines()
 
@@ -202,31 +217,93 @@ def test_ctrl_c_under_torchrun_is_one_line_from_rank_0(signalled):
     assert (run.out / "report.json").read_text() == EARLIER and _siblings(run.out) == []
 
 
-def test_exit_codes_and_lines_of_each_signal():
+def test_exit_codes_and_lines_of_each_signal(signalled, interrupted):
+    """128 + N, the shell's convention: what the real runs above ended with, one code per signal handled."""
     assert [interrupt.exit_code(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == [130, 143, 129]
     assert interrupt.message(signal.SIGINT) == "interrupted"
     assert interrupt.message(signal.SIGHUP) == "interrupted by SIGHUP"
-    assert interrupt.EXIT_CODES == {130, 143, 129}
+    runs = [run for run in [*signalled.values(), *interrupted.values()] if not run.torchrun]
+    assert {run.signum for run in runs} == set(interrupt.SIGNALS)  # every signal handled was sent
+    for run in runs:
+        assert run.proc is not None and run.proc.returncode == interrupt.exit_code(run.signum), run.name
+    assert {run.proc.returncode for run in runs} == interrupt.EXIT_CODES  # type: ignore[union-attr]
 
 
-def test_sigterm_during_the_imports(tmp_path):
-    """Before any work: the line and the code at once, nothing written."""
-    proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "gan_probe", "loglik", "--n", "2", "--out", str(tmp_path / "o")],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled]:
+    """Ctrl-C (SIGINT) at the moments that matter: during the imports, in the first step, mid-run."""
+    base = tmp_path_factory.mktemp("sigint")
+    x = base / "x.npy"
+    np.save(x, np.random.default_rng(0).normal(size=(6, 16)))
+    sigint = signal.SIGINT
+    pag = ["pag", "--data", str(x), "--steps", "30", "--batch-size", "3"]
+    return _run_all(
+        base,
+        [
+            Signalled("int-import", ["loglik", "--n", "2"], sigint, 0, base / "a", after_import="torch", earlier=False),
+            Signalled("ascend-first-step", ["ascend", "--n", "3", "--steps", "30"], sigint, 1, base / "b"),
+            Signalled("pag-first-batch", pag, sigint, 1, base / "c"),
+            Signalled("ascend-mid-run", ["ascend", "--n", "3", "--steps", "40"], sigint, 4, base / "d", earlier=False),
+        ],
     )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if line.rstrip().endswith(" torch"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stderr.read()
-    proc.wait(timeout=60)
-    text = "".join(line for line in [*lines, *rest.splitlines(keepends=True)] if not line.startswith("import time:"))
-    assert proc.returncode == 143 and text.strip() == "error: interrupted by SIGTERM"
-    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def interrupted_slow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled]:
+    base = tmp_path_factory.mktemp("sigint_slow")
+    sigint = signal.SIGINT
+    loglik = ["loglik", "--n", "30", "--batch-size", "3"]
+    return _run_all(
+        base,
+        [
+            Signalled(
+                "int-cli", ["loglik", "--n", "2"], sigint, 0, base / "a", after_import="gan_probe.cli", earlier=False
+            ),
+            Signalled("loglik-mid-run", loglik, sigint, 2, base / "b", earlier=False),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "line"),
+    [("int-import", 130, "error: interrupted"), ("term-import", 143, "error: interrupted by SIGTERM")],
+)
+def test_a_signal_during_the_imports(name, code, line, interrupted, signalled):
+    """The signal as soon as torch is imported (the command line's own imports go on): the line and the code at
+    once, nothing written."""
+    run = {**interrupted, **signalled}[name]
+    assert _check_clean(run, code) == [line]
+    assert not run.out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_loading(interrupted_slow):
+    """SIGINT once the whole command line is imported (parsing, loading the generator)."""
+    run = interrupted_slow["int-cli"]
+    assert _check_clean(run, 130) == ["error: interrupted"]
+    assert not run.out.exists()
+
+
+@pytest.mark.parametrize("name", ["ascend-first-step", "pag-first-batch"])
+def test_ctrl_c_in_the_first_step_keeps_the_earlier_folder(name, interrupted):
+    run = interrupted[name]
+    assert _check_clean(run, 130)[-1] == "error: interrupted"
+    assert "KeyboardInterrupt" not in run.stderr
+    assert (run.out / "report.json").read_text() == EARLIER
+    assert sorted(p.name for p in run.out.iterdir()) == ["report.json"]
+
+
+def test_ctrl_c_mid_run_keeps_the_steps_done(interrupted):
+    run = interrupted["ascend-mid-run"]
+    _check_clean(run, 130)
+    assert "interrupted: the report and files hold the work done so far" in run.stderr
+    report = json.loads((run.out / "report.json").read_text())
+    assert report["interrupted"] is True and 1 <= report["results"]["steps_done"] < 40
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_loglik_discards_everything(interrupted_slow):
+    """A command that cannot keep partial work: 130, and nothing written."""
+    run = interrupted_slow["loglik-mid-run"]
+    assert _check_clean(run, 130)[-1] == "error: interrupted"
+    assert not run.out.exists()

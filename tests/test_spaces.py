@@ -14,7 +14,7 @@ import gan_probe
 from gan_probe.errors import GanProbeError
 from gan_probe.models import Prior
 from gan_probe.spectral.geometry import log_sphere_area, tangent_basis
-from tests.conftest import invoke, invoke_json, wrap
+from tests.conftest import dense_jacobian, invoke, invoke_json, wrap
 
 FIXTURE = "tests/data/rosinality_stylegan2_tiny.safetensors"
 
@@ -75,7 +75,7 @@ def test_stylegan2_z_loglik_matches_the_dense_sphere_formula(sg2_files):
     res = gan_probe.loglik(gen, z)
     assert res.values.sphere.all()
     for i in range(3):
-        jac = torch.autograd.functional.jacobian(lambda v: gen.flat(v[None])[0], z[i])
+        jac = dense_jacobian(gen.flat, z[i : i + 1])[0]
         s = torch.linalg.svdvals(jac)
         n, r = gen.nz, float(z[i].norm())
         ref = -log_sphere_area(n) - float(torch.log(s[: n - 1]).sum()) - (n - 1) * math.log(r)

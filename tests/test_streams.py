@@ -1,7 +1,7 @@
 """What reaches stdout and stderr (docs/design.md §8.2): a closed, full or dead stdout is one line and exit 1
 (141 for a broken pipe), never a traceback; an unusable stderr changes nothing else; odd terminal settings
 still show the output and the error; no control character from a file reaches the terminal; Python
-warnings become notes.
+warnings become notes; Rich markup in user text is printed as it is.
 
 Closed and full streams need real processes (``stdout=DEVNULL`` is open, so a shell's ``>&-`` is used);
 the rest runs in-process through Typer's CliRunner.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ import torch
 from PIL import Image
 
 from gan_probe.cli.terminal import printable
+from gan_probe.limits import MAX_COUNT
 from gan_probe.models import DCGANGenerator, Prior, save_checkpoint
-from tests.conftest import invoke
+from tests.conftest import assert_refused, invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -114,8 +116,8 @@ def test_an_unusable_stderr_changes_nothing_else(shell):
 def test_odd_terminal_settings_still_show_the_output_and_the_error(name, value, tiny_ckpt, runner, monkeypatch):
     monkeypatch.setenv(name, value)
     failed = invoke(runner, ["info", tiny_ckpt, "--batch-size", "0"])
-    assert failed.exit_code == 1
-    assert failed.stderr == "error: --batch-size must be an integer from 1 to 2,147,483,647, got 0\n"
+    assert_refused(failed, "--batch-size")
+    assert failed.stderr == f"error: --batch-size must be an integer from 1 to {MAX_COUNT:,}, got 0\n"
     shown = invoke(runner, ["info", tiny_ckpt])
     assert shown.exit_code == 0 and "tests: random weights" in shown.stdout
 
@@ -157,10 +159,28 @@ def test_escape_sequences_from_a_checkpoint_never_reach_the_terminal(runner, tmp
 
 def test_escape_sequences_in_error_lines_are_shown_inertly(runner, tmp_path):
     missing = invoke(runner, ["info", tmp_path / "gone\x1b[31m\x07.safetensors"])
-    assert missing.exit_code == 1 and _inert(missing.stderr) and "gone\\x1b[31m\\x07" in missing.stderr
+    assert _inert(assert_refused(missing, "gone\\x1b[31m\\x07"))
     arch = invoke(runner, ["info", _checkpoint(tmp_path / "arch.safetensors", arch="\x1b]0;pwned\x07dcgan")])
-    assert arch.exit_code == 1 and _inert(arch.stderr) and "\\x1b]0;pwned" in arch.stderr
-    assert len(arch.stderr.strip().splitlines()) == 1
+    assert _inert(assert_refused(arch, "\\x1b]0;pwned"))
+
+
+def test_markup_in_user_text_is_printed_as_is(runner, tmp_path):
+    """A provenance '[/data/mnist]', an --out and a --data path with brackets: printed verbatim, no MarkupError."""
+    ckpt = _checkpoint(tmp_path / "tiny.safetensors", provenance="[/data/mnist] [bold]markup[/bold]")
+    info = invoke(runner, ["info", ckpt])
+    assert info.exit_code == 0 and "[/data/mnist] [bold]markup[/bold]" in info.stdout
+    out = tmp_path / "o[/x]"
+    data = tmp_path / "d[/y]"  # the folder y] inside d[
+    data.mkdir(parents=True)
+    np.save(data / "x.npy", np.random.default_rng(0).integers(0, 255, size=(4, 1, 32, 32), dtype=np.uint8))
+    result = invoke(
+        runner,
+        ["pag", ckpt, "--data", data / "x.npy", "--steps", "1", "--prior-samples", "20", "--top", "2"] + ["--out", out],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote 6 files to {out}\n" in result.stderr
+    assert "d[/y]/x.npy" in re.sub(r"\s+", "", result.stdout)  # the caption, however Rich wraps it
+    assert (out / "report.json").is_file()
 
 
 WARNING_FACTORY = """
