@@ -450,3 +450,41 @@ def test_random_latents_files_never_give_a_traceback(shape, dtype, special, fmt,
     if result.exit_code == 1:
         assert len(result.stderr.strip().splitlines()) == 1 and "(--latents)" in result.stderr
         assert not out.exists()
+
+
+#: The rows that check a command's own options (not a file's content): each must be refused alike whatever
+#: loads the generator.
+OPTION_ROWS = [
+    c
+    for c in CASES
+    if T in c[1]
+    and c[1][0] in ("loglik", "ascend", "eigvecs", "veff", "pag")
+    and not any("{d}" in a for a in c[1] if a != T)
+]
+
+
+@pytest.fixture(scope="module")
+def other_loaders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The bundled rosinality StyleGAN2 and an NVIDIA StyleGAN2 pickle (the stylegan3 repository's, from the
+    numeric fixture, pickled as NVIDIA's training loop writes it), and images of the pickle's 3x16x16 size."""
+    from gan_probe.models.bundled import samples_dir
+    from tests.test_nvidia_loading import read_fixture, write_generator_pickle
+
+    d = tmp_path_factory.mktemp("loaders")
+    record, _ = read_fixture("nvidia_stylegan2_stylegan3_repo")
+    write_generator_pickle(d / "nvidia.pkl", record, d / "executed")
+    np.save(d / "images.npy", np.random.default_rng(0).integers(0, 256, (8, 3, 16, 16), dtype=np.uint8))
+    return {
+        "stylegan2": samples_dir() / "mnist-stylegan2.safetensors",
+        "nvidia-pickle": d / "nvidia.pkl",
+        "images": d / "images.npy",
+    }
+
+
+@pytest.mark.parametrize("loader", ["stylegan2", "nvidia-pickle"])
+@pytest.mark.parametrize(("args", "code", "fragment"), [c[1:] for c in OPTION_ROWS], ids=[c[0] for c in OPTION_ROWS])
+def test_option_refusals_hold_on_the_stylegan_loaders(loader, args, code, fragment, other_loaders, runner, tmp_path):
+    argv = [str(other_loaders[loader]) if a == T else a for a in args]
+    if loader == "nvidia-pickle" and args[0] == "pag":
+        argv += ["--data", str(other_loaders["images"])]  # the bundled 1x32x32 images do not fit it
+    run_refused(runner, argv, fragment, folder=tmp_path, out=tmp_path / "out", code=code)
