@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import click
 import pytest
 import torch
 import typer.main
@@ -208,16 +207,16 @@ def command_options(command: str) -> set[str]:
     """Every flag the command line's ``command`` takes (its subcommands' too)."""
     from gan_probe.cli import app
 
+    # typer's command tree, read through the attributes click and typer's own copy of it share (typer >= 0.20
+    # no longer installs click)
     group = typer.main.get_command(app)
     found: set[str] = set()
-    todo = [group.get_command(click.Context(group), command)]
+    todo = [group.commands.get(command)]  # type: ignore[attr-defined]
     while todo:
         cmd = todo.pop()
         assert cmd is not None, command
         found.update(opt for p in cmd.params if p.param_type_name == "option" for opt in p.opts)
-        if isinstance(cmd, click.Group):
-            ctx = click.Context(cmd)
-            todo.extend(cmd.get_command(ctx, name) for name in cmd.list_commands(ctx))
+        todo.extend(getattr(cmd, "commands", {}).values())
     return found
 
 
