@@ -375,3 +375,13 @@ def run_divergence_heldout(params: DivergenceParams) -> torch.Tensor:
 
     assert isinstance(params.data, torch.Tensor)
     return split_heldout(params.data.shape[0], params.heldout, params.seed)[1]
+
+
+def test_a_js_bound_at_its_ceiling_is_flagged():
+    """JS <= ln 2 holds for any two densities, so a bound of ln 2 carries no information: flagged, not hidden."""
+    from gan_probe.analyses.divergence import DivergenceEstimate
+
+    ceiling = DivergenceEstimate("js", math.log(2), 0.0, None, None, "data", 4).to_json()
+    below = DivergenceEstimate("js", 0.3, 0.01, None, None, "data", 4).to_json()
+    kl = DivergenceEstimate("kl", 5.0, 0.1, 4.0, 0.1, "data", 4).to_json()
+    assert ceiling["at_ceiling"] is True and below["at_ceiling"] is False and kl["at_ceiling"] is False

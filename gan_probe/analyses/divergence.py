@@ -635,6 +635,8 @@ class DivergenceEstimate:
             "per_dim": self.bound / self.dim,
             "bits_per_dim": self.bound / (self.dim * math.log(2)),
             "encoder": self.encoder,
+            # JS <= ln 2 always: a bound at that ceiling (every sample's log-ratio saturated) says nothing
+            "at_ceiling": self.name == "js" and self.bound >= math.log(2) * (1 - 1e-9),
             "meaning": meaning,
         }
 
