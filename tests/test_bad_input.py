@@ -366,7 +366,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("sample-n-zero", ["sample", T, "--n", "0"], 1, "(--n)"),
     ("sample-n-huge", ["sample", T, "--n", "1000000000"], 1, "would need about"),
     ("bench-synthetic", ["bench", T, "--synthetic", "gan9000"], 1, "--synthetic"),
-    ("bench-synthetic-nz", ["bench", T, "--synthetic", "spectrum", "--synthetic-nz", "1"], 1, "--synthetic-nz"),
+    ("bench-synthetic-nz", ["bench", "spectrum", "--synthetic-nz", "1"], 1, "--synthetic-nz"),
     ("bench-methods", ["bench", T, "--methods", "magic"], 1, "--methods"),
     ("bench-conds", ["bench", "spectrum", T, "--conds", "many"], 1, "--conds"),
 ]
