@@ -95,23 +95,27 @@ def _randomize_bn(module: torch.nn.Module) -> None:
             m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=gen))
 
 
+def save_tiny_dcgan(
+    path: Path, *, provenance: str = "tests", arch: str = "dcgan", randomize_bn: bool = False
+) -> DCGANGenerator:
+    """Write a small native DCGAN checkpoint (nz 8, seeded weights) at ``path``; returns its module."""
+    torch.manual_seed(4)
+    module = DCGANGenerator(8, 4, 1, 32)
+    if randomize_bn:
+        _randomize_bn(module)
+    config = {"nz": 8, "ngf": 4, "nc": 1, "image_size": 32}
+    save_checkpoint(
+        path, module, arch=arch, config=config, prior=Prior(), output_shape=[1, 32, 32], output_range=[-1, 1],
+        provenance=provenance,
+    )  # fmt: skip
+    return module
+
+
 @pytest.fixture
 def tiny_ckpt(tmp_path: Path) -> Path:
     """A small native DCGAN checkpoint with random weights."""
-    torch.manual_seed(4)
-    module = DCGANGenerator(8, 4, 1, 32)
-    _randomize_bn(module)
     path = tmp_path / "tiny.safetensors"
-    save_checkpoint(
-        path,
-        module,
-        arch="dcgan",
-        config={"nz": 8, "ngf": 4, "nc": 1, "image_size": 32},
-        prior=Prior(),
-        output_shape=[1, 32, 32],
-        output_range=[-1, 1],
-        provenance="tests: random weights",
-    )
+    save_tiny_dcgan(path, provenance="tests: random weights", randomize_bn=True)
     return path
 
 

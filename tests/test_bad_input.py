@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from gan_probe.models import DCGANGenerator, Prior, save_checkpoint
-from tests.conftest import assert_flags_exist, invoke, run_refused
+from gan_probe.models import DCGANGenerator
+from tests.conftest import assert_flags_exist, invoke, run_refused, save_tiny_dcgan
 
 NZ = 8
 
@@ -141,18 +141,7 @@ METAS: dict[str, object] = {
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every hostile file of the table, made once."""
     d = tmp_path_factory.mktemp("hostile")
-    torch.manual_seed(4)
-    module = DCGANGenerator(NZ, 4, 1, 32)
-    save_checkpoint(
-        d / "tiny.safetensors",
-        module,
-        arch="dcgan",
-        config={"nz": NZ, "ngf": 4, "nc": 1, "image_size": 32},
-        prior=Prior(),
-        output_shape=[1, 32, 32],
-        output_range=[-1, 1],
-        provenance="[/data/mnist] [bold]markup[/bold]",
-    )
+    module = save_tiny_dcgan(d / "tiny.safetensors", provenance="[/data/mnist] [bold]markup[/bold]")  # nz = NZ
     state = {k: v.contiguous() for k, v in module.state_dict().items()}
     for name, meta in METAS.items():
         text = meta if isinstance(meta, str) else json.dumps(meta)

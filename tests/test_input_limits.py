@@ -25,11 +25,10 @@ from safetensors.torch import save_file
 from gan_probe.analyses.common import load_latents
 from gan_probe.errors import CheckpointError, GanProbeError
 from gan_probe.limits import MAX_COUNT, MAX_DEGREE, MAX_KRYLOV_STEPS, MAX_NZ, MAX_PROBES, SEED_MAX, check_count
-from gan_probe.models import DCGANGenerator, Prior, save_checkpoint
 from gan_probe.models.checkpoint import LoadOptions, load_generator, read_state_file
 from gan_probe.models.latent_spaces import parse_noise
 from gan_probe.spectral.estimators import ChebyshevParams, SLQParams, TaylorParams
-from tests.conftest import assert_flags_exist, run_refused
+from tests.conftest import assert_flags_exist, run_refused, save_tiny_dcgan
 
 ROOT = Path(__file__).resolve().parent.parent
 STYLEGAN2 = ROOT / "sample_checkpoints" / "mnist-stylegan2.safetensors"
@@ -47,18 +46,7 @@ def _npy_with_header(path: Path, shape: tuple[int, ...], descr: str = "<f8", dat
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every file of the table, made once."""
     d = tmp_path_factory.mktemp("limits")
-    torch.manual_seed(4)
-    module = DCGANGenerator(NZ, 4, 1, 32)
-    save_checkpoint(
-        d / "tiny.safetensors",
-        module,
-        arch="dcgan",
-        config={"nz": NZ, "ngf": 4, "nc": 1, "image_size": 32},
-        prior=Prior(),
-        output_shape=[1, 32, 32],
-        output_range=[-1, 1],
-        provenance="tests",
-    )
+    module = save_tiny_dcgan(d / "tiny.safetensors", provenance="tests")  # nz = NZ
     state = {k: v.contiguous() for k, v in module.state_dict().items()}
     weight = state["main.0.weight"]
     for name, value in {

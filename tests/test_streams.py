@@ -19,13 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gan_probe.cli.terminal import printable
 from gan_probe.limits import MAX_COUNT
-from gan_probe.models import DCGANGenerator, Prior, save_checkpoint
-from tests.conftest import assert_refused, invoke
+from tests.conftest import assert_refused, invoke, save_tiny_dcgan
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -133,13 +131,7 @@ def test_printable_shows_every_control_character():
 
 
 def _checkpoint(path: Path, *, provenance: str = "tests", arch: str = "dcgan") -> Path:
-    torch.manual_seed(4)
-    module = DCGANGenerator(8, 4, 1, 32)
-    config = {"nz": 8, "ngf": 4, "nc": 1, "image_size": 32}
-    save_checkpoint(
-        path, module, arch=arch, config=config, prior=Prior(), output_shape=[1, 32, 32], output_range=[-1, 1],
-        provenance=provenance,
-    )  # fmt: skip
+    save_tiny_dcgan(path, provenance=provenance, arch=arch)
     return path
 
 
