@@ -301,6 +301,44 @@ def test_class_flag_is_checked(pickles, runner, tmp_path):
     assert info["class"] == 2 and info["c_dim"] == 3
 
 
+def test_latents_files_carry_the_class_of_a_conditional_generator(pickles, runner, tmp_path):
+    """samples.npz of a conditional run has a class column; read back, it must match the run's --class."""
+    conditional, unconditional = pickles["ada_conditional"][0], pickles["ada_skip"][0]
+    _, first = render(runner, conditional, tmp_path / "a", "--seeds", "0-3", "--class", "1")
+    np.testing.assert_array_equal(first["class"], [1, 1, 1, 1])
+    assert first["class"].dtype == np.int64
+    _, again = render(runner, conditional, tmp_path / "b", "--latents", tmp_path / "a" / "samples.npz", "--class", "1")
+    np.testing.assert_array_equal(again["images"], first["images"])
+    np.testing.assert_array_equal(again["class"], first["class"])
+    _, plain = render(runner, unconditional, tmp_path / "c", "--n", "2")
+    assert "class" not in plain
+    mixed = tmp_path / "mixed.npz"
+    np.savez(mixed, z=first["z"], **{"class": np.array([1, 1, 2, 0])})
+    floats = tmp_path / "floats.npz"
+    np.savez(floats, z=first["z"], **{"class": np.ones(4)})
+    short = tmp_path / "short.npz"
+    np.savez(short, z=first["z"], **{"class": np.ones(3, dtype=np.int64)})
+    labelled = tmp_path / "labelled.npz"
+    np.savez(labelled, z=plain["z"], **{"class": np.zeros(2, dtype=np.int64)})
+    a = tmp_path / "a" / "samples.npz"
+    for path, args, fragment in (
+        (conditional, ["--latents", a, "--class", "2"], "holds latents of class 1 but the run uses --class 2"),
+        (
+            conditional,
+            ["--latents", mixed, "--class", "1"],
+            "holds latents of class 0, 1, 2 but the run uses --class 1",
+        ),
+        (conditional, ["--latents", floats, "--class", "1"], "holds float64, not integers"),
+        (conditional, ["--latents", short, "--class", "1"], "has shape (3,); expected (4,), one per latent"),
+        (unconditional, ["--latents", labelled], "has a class column (classes 0) but the generator is unconditional"),
+    ):
+        assert_one_line_error(runner, ["sample", path, *args], fragment, tmp_path / "out")
+    # every command reading latents checks the column (loglik refuses w, eigvecs takes z here)
+    assert_one_line_error(
+        runner, ["eigvecs", conditional, "--latents", a, "--class", "0"], "but the run uses --class 0", tmp_path / "out"
+    )
+
+
 def assert_one_line_error(runner, argv: list, fragment: str, out: Path) -> None:
     """Exit 1, one line naming the problem, no traceback, nothing written."""
     if argv[0] != "info":

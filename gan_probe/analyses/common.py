@@ -7,7 +7,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Literal, Protocol
 
 import numpy as np
 import torch
@@ -102,7 +102,14 @@ def check_positive(name: str, value: float, param: str, *, allow_zero: bool = Fa
         raise GanProbeError(f"{name} must be a finite number {bound}, got {value}", param=param)
 
 
-def load_latents(path: str | Path, nz: int, prior: Prior | None = None, *, param: str = "latents") -> torch.Tensor:
+def load_latents(
+    path: str | Path,
+    nz: int,
+    prior: Prior | None = None,
+    *,
+    param: str = "latents",
+    label: int | None | Literal["any"] = "any",
+) -> torch.Tensor:
     """Latents (N, nz) as float64 from .npy, .npz or .safetensors.
 
     In an .npz or .safetensors file the array is the one named ``z`` or
@@ -111,7 +118,9 @@ def load_latents(path: str | Path, nz: int, prior: Prior | None = None, *, param
     points of that space, while ``z`` (or an unnamed array) holds prior latents,
     which are mapped. The values must be real (integer or floating point;
     complex is refused, not cast) and finite. ``param`` names the argument that
-    gave the file.
+    gave the file. A ``class`` column (written for a conditional generator) is
+    checked against ``label``, the generator's class (None: unconditional;
+    ``"any"``: not checked).
     """
     path = Path(path)
     check_regular_file(path, "latents file", param)
@@ -134,11 +143,16 @@ def load_latents(path: str | Path, nz: int, prior: Prior | None = None, *, param
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read latents from {path}: {first}", param=param) from None
     if isinstance(prior, MappedPrior) and LATENT_KEYS[prior.space] in arrays:
-        return _as_latents(arrays[LATENT_KEYS[prior.space]], nz, param, f"latents in {path}")
-    arr = arrays[""] if "" in arrays else _pick_array(arrays, path, param)
-    if isinstance(prior, MappedPrior):
-        return prior.map_z(_as_latents(arr, prior.z_dim, param, f"latents in {path}"))
-    return _as_latents(arr, nz, param, f"latents in {path}")
+        z = _as_latents(arrays[LATENT_KEYS[prior.space]], nz, param, f"latents in {path}")
+    else:
+        arr = arrays[""] if "" in arrays else _pick_array(arrays, path, param)
+        if isinstance(prior, MappedPrior):
+            z = prior.map_z(_as_latents(arr, prior.z_dim, param, f"latents in {path}"))
+        else:
+            z = _as_latents(arr, nz, param, f"latents in {path}")
+    if CLASS_KEY in arrays and label != "any":
+        check_class_column(arrays[CLASS_KEY], int(z.shape[0]), label, path, param)
+    return z
 
 
 def _as_latents(arr: np.ndarray, nz: int, param: str, what: str) -> torch.Tensor:
@@ -236,7 +250,52 @@ def latent_key(gen: LoadedGenerator) -> str:
     return LATENT_KEYS.get(gen.prior.space, "z") if isinstance(gen.prior, MappedPrior) else "z"
 
 
+def generator_class(gen: LoadedGenerator) -> int | None:
+    """The class a conditional generator was loaded with (``--class K``); None for an unconditional one."""
+    label = gen.config.get("class") if isinstance(gen.config, dict) else None
+    return label if isinstance(label, int) and not isinstance(label, bool) else None
+
+
+def latent_arrays(gen: LoadedGenerator, z: torch.Tensor) -> dict[str, np.ndarray]:
+    """The arrays a latents file holds for ``z``: the points under :func:`latent_key`, and for a conditional
+    generator a ``class`` column (int64, one entry per row) that a later ``--latents`` run checks."""
+    arrays = {latent_key(gen): z.numpy()}
+    label = generator_class(gen)
+    if label is not None:
+        arrays[CLASS_KEY] = np.full(z.shape[0], label, dtype=np.int64)
+    return arrays
+
+
+#: The name of a latents file's class column (one class per row, for a conditional generator).
+CLASS_KEY = "class"
+
+
+def check_class_column(column: np.ndarray, rows: int, label: int | None, path: Path, param: str) -> None:
+    """A latents file's class column must be one integer per row and match the generator's ``--class``
+    (``label``; None: an unconditional generator, which takes no class)."""
+    if column.ndim != 1 or column.shape[0] != rows:
+        raise DataError(
+            f"the class column of {path} has shape {column.shape}; expected ({rows},), one per latent", param=param
+        )
+    if column.dtype.kind not in "iu":
+        raise DataError(f"the class column of {path} holds {column.dtype}, not integers", param=param)
+    found = sorted({int(v) for v in np.unique(column)})
+    shown = ", ".join(str(v) for v in found[:8]) + (", ..." if len(found) > 8 else "")
+    if label is None:
+        raise DataError(
+            f"{path} has a class column (classes {shown}) but the generator is unconditional: drop the column",
+            param=param,
+        )
+    if found != [label]:
+        raise DataError(
+            f"{path} holds latents of class {shown} but the run uses --class {label}: a run takes one class "
+            "(give --class to match, or split the file by class)",
+            param=param,
+        )
+
+
 def _pick_array(arrays: dict[str, np.ndarray], path: Path, param: str) -> np.ndarray:
+    arrays = {k: v for k, v in arrays.items() if k != CLASS_KEY}
     for key in ("z", "latents"):
         if key in arrays:
             return arrays[key]
@@ -278,7 +337,7 @@ def given_latents(gen: LoadedGenerator, latents: Latents) -> torch.Tensor | None
         z = check_latents(latents, gen.nz)
         check_latent_range(z, gen, "latents")
     else:
-        z = load_latents(latents, gen.nz, gen.prior)
+        z = load_latents(latents, gen.nz, gen.prior, label=generator_class(gen))
         check_latent_range(z, gen, "latents", f"latents in {latents}")
     return z
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gan_probe.analyses.ascend import AscendResult
-from gan_probe.analyses.common import latent_key
+from gan_probe.analyses.common import latent_arrays
 from gan_probe.analyses.divergence import DivergenceResult
 from gan_probe.analyses.eigvecs import EigvecsResult
 from gan_probe.analyses.loglik import LoglikResult
@@ -57,7 +57,7 @@ def write_samples(
     """samples.png and samples.npz (the latents, named ``z``, ``w`` or ``w_plus`` after the space, the raw
     ``images`` in the generator's own units, and ``extra`` arrays: e.g. ``seeds`` and the ``z`` they drew)."""
     save_grid(out.path("samples.png"), images, value_range=gen.output_range, scale=2)
-    save_npz(out.path("samples.npz"), **extra, **{latent_key(gen): z.numpy()}, images=images.float().numpy())
+    save_npz(out.path("samples.npz"), **extra, **latent_arrays(gen, z), images=images.float().numpy())
 
 
 @write_outputs.register
@@ -158,7 +158,7 @@ def _write_eigvecs(result: EigvecsResult, gen: LoadedGenerator, out: OutputDir) 
     save_grid(out.path("perturbations.png"), torch.cat(rows), value_range=gen.output_range, ncol=top + 1, scale=2)
     save_npz(
         out.path("eigvecs.npz"),
-        **{latent_key(gen): result.z.numpy()},
+        **latent_arrays(gen, result.z),
         eigenvalues=result.eigenvalues.numpy(),
         eigenvectors=result.eigenvectors.numpy(),
         condition=result.condition.numpy(),
@@ -183,7 +183,7 @@ def _write_veff(result: VeffResult, gen: LoadedGenerator, out: OutputDir) -> Non
     )
     save_npz(
         out.path("veff.npz"),
-        **{latent_key(gen): result.z.numpy()},
+        **latent_arrays(gen, result.z),
         eigenvalues=result.eigenvalues.numpy(),
         delta0=result.delta0.numpy(),
         delta=result.delta.numpy(),
@@ -203,7 +203,7 @@ def _write_pag(result: PagResult, gen: LoadedGenerator, out: OutputDir) -> None:
         return
     save_npz(
         out.path("latents.npz"),
-        **{latent_key(gen): rev.z.numpy()},
+        **latent_arrays(gen, rev.z),
         mse=rev.mse.numpy(),
         loss_history=rev.loss_history.numpy(),
         index=np.arange(rev.num_done),
