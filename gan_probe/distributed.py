@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import torch
 
 from gan_probe import interrupt
-from gan_probe.errors import GanProbeError
+from gan_probe.errors import GanProbeError, first_line
 
 T = TypeVar("T")
 
@@ -138,7 +138,7 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
         try:
             dist.init_process_group(backend=backend, rank=rank, world_size=size)
         except Exception as exc:  # noqa: BLE001 - a rendezvous failure is a one-line error
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise GanProbeError(f"rank {rank}: cannot join the torchrun process group ({backend}): {first}") from None
     global _joined
     _world = World(rank, size, local, backend, dist.group.WORLD)

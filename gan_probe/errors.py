@@ -37,5 +37,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+#: Sentences torch appends to a reader's error that say nothing about the file (cut from a one-line message).
+_BOILERPLATE = (" This is an internal miniz error.",)
+
+
+def first_line(exc: BaseException, *, default: str | None = None) -> str:
+    """The line of ``exc`` a one-line error shows: its first, without torch's boilerplate tail (miniz's
+    "This is an internal miniz error. If you are seeing this error, ..."); ``default`` (else the exception's
+    type name) when it has no text."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if default is None else default
+    line = text.splitlines()[0]
+    for tail in _BOILERPLATE:
+        line = line.split(tail, 1)[0]
+    return line
+
+
 class GateFailed(Exception):
     """A ``--min``/``--max`` gate on a headline figure failed (exit code 3)."""

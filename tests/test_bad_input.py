@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
+from gan_probe.errors import first_line
 from gan_probe.models import DCGANGenerator
 from tests.conftest import assert_flags_exist, invoke, run_refused, save_tiny_dcgan
 
@@ -156,6 +157,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save({}, d / "empty.pth")
     torch.save({"foo.weight": torch.zeros(3, 3)}, d / "unknown_keys.pth")
     torch.save(state, d / "model[v2].pth")
+    (d / "truncated.pth").write_bytes((d / "model[v2].pth").read_bytes()[:-200])  # the zip's directory cut off
     (d / "ckpt.txt").write_text("hello")
     (d / "a_folder.safetensors").mkdir()
     (d / "regular_file").write_text("x")
@@ -198,6 +200,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("ckpt-folder", ["info", "{d}/a_folder.safetensors"], 1, "is not a file"),
     ("ckpt-suffix", ["info", "{d}/ckpt.txt"], 1, "unknown checkpoint type"),
     ("ckpt-truncated", ["info", "{d}/truncated.safetensors"], 1, "not a readable safetensors"),
+    (
+        "ckpt-truncated-zip",
+        ["info", "{d}/truncated.pth", "--arch", "dcgan"],
+        1,
+        "(truncated or corrupt): a zip archive without its central directory (the end of the file is missing)",
+    ),
     ("ckpt-garbage-pth", ["info", "{d}/garbage.pth"], 1, "garbage.pth"),
     ("ckpt-garbage-unpickler", ["info", "{d}/garbage2.pth"], 1, "not a readable PyTorch file"),
     ("ckpt-objects-pth", ["info", "{d}/objects.pth"], 1, "objects.pth"),
@@ -365,6 +373,18 @@ CASES: list[tuple[str, list[str], int, str]] = [
 def test_bad_input_ends_in_one_named_line(args, code, fragment, files, runner, tmp_path, monkeypatch):
     monkeypatch.chdir(files)  # --generator relfactory:... imports from the working folder
     run_refused(runner, args, fragment, folder=files, out=tmp_path / "out", code=code)
+
+
+def test_torchs_reader_errors_lose_their_boilerplate():
+    """torch's zip reader appends "This is an internal miniz error. If you are seeing this error, ..." (four
+    sentences about nothing in the file): the one line stops at what is wrong."""
+    exc = RuntimeError(
+        "PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal "
+        "miniz error. If you are seeing this error, there is a high likelihood that your checkpoint file is "
+        "corrupted.\nsecond line"
+    )
+    assert first_line(exc) == "PytorchStreamReader failed reading zip archive: failed finding central directory."
+    assert first_line(ValueError()) == "ValueError" and first_line(ValueError(), default="") == ""
 
 
 def test_the_flag_a_refusal_names_is_one_its_command_takes():

@@ -16,7 +16,7 @@ from gan_probe import device as machine
 from gan_probe import distributed, interrupt
 from gan_probe.data import check_regular_file
 from gan_probe.device import format_bytes
-from gan_probe.errors import DataError, GanProbeError
+from gan_probe.errors import DataError, GanProbeError, first_line
 from gan_probe.limits import SEED_MAX, check_count
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.models.priors import MappedPrior, Prior
@@ -140,7 +140,7 @@ def load_latents(
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"cannot read latents from {path}: {first}", param=param) from None
     if isinstance(prior, MappedPrior) and LATENT_KEYS[prior.space] in arrays:
         z = _as_latents(arrays[LATENT_KEYS[prior.space]], nz, param, f"latents in {path}")

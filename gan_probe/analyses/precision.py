@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from gan_probe.analyses.common import jacobian_operator
+from gan_probe.errors import first_line
 from gan_probe.models.checkpoint import LoadedGenerator
 from gan_probe.spectral.eigen import exact_eigen
 from gan_probe.spectral.estimators.base import Generators
@@ -84,7 +85,7 @@ def _promotes(gen: LoadedGenerator) -> bool:
 
 
 def _unavailable(gen: LoadedGenerator, exc: BaseException) -> None:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = first_line(exc)
     gen.float64_unavailable = message
     gen.notes.append(
         f"--dtype auto: the generator cannot run in float64 ({message}); latents flagged in float32 keep "

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.ascend import OPTIMIZERS, AscendParams, run_ascend
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command, shown_rows
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
 
@@ -70,7 +70,10 @@ def ascend(
     table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")
     for col in ("#", "ln Q start", "ln Q end", "cond start", "cond end"):
         table.add_column(col, justify="right")
-    for row in res["latents"][:12]:
+    rows, left_out = shown_rows(res["latents"])
+    if left_out:
+        table.caption = left_out.rstrip("; ")
+    for row in rows:
         table.add_row(
             str(row["index"]),
             fmt(row["loglik_start"], ".2f"),

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command, shown_rows
 
 #: The defaults of the options: the parameter dataclass's (stated there once).
 DEFAULTS = EigvecsParams()
@@ -86,7 +86,8 @@ def _table(result: EigvecsResult) -> Table:
         "eff. rank",
     ):
         table.add_column(col, justify="right")
-    for row in result.per_trial()[:12]:
+    rows, left_out = shown_rows(result.per_trial(), "trial latents")
+    for row in rows:
         lam = row["eigenvalues"]
         table.add_row(
             str(row["index"]),
@@ -99,7 +100,7 @@ def _table(result: EigvecsResult) -> Table:
             fmt(row["effective_rank"], ".2f"),
         )
     s = result.summary()
-    table.caption = (
+    table.caption = left_out + (
         f"step alpha = {result.step:g}; |G(z + alpha v_1) - G(z)| / mean |G(z + alpha r) - G(z)| median "
         f"{fmt(s['change_ratio_top1_median'], '.3g')}; medians: cond {fmt(s['condition_median'], '.3g')}, "
         f"participation ratio {fmt(s['participation_ratio_median'], '.2f')} of nz = {result.z.shape[1]}"

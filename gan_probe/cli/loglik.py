@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.loglik import GridParams, LoglikParams, LoglikResult, estimator_parameters, run_loglik
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
+from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command, shown_rows
 from gan_probe.errors import GanProbeError
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
@@ -137,7 +137,8 @@ def _table(result: LoglikResult) -> Table:
         cols += ["exact ln Q", "error", "error/dim"]
     for col in cols:
         table.add_column(col, justify="right")
-    for row in result.values.per_sample()[:12]:
+    rows, left_out = shown_rows(result.values.per_sample())
+    for row in rows:
         cells = [
             str(row["index"]),
             fmt(row["log_prior"], ".2f"),
@@ -157,7 +158,7 @@ def _table(result: LoglikResult) -> Table:
             ]
         table.add_row(*cells)
     stats = summary["loglik"]
-    table.caption = (
+    table.caption = left_out + (
         f"{summary['num_samples']} latents; ln Q mean {fmt(stats['mean'], '.2f')}, "
         f"median {fmt(stats['median'], '.2f')}, min {fmt(stats['min'], '.2f')}, max {fmt(stats['max'], '.2f')}"
     )

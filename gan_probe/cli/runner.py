@@ -45,7 +45,7 @@ from gan_probe.cli.options import (
 )
 from gan_probe.cli.progress import RichProgress
 from gan_probe.device import resolve_device, resolve_dtype
-from gan_probe.errors import GanProbeError, is_out_of_memory
+from gan_probe.errors import GanProbeError, first_line, is_out_of_memory
 from gan_probe.models.checkpoint import LoadedGenerator, load_generator
 from gan_probe.report.files import OutputDir, dumps_strict
 from gan_probe.report.outputs import write_outputs
@@ -280,7 +280,8 @@ def _execute(
             _say_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         if not common.json and out is not None:
-            console.print(f"wrote {len(report['files'])} files to {escape(str(out.root))}", soft_wrap=True)
+            count = len(report["files"])
+            console.print(f"wrote {count} file{'' if count == 1 else 's'} to {escape(str(out.root))}", soft_wrap=True)
         if outcome.interrupted or late_interrupt:
             # printed even with --quiet, like an error: it is why the exit code is 130 (143, 129)
             done = "the report and files hold the work done so far" if outcome.interrupted else "its files are complete"
@@ -298,7 +299,7 @@ def _execute(
 def _describe_failure(exc: Exception, out: OutputDir | None, common: CommonOptions) -> str:
     """One line for an exception that is not a GanProbeError: out of memory (torch's text kept), a file that
     cannot be written, or (the last resort) an internal error."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     if is_out_of_memory(exc):
         gpu = "cuda" in first.lower() or "gpu" in first.lower()
         return f"out of memory: {first}; lower --batch-size" + (" or use --device cpu" if gpu else "")
@@ -355,9 +356,20 @@ def _say_error(message: str) -> None:
     terminal.console(stderr=True).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
 
 
+#: Rows a per-latent table shows on the terminal; the report holds every row.
+TABLE_ROWS = 12
+
+
+def shown_rows(rows: list, what: str = "latents") -> tuple[list, str]:
+    """(the first :data:`TABLE_ROWS` of ``rows``, and a caption line saying so when some are left out)."""
+    if len(rows) <= TABLE_ROWS:
+        return rows, ""
+    return rows[:TABLE_ROWS], f"first {TABLE_ROWS} of {len(rows)} {what} shown (all in report.json); "
+
+
 def fmt(value: float | None, spec: str = ".4g") -> str:
     """A number for a table cell; None or a non-finite value (undefined, null in JSON) shows as a dash."""
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-__all__ = ["Outcome", "RunContext", "check_gate_bounds", "execute", "fmt", "probe_command"]
+__all__ = ["TABLE_ROWS", "Outcome", "RunContext", "check_gate_bounds", "execute", "fmt", "probe_command", "shown_rows"]

@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gan_probe.errors import CheckpointError
+from gan_probe.errors import CheckpointError, first_line
 
 #: Bytes one member gan-probe parses itself (JSON, TorchScript source, a small pickle) may hold.
 MEMBER_LIMIT = 256 << 20
@@ -87,7 +87,7 @@ def read_member(file: Path, zf: zipfile.ZipFile, name: str, limit: int | None = 
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - BadZipFile (bad CRC), EOFError, zlib.error: a damaged member
-        raise CheckpointError(f"{file}: member {name!r} is corrupt ({_first_line(exc)})") from None
+        raise CheckpointError(f"{file}: member {name!r} is corrupt ({first_line(exc)})") from None
     if size != info.file_size:
         raise CheckpointError(
             f"{file} was refused: member {name!r} inflates to {size:,} bytes, its header says {info.file_size:,}"
@@ -118,7 +118,7 @@ def parse_json(data: bytes, file: Path, member: str) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise CheckpointError(f"{file}: {member} is not valid JSON ({_first_line(exc)})") from None
+        raise CheckpointError(f"{file}: {member} is not valid JSON ({first_line(exc)})") from None
 
 
 def field(obj: Any, key: str, kind: type | tuple[type, ...], file: Path, where: str, default: Any = None) -> Any:
@@ -149,11 +149,6 @@ def _json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number"}.get(
         type(value), "a number" if isinstance(value, float) else type(value).__name__
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = [

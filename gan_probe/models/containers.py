@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from gan_probe.errors import CheckpointError
+from gan_probe.errors import CheckpointError, first_line
 from gan_probe.models.archive import check_inflation
 
 #: Classes a checkpoint may hold besides tensors and plain containers: plain data, no behaviour on unpickling
@@ -190,7 +190,7 @@ def load_weights_only(file: Path) -> Any:
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         culprits = _unsafe_globals(file)
-        what = ", ".join(culprits) if culprits else _first_line(exc)
+        what = ", ".join(culprits) if culprits else first_line(exc)
         raise CheckpointError(
             f"{file} was refused: it holds pickled objects other than tensors ({what}); gan-probe reads PyTorch "
             "files with weights_only=True and never runs code from a checkpoint (allowed besides tensors: "
@@ -198,7 +198,26 @@ def load_weights_only(file: Path) -> Any:
             "TorchScript or torch.export program, instead"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file} is not a readable PyTorch file (truncated or corrupt): {exc}") from None
+        raise CheckpointError(
+            f"{file} is not a readable PyTorch file (truncated or corrupt): {_why(file, exc)}"
+        ) from None
+
+
+#: The first bytes of a zip archive (PyTorch files since torch 1.6, TorchScript archives)
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _why(file: Path, exc: BaseException) -> str:
+    """What is wrong with a file torch could not read: for a zip archive that has lost its end (torch then says
+    only "[Errno 22] Invalid argument", from a seek before the start), that; else torch's first line."""
+    try:
+        with file.open("rb") as fh:
+            cut_zip = fh.read(4) == ZIP_MAGIC and not zipfile.is_zipfile(file)
+    except OSError:
+        cut_zip = False
+    if cut_zip:
+        return "a zip archive without its central directory (the end of the file is missing)"
+    return first_line(exc)
 
 
 def _unsafe_globals(file: Path) -> list[str]:
@@ -213,11 +232,6 @@ def _unsafe_globals(file: Path) -> list[str]:
 
 def _qualname(obj: type) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_state_dict(obj: Any) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_probe.errors import CheckpointError
+from gan_probe.errors import CheckpointError, first_line
 from gan_probe.limits import MAX_NZ, check_count
 from gan_probe.models.noise import FrozenNoise, detect_noise, freeze, frozen_call
 from gan_probe.models.priors import Prior
@@ -262,7 +262,7 @@ def _with_output_shape(loaded: LoadedGenerator) -> LoadedGenerator:
         with torch.no_grad():
             x = loaded.module.eval()(z)
     except Exception as exc:  # noqa: BLE001 - any failure here means the model does not fit the interface
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(
             f"the generator fails on latents of shape (2, {loaded.nz}): {first}", param="generator"
         ) from None

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_probe.errors import CheckpointError
+from gan_probe.errors import CheckpointError, first_line
 from gan_probe.models.checkpoint import LoadedGenerator, read_checkpoint, save_checkpoint, wrap_module
 from gan_probe.models.noise import frozen_call
 from gan_probe.models.priors import Prior
@@ -125,7 +125,7 @@ def load_prior_net(path: str | os.PathLike) -> LoadedPriorNet:
         module = PriorNet(int(config["dim"]), int(config["nz"]), [int(w) for w in config["hidden"]])
         module.load_state_dict(container.state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(
             f"{file}: the prior network's config {config} does not fit its weights: {first}"
         ) from None

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_probe.errors import CheckpointError
+from gan_probe.errors import CheckpointError, first_line
 from gan_probe.models.archive import check_inflation, field, parse_json, read_member
 from gan_probe.models.loaded import LoadedGenerator, LoadOptions, file_sha256, resolve_prior, wrap_module
 from gan_probe.models.operators import export_target_refusal, schema_refusal, script_refusals
@@ -193,7 +193,7 @@ def load_torchscript(
         cpp_module = import_ir_module(compiled, str(file), torch.device("cpu"), {}, False)
         program = torch.jit._recursive.wrap_cpp_module(cpp_module)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise CheckpointError(f"{file} is not a readable TorchScript archive: {_first_line(exc)}") from None
+        raise CheckpointError(f"{file} is not a readable TorchScript archive: {_program_error(exc)}") from None
     refused = script_refusals(list(compiled.get_functions()))
     if refused:
         raise CheckpointError(
@@ -220,7 +220,7 @@ def _check_script_archive(file: Path) -> None:
                             "runs while the file loads; gan-probe never runs code from a checkpoint"
                         )
     except (OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{file} is not a readable TorchScript archive: {_first_line(exc)}") from None
+        raise CheckpointError(f"{file} is not a readable TorchScript archive: {_program_error(exc)}") from None
 
 
 def _nz_attr(program: Any, file: Path) -> int | None:
@@ -260,7 +260,7 @@ def load_export(file: Path) -> tuple[nn.Module, int | None, bool]:
     try:
         ep = torch.export.load(str(file))
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise CheckpointError(f"{file} is not a readable torch.export archive: {_first_line(exc)}") from None
+        raise CheckpointError(f"{file} is not a readable torch.export archive: {_program_error(exc)}") from None
     _check_export_graph(ep.graph_module, file)
     user_inputs = list(ep.graph_signature.user_inputs)
     if len(user_inputs) != 1:
@@ -320,7 +320,7 @@ def check_export_archive(file: Path) -> None:
     except CheckpointError:
         raise
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{file} is not a readable torch.export archive: {_first_line(exc)}") from None
+        raise CheckpointError(f"{file} is not a readable torch.export archive: {_program_error(exc)}") from None
 
 
 def _check_pickle(data: bytes, file: Path, member: str) -> None:
@@ -328,7 +328,7 @@ def _check_pickle(data: bytes, file: Path, member: str) -> None:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything but plain tensors and containers is refused
         raise CheckpointError(
-            f"{file} was refused: {member} holds pickled objects other than tensors ({_first_line(exc)}); "
+            f"{file} was refused: {member} holds pickled objects other than tensors ({_program_error(exc)}); "
             "gan-probe never runs code from a checkpoint"
         ) from None
 
@@ -465,15 +465,14 @@ def _check_export_graph(graph_module: nn.Module, file: Path) -> None:
                 )
 
 
-def _first_line(exc: BaseException) -> str:
-    """The line of an error worth showing: its first, or for an error raised inside the TorchScript interpreter
-    (whose first line only says so) its last, where the program's own error is (``builtins.ValueError: ...``)."""
+def _program_error(exc: BaseException) -> str:
+    """The line of an error worth showing: its first (:func:`first_line`), or for an error raised inside the
+    TorchScript interpreter (whose first line only says so) its last, where the program's own error is
+    (``builtins.ValueError: ...``)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    if "TorchScript interpreter" in lines[0] and len(lines) > 1:
+    if "TorchScript interpreter" in (lines or [""])[0] and len(lines) > 1:
         return lines[-1].removeprefix("builtins.")
-    return lines[0]
+    return first_line(exc)
 
 
 __all__ = [
@@ -540,7 +539,7 @@ def load_program(
         what = str(exc).removeprefix("the generator ")
         cause = exc.__context__
         if cause is not None:  # the module raised: show its own error, not TorchScript's first line
-            what = f"{what.split(': ', 1)[0]}: {_first_line(cause)}"
+            what = f"{what.split(': ', 1)[0]}: {_program_error(cause)}"
         raise CheckpointError(f"{file}: the {kind} program {what}") from None
     _check_batch(gen, file)
     return gen
@@ -571,7 +570,7 @@ def _check_batch(gen: LoadedGenerator, file: Path) -> None:
             whole, single = gen(z), gen(z[1:2])
     except Exception as exc:  # noqa: BLE001 - the program fixed a batch size when it was traced
         raise CheckpointError(
-            f"{file}: the program fails on a batch of 3 latents ({_first_line(exc)}); it was probably traced "
+            f"{file}: the program fails on a batch of 3 latents ({_program_error(exc)}); it was probably traced "
             "with a fixed batch size: script it (torch.jit.script) or export it with a dynamic batch "
             "(torch.export.Dim)"
         ) from None

@@ -24,7 +24,7 @@ from torch import nn
 
 from gan_probe import device as machine
 from gan_probe.device import format_bytes
-from gan_probe.errors import CheckpointError
+from gan_probe.errors import CheckpointError, first_line
 from gan_probe.limits import MAX_TENSOR_ELEMENTS
 from gan_probe.models.architectures import build_generator, detect_arch, infer_config
 from gan_probe.models.containers import Container, find_generator_state, read_container
@@ -78,7 +78,7 @@ def read_checkpoint(file: Path, key: str | None = None) -> tuple[Container, dict
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - the unpickler fails on garbage in many ways (IndexError, KeyError)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc, default="")
             raise CheckpointError(
                 f"{file} is not a readable PyTorch file (truncated or corrupt): {type(exc).__name__}: {first}"
             ) from None
@@ -194,7 +194,7 @@ def _build_builtin(
         module = build_generator(arch, config).to(dtype)
     except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
         # a config of the right type with impossible values (nz = -3, ngf = 1e12): torch's own refusal, one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"{file}: the {arch} config {config} cannot be built: {first}") from None
     _load_state(module, state, file)
     out_meta = meta.get("output", {})

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.func import jvp, vmap
 
-from gan_probe.errors import GanProbeError
+from gan_probe.errors import GanProbeError, first_line
 
 #: A batched map (B, nz) -> (B, N), samples independent (a generator in eval mode, flattened).
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -222,7 +222,7 @@ def _differentiable_route(fn: Fn, z: torch.Tensor, routes: JacobianRoutes) -> st
 
 def _where(exc: BaseException) -> str:
     """'in OPERATOR: first line of the message' for an autograd failure, naming the operator when it can."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = first_line(exc)
     if len(message) > 200:
         message = message[:197] + "..."
     op = operator_name(exc)
