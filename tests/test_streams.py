@@ -219,3 +219,13 @@ def test_pil_decompression_bomb_warning_becomes_a_note(tiny_ckpt, runner, tmp_pa
     assert result.exit_code == 0, result.stderr
     assert "note: warning (DecompressionBombWarning): Image size (1024 pixels) exceeds limit" in result.stderr
     assert "DecompressionBombWarning:" not in result.stderr.replace("(DecompressionBombWarning):", "")
+
+
+def test_a_table_says_which_rows_it_leaves_out(tiny_ckpt, runner, tmp_path):
+    """The terminal table shows 12 latents; with more it says so (every row is in the report)."""
+    many = invoke(runner, ["loglik", tiny_ckpt, "--n", "14", "--out", tmp_path / "a"])
+    assert many.exit_code == 0, many.stderr
+    assert "first 12 of 14 latents shown (all in report.json)" in re.sub(r"\s+", " ", many.stdout)
+    assert len(json.loads((tmp_path / "a" / "report.json").read_text())["results"]["samples"]) == 14
+    few = invoke(runner, ["loglik", tiny_ckpt, "--n", "3", "--out", tmp_path / "b"])
+    assert few.exit_code == 0 and "shown (all in" not in few.stdout
