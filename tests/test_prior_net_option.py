@@ -149,12 +149,13 @@ def test_pag_reverses_into_the_prior_networks_space(files, runner, tmp_path):
     args = ["pag", files["ckpt"], "--prior-net", files["wide"], "--limit", "6", "--steps", "3"]
     report = invoke_json(runner, [*args, "--prior-samples", "10", "--top", "2", "--out", out])
     assert report["checkpoint"]["nz"] == 10 and report["checkpoint"]["prior_net"]["dim"] == 10
+    assert any("rank at most 8 < 10" in note for note in report["checkpoint"]["notes"])  # ln Q is undefined
     with np.load(out / "latents.npz") as saved:
         assert saved["z"].shape == (6, 10)
     # the latents written are z': loglik reads them back under the same prior, and refuses them without it
     again = invoke_json(runner, ["loglik", files["ckpt"], "--prior-net", files["wide"], "--latents",
                                  out / "latents.npz", "--out", tmp_path / "loglik"])  # fmt: skip
-    assert again["results"]["summary"]["num_samples"] == 6
+    assert again["results"]["summary"]["num_samples"] == 6 and again["results"]["summary"]["num_singular"] == 6
     run_refused(runner, ["loglik", str(files["ckpt"]), "--latents", str(out / "latents.npz")], "width 10",
                 folder=tmp_path, out=tmp_path / "refused")  # fmt: skip
 

@@ -235,6 +235,12 @@ def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> Loade
         f"the latent is z' ~ N(0, I) of the prior network {prior_net.path or '(in memory)'}: the generator is G o h, "
         f"h: R^{prior_net.dim} -> R^{gen.nz}"
     )
+    if prior_net.dim > gen.nz:  # J = J_G J_h is (N, d') of rank <= nz < d': M = J^T J is singular everywhere
+        composed.notes.append(
+            f"h: R^{prior_net.dim} -> R^{gen.nz} widens the latent: the Jacobian of G o h has rank at most "
+            f"{gen.nz} < {prior_net.dim}, so ln Q (loglik, ascend) is undefined at every z'; a prior fitted with "
+            f"--dim {gen.nz} (the default) has one"
+        )
     fitted_to = prior_net.generator_sha256
     if fitted_to is not None and gen.sha256 is not None and fitted_to != gen.sha256:
         composed.notes.append(
