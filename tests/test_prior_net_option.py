@@ -201,6 +201,12 @@ def test_a_stylegan_in_w_refuses_a_prior_over_z(files, runner, tmp_path):
         assert "--prior-net" in refused.stderr and "--space z" in refused.stderr
     composed = invoke_json(runner, ["info", ckpt, "--space", "z", "--prior-net", prior_file])
     assert composed["results"]["nz"] == z_dim and composed["results"]["prior_net"]["fitted_to"]["sha256"] is None
+    # G ignores |z|: G o h is flat along one direction of Z', and a note says that ln Q is then undefined
+    assert any("ignores |z|" in note for note in composed["results"]["notes"])
+    torch.manual_seed(1)
+    save_prior_net(prior_file, PriorNet(z_dim, z_dim, (16, 16, 16)), fitted={}, provenance="tests")
+    gen = gan_probe.load_generator(ckpt, prior_net=prior_file, device="cpu", dtype="float64")
+    assert gan_probe.loglik(gen, n=2).values.singular.all()
 
 
 def test_the_api_composes_once(files):

@@ -235,6 +235,12 @@ def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> Loade
         f"the latent is z' ~ N(0, I) of the prior network {prior_net.path or '(in memory)'}: the generator is G o h, "
         f"h: R^{prior_net.dim} -> R^{gen.nz}"
     )
+    if gen.ignores_norm:  # G(c z) = G(z): G o h is flat along the z' direction that h moves along its ray
+        composed.notes.append(
+            "the generator ignores |z| (read on the sphere, docs/design.md §1.4) and G o h inherits it along the "
+            "direction in which h(z') moves along its ray: J is singular and ln Q (loglik, ascend) undefined "
+            "wherever h does not map rays to rays (a linear h does, and is then read on the sphere)"
+        )
     if prior_net.dim > gen.nz:  # J = J_G J_h is (N, d') of rank <= nz < d': M = J^T J is singular everywhere
         composed.notes.append(
             f"h: R^{prior_net.dim} -> R^{gen.nz} widens the latent: the Jacobian of G o h has rank at most "
