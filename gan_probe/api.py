@@ -62,6 +62,7 @@ def load_generator(
     key: str | None = None,
     output_range: tuple[float, float] | str | None = None,
     seed: int = 0,
+    prior_net: str | os.PathLike[str] | None = None,
 ) -> LoadedGenerator:
     """Load a checkpoint (None: the bundled MNIST DCGAN, nz = 32) ready to run, in eval mode.
 
@@ -82,6 +83,9 @@ def load_generator(
             truncation psi and its noise (stored, zero or seed:N).
         key: the generator's entry in a training checkpoint ("g_ema", "GAN.GE").
         seed: the seed of the noise frozen in a generator that draws it inside forward.
+        prior_net: a prior network file (``gan-probe prior``'s prior.safetensors): the generator
+            returned is G o h, whose latent is z' ~ N(0, I) of dimension dim, mapped to z by h
+            (``gen.prior_net`` records the file, its sha256 and the generator it was fitted to).
 
     Returns:
         A :class:`~gan_probe.models.loaded.LoadedGenerator`: call it on latents
@@ -113,6 +117,7 @@ def load_generator(
         output_range=output_range,
         seed=seed,
         dtype_auto=auto,
+        prior_net=os.fspath(prior_net) if prior_net is not None else None,
     )
     return _load(path, options, device=dev, dtype=dt)
 

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from gan_probe.errors import first_line
 from gan_probe.models import DCGANGenerator
+from gan_probe.models.prior_net import PriorNet, save_prior_net
 from tests.conftest import assert_flags_exist, invoke, run_refused, save_tiny_dcgan
 
 NZ = 8
@@ -162,6 +163,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "a_folder.safetensors").mkdir()
     (d / "regular_file").write_text("x")
     (d / "relfactory.py").write_text(FACTORIES)
+    torch.manual_seed(5)
+    save_prior_net(d / "prior_nz8.safetensors", PriorNet(NZ, NZ, (8, 8, 8)), fitted={}, provenance="tests")
+    save_prior_net(d / "prior_nz4.safetensors", PriorNet(4, 4, (8, 8, 8)), fitted={}, provenance="tests")
 
     rng = np.random.default_rng(0)
     np.save(d / "z_width.npy", rng.normal(size=(2, 5)))
@@ -191,6 +195,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 T = "{d}/tiny.safetensors"
+P = "{d}/prior_nz8.safetensors"  # a prior network for T
 #: (id, arguments, exit code, a fragment of the one-line message). {d}: the folder of hostile files.
 CASES: list[tuple[str, list[str], int, str]] = [
     # --- checkpoints
@@ -223,6 +228,17 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("prior-sigma-inf", ["info", T, "--sigma", "inf"], 1, "--sigma"),
     ("prior-box-reversed", ["info", T, "--prior", "uniform", "--low", "1", "--high", "-1"], 1, "--low/--high"),
     ("prior-box-nan", ["info", T, "--prior", "uniform", "--low", "nan"], 1, "--low/--high"),
+    # --- prior networks (--prior-net)
+    ("prior-net-missing", ["info", T, "--prior-net", "{d}/nope.safetensors"], 1, "prior network not found"),
+    ("prior-net-folder", ["info", T, "--prior-net", "{d}/a_folder.safetensors"], 1, "is not a file (--prior-net)"),
+    ("prior-net-truncated", ["info", T, "--prior-net", "{d}/truncated.safetensors"], 1, "not a readable safetensors"),
+    ("prior-net-generator", ["info", T, "--prior-net", T], 1, "is not a prior network (arch 'dcgan')"),
+    ("prior-net-width", ["loglik", T, "--prior-net", "{d}/prior_nz4.safetensors"], 1, "maps to nz = 4 but"),
+    ("prior-net-sigma", ["loglik", T, "--prior-net", P, "--sigma", "2"], 1, "--sigma cannot be combined with"),
+    ("prior-net-box", ["info", T, "--prior-net", P, "--prior", "uniform"], 1, "--prior cannot be combined"),
+    ("prior-net-prior", ["prior", T, "--prior-net", P], 1, "run gan-probe prior without --prior-net"),
+    ("prior-net-synthetic", ["bench", T, "--prior-net", P, "--synthetic", "dcgan64"], 1, "drop --prior-net"),
+    ("prior-net-spectrum", ["bench", "spectrum", T, "--prior-net", P], 1, "measures linear generators"),
     # --- gan_probe metadata with wrong types or values
     ("meta-config-str", ["info", "{d}/meta_cfg_str.safetensors"], 1, "field config must be a JSON object"),
     ("meta-output-str", ["info", "{d}/meta_out_str.safetensors"], 1, "field output must be a JSON object"),

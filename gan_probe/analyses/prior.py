@@ -481,7 +481,15 @@ def _pgan_draws(h: PriorNet, num: int, seed: int) -> torch.Tensor:
 
 
 def run_prior(gen: LoadedGenerator, params: PriorParams, *, progress: Progress | None = None) -> PriorResult:
-    """Reverse the data (or read the codes), hold some out, fit the four priors and compare them on the rest."""
+    """Reverse the data (or read the codes), hold some out, fit the four priors and compare them on the rest.
+
+    Refuses a generator composed with a prior network (``--prior-net``): a prior fitted over its z' would be
+    a second network h2 to compose as G o h o h2, which one ``--prior-net`` cannot express; fit h to G alone."""
+    if gen.prior_net is not None:
+        raise GanProbeError(
+            f"prior fits a prior over the generator's own z; this generator is composed with the prior network "
+            f"{gen.prior_net.get('path') or '(in memory)'}: run gan-probe prior without --prior-net"
+        )
     if isinstance(gen.prior, MappedPrior):
         raise GanProbeError(
             f"prior learns a prior over z; the {gen.prior.space} space of a StyleGAN2 has no closed-form prior "

@@ -201,6 +201,12 @@ def _build(ctx: RunContext, model: SyntheticModelParams) -> LoadedGenerator:
     return model.build(seed=ctx.common.seed, device=ctx.gen.device, dtype=ctx.gen.dtype)
 
 
+def _no_prior_net(ctx: RunContext, what: str) -> None:
+    """--prior-net composes h with CKPT; a mode that times another model would leave it unused: refuse it."""
+    if ctx.common.prior_net is not None:
+        raise GanProbeError(f"--prior-net composes a prior with CKPT, but {what}: drop --prior-net")
+
+
 def _no_torchrun(mode: str) -> None:
     if distributed.current().distributed:
         raise GanProbeError(
@@ -258,6 +264,8 @@ def bench(
     """
     model = SyntheticModelParams(synthetic, synthetic_nz, synthetic_space, synthetic_channels, synthetic_style_dim)
     model.validate()
+    if model.name is not None:
+        _no_prior_net(ctx, f"--synthetic {model.name} times a synthetic model instead")
     params = BenchParams(
         num=n,
         repeats=repeats,
@@ -310,6 +318,7 @@ def spectrum(
     ln det over --n probe seeds, slq's interval coverage, and the cost against the exact method's
     (docs/design.md §9).
     """
+    _no_prior_net(ctx, "bench spectrum measures linear generators, not CKPT")
     linear = LinearModelParams(
         nz=synthetic_nz if synthetic_nz is not None else _LINEAR.nz,
         operator=synthetic_operator,
@@ -397,6 +406,8 @@ def throughput(
     """
     model = SyntheticModelParams(synthetic, synthetic_nz, synthetic_space, synthetic_channels, synthetic_style_dim)
     model.validate()
+    if model.name is not None:
+        _no_prior_net(ctx, f"--synthetic {model.name} times a synthetic model instead")
     params = ThroughputParams(
         num=n,
         batch_sizes=tuple(b for b in parse_sizes(batch_sizes, "--batch-sizes") if b is not None),

@@ -36,6 +36,8 @@ def info(ctx: RunContext) -> Outcome:
     fields = ("path", "sha256", "source", "key", "arch", "config", "nz", "prior", "output", "num_params")
     for key in (*fields, "provenance", "dtype", "noise", "extras"):
         table.add_row(key, escape(str(d[key])))
+    if d["prior_net"] is not None:  # --prior-net: G o h, the prior network's file and what it was fitted to
+        table.add_row("prior_net", escape(str(d["prior_net"])))
     return Outcome(parameters={}, results=d, table=table)
 
 

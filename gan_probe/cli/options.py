@@ -149,6 +149,19 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    "prior_net": (
+        Annotated[
+            Optional[Path],
+            typer.Option(
+                "--prior-net",
+                help="A learned prior (gan-probe prior's prior.safetensors): analyse G o h, whose latent is "
+                "z' ~ N(0, I) mapped to z by the prior network h (--latents files then hold z').",
+                rich_help_panel=CKPT_PANEL,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     "device": (
         Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=COMMON_PANEL)],
         "auto",
@@ -234,6 +247,7 @@ class CommonOptions:
     class_index: int | None
     key: str | None
     output_range: str | None
+    prior_net: Path | None
     device: str
     dtype: str
     seed: int
@@ -275,6 +289,7 @@ class CommonOptions:
             output_range=self.output_range,
             seed=self.seed,
             dtype_auto=self.dtype.strip().lower() == "auto",
+            prior_net=str(self.prior_net) if self.prior_net is not None else None,
         )
 
 

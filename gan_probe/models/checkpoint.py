@@ -26,21 +26,21 @@ a generator that draws noise inside ``forward`` is run with its noise frozen
 
 The loaded-generator type, :class:`LoadOptions` (what flags supply or
 override) and the wrapping live in :mod:`gan_probe.models.loaded`; the native
-metadata in :mod:`gan_probe.models.metadata`. Their names are re-exported here.
+metadata and the writer in :mod:`gan_probe.models.metadata`. Their names are re-exported here.
+
+``options.prior_net`` (``--prior-net``) names a prior network file
+(:mod:`gan_probe.models.prior_net`): the loaded generator is then G o h, whose
+latent is z' ~ N(0, I) (docs/design.md §7.6).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
-from torch import nn
 
-from gan_probe.atomic import write_atomic
 from gan_probe.errors import CheckpointError
 from gan_probe.limits import MAX_NZ, check_count
 from gan_probe.models import factories, programs, state_dicts
@@ -51,13 +51,12 @@ from gan_probe.models.loaded import (
     LoadOptions,
     file_sha256,
     parse_output_range,
-    range_json,
     resolve_prior,
     wrap_module,
 )
-from gan_probe.models.metadata import FORMAT_VERSION, METADATA_KEY, check_metadata
+from gan_probe.models.metadata import FORMAT_VERSION, METADATA_KEY, check_metadata, save_checkpoint
 from gan_probe.models.nvidia import loader as nvidia_pickles
-from gan_probe.models.priors import Prior
+from gan_probe.models.prior_net import check_prior_net_options, compose_with_prior, load_prior_net
 from gan_probe.models.state_dicts import TORCH_SUFFIXES, check_tensor_sizes, read_checkpoint, read_state_file
 
 
@@ -94,7 +93,13 @@ def load_generator(
 ) -> LoadedGenerator:
     """Load a checkpoint (None: the bundled default) and move it to ``device``/``dtype`` in eval mode.
 
-    ``options.dtype_auto`` (``--dtype auto``) runs float32 and marks the generator for float64 promotion."""
+    ``options.dtype_auto`` (``--dtype auto``) runs float32 and marks the generator for float64 promotion.
+    ``options.prior_net``: the generator returned is G o h with the prior network of that file (read first, so
+    that a bad file is refused before the weights), latent z' ~ N(0, I)."""
+    prior_net = None
+    if options.prior_net is not None:
+        check_prior_net_options(options)
+        prior_net = load_prior_net(options.prior_net)
     if options.nz is not None:
         check_count(options.nz, "the latent size nz", param="nz", high=MAX_NZ, error=CheckpointError)
     if options.noise is not None:
@@ -108,42 +113,10 @@ def load_generator(
     gen = checkpoint_format(file, options).load(file, options, device=device, dtype=dtype)
     if options.output_range is not None:
         gen.output_range = parse_output_range(options.output_range)
+    if prior_net is not None:
+        gen = compose_with_prior(gen, prior_net)
     gen.auto_float64 = options.dtype_auto
     return gen
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    module: nn.Module,
-    *,
-    arch: str,
-    config: Mapping,
-    prior: Prior,
-    output_shape: tuple[int, ...] | list[int],
-    output_range: tuple[float, float] | list[float] | None,
-    provenance: str,
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically.
-
-    ``extra``: further metadata fields (JSON values) beside the standard ones, which they may not replace."""
-    from safetensors.torch import save as safetensors_bytes
-
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "arch": arch,
-        "config": dict(config),
-        "prior": prior.to_meta(),
-        "output": {"shape": [int(s) for s in output_shape], "range": range_json(output_range)},
-        "provenance": provenance,
-    }
-    clash = sorted(set(extra or {}) & set(meta))
-    if clash:
-        raise ValueError(f"extra metadata may not replace the standard fields {clash}")
-    meta.update(extra or {})
-    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    blob = safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(meta)})
-    write_atomic(Path(path), lambda fh: fh.write(blob))
 
 
 __all__ = [

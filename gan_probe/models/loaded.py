@@ -55,6 +55,8 @@ class LoadOptions:
     seed: int = 0
     #: --dtype auto: run in float32 and recompute in float64 the latents whose float32 J is flagged
     dtype_auto: bool = False
+    #: a prior network file (gan-probe prior's prior.safetensors): the generator becomes G o h, latent z' ~ N(0, I)
+    prior_net: str | None = None
 
 
 @dataclass
@@ -93,6 +95,9 @@ class LoadedGenerator:
     #: why the float64 copy cannot run (``--dtype auto`` then promotes nothing), None when it can or is untried
     float64_unavailable: str | None = None
     routes: JacobianRoutes = field(default_factory=JacobianRoutes)
+    #: the prior network h this generator is composed with (G o h, latent z'): its path, sha256, dim, nz and the
+    #: generator it was fitted to (:func:`~gan_probe.models.prior_net.compose_with_prior`); None: plain G
+    prior_net: dict[str, Any] | None = None
     _twin: LoadedGenerator | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +148,7 @@ class LoadedGenerator:
             "dtype": "auto" if self.auto_float64 else str(self.dtype).replace("torch.", ""),
             "noise": None if self.noise is None else self.noise.describe(),
             "extras": sorted(self.extras),
+            "prior_net": None if self.prior_net is None else dict(self.prior_net),
             "notes": list(self.notes),
         }
 

@@ -1,4 +1,4 @@
-"""The ``gan_probe`` metadata of a native checkpoint: its key, its version and the check of its fields.
+"""The ``gan_probe`` metadata of a native checkpoint: its key, its version, the check of its fields, the writer.
 
 A native checkpoint is a ``.safetensors`` file holding the generator's state
 dict, with a metadata key ``gan_probe`` whose JSON value records
@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from torch import nn
+
+from gan_probe.atomic import write_atomic
 from gan_probe.errors import CheckpointError
+from gan_probe.models.loaded import range_json
+from gan_probe.models.priors import Prior
 
 FORMAT_VERSION = 1
 
@@ -65,3 +72,37 @@ def check_metadata(meta: Mapping, file: Path | str) -> None:
             isinstance(rng, list) and len(rng) == 2 and all(_is_number(v) for v in rng) and rng[0] < rng[1]
         ):
             raise bad("output.range", "null or two finite numbers [low, high] with low < high", rng)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    module: nn.Module,
+    *,
+    arch: str,
+    config: Mapping,
+    prior: Prior,
+    output_shape: tuple[int, ...] | list[int],
+    output_range: tuple[float, float] | list[float] | None,
+    provenance: str,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a native gan-probe checkpoint (safetensors + ``gan_probe`` metadata), atomically.
+
+    ``extra``: further metadata fields (JSON values) beside the standard ones, which they may not replace."""
+    from safetensors.torch import save as safetensors_bytes
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "config": dict(config),
+        "prior": prior.to_meta(),
+        "output": {"shape": [int(s) for s in output_shape], "range": range_json(output_range)},
+        "provenance": provenance,
+    }
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata may not replace the standard fields {clash}")
+    meta.update(extra or {})
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    blob = safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(meta)})
+    write_atomic(Path(path), lambda fh: fh.write(blob))

@@ -32,9 +32,11 @@ import torch
 from torch import nn
 
 from gan_probe.errors import CheckpointError, first_line
-from gan_probe.models.checkpoint import LoadedGenerator, read_checkpoint, save_checkpoint, wrap_module
+from gan_probe.models.loaded import LoadedGenerator, LoadOptions, file_sha256, wrap_module
+from gan_probe.models.metadata import save_checkpoint
 from gan_probe.models.noise import frozen_call
-from gan_probe.models.priors import Prior
+from gan_probe.models.priors import MappedPrior, Prior
+from gan_probe.models.state_dicts import read_checkpoint
 
 ARCH = "prior-net"
 #: Hidden widths of the PGAN's generator: the image GAN's 512, 256, 128 (appendix E), fully connected.
@@ -90,8 +92,25 @@ class LoadedPriorNet:
 
     @property
     def generator_sha256(self) -> str | None:
-        sha = self.fitted.get("generator", {}).get("sha256")
+        """The sha256 of the generator the prior was fitted to (None: not recorded)."""
+        generator = self.fitted.get("generator")
+        sha = generator.get("sha256") if isinstance(generator, dict) else None
         return sha if isinstance(sha, str) else None
+
+    def describe(self, generator_sha256: str | None) -> dict[str, Any]:
+        """What a report records of the prior composed with the generator of hash ``generator_sha256``:
+        ``same_generator`` is None when either hash is unknown."""
+        generator = self.fitted.get("generator")
+        fitted_path = generator.get("path") if isinstance(generator, dict) else None
+        fitted_to = self.generator_sha256
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "dim": self.dim,
+            "nz": self.nz,
+            "fitted_to": {"sha256": fitted_to, "path": fitted_path if isinstance(fitted_path, str) else None},
+            "same_generator": None if fitted_to is None or generator_sha256 is None else fitted_to == generator_sha256,
+        }
 
 
 def save_prior_net(path: str | os.PathLike, module: PriorNet, *, fitted: Mapping[str, Any], provenance: str) -> None:
@@ -111,9 +130,10 @@ def save_prior_net(path: str | os.PathLike, module: PriorNet, *, fitted: Mapping
 
 def load_prior_net(path: str | os.PathLike) -> LoadedPriorNet:
     """Read a prior file written by :func:`save_prior_net` (weights only: no code runs)."""
-    from gan_probe.models.checkpoint import file_sha256
-
     file = Path(path)
+    if not file.is_file():
+        what = f"the prior network {file} is not a file" if file.exists() else f"prior network not found: {file}"
+        raise CheckpointError(what, param="prior_net")
     container, meta = read_checkpoint(file)
     if meta is None or meta.get("arch") != ARCH:
         what = "no gan_probe metadata" if meta is None else f"arch {meta.get('arch')!r}"
@@ -134,6 +154,25 @@ def load_prior_net(path: str | os.PathLike) -> LoadedPriorNet:
     return LoadedPriorNet(module.eval(), module.dim, module.nz, str(file), file_sha256(file), fitted)
 
 
+def check_prior_net_options(options: LoadOptions) -> None:
+    """Refuse the prior overrides beside ``--prior-net``: G o h's latent is z' ~ N(0, I), whatever G's prior."""
+    given = [
+        flag
+        for flag, value in (
+            ("--prior", options.prior),
+            ("--sigma", options.sigma),
+            ("--low", options.low),
+            ("--high", options.high),
+        )
+        if value is not None
+    ]
+    if given:
+        raise CheckpointError(
+            f"{'/'.join(given)} cannot be combined with --prior-net: the latent is then z' ~ N(0, I) of the prior "
+            "network, mapped to the generator's z by h; drop one of them"
+        )
+
+
 class _Composed(nn.Module):
     """z' -> G(h(z')); a stochastic G keeps its frozen noise."""
 
@@ -149,8 +188,21 @@ class _Composed(nn.Module):
 def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> LoadedGenerator:
     """G o h as a generator with latent z' (B, dim) under N(0, I); every analysis applies to it unchanged.
 
-    Refuses an h whose output is not G's latent size; a note (not an error) when the file records another
-    generator's sha256."""
+    Refuses an h whose output is not G's latent size, a G whose latent is a StyleGAN's w or w+ (``gan-probe
+    prior`` fits priors over z only) and a G that is already composed with a prior network; a note (not an
+    error) when the file records another generator's sha256. ``prior_net`` of the result records h
+    (:meth:`LoadedPriorNet.describe`) for the report."""
+    if gen.prior_net is not None:
+        raise CheckpointError(
+            f"the generator is already composed with the prior network {gen.prior_net.get('path') or '(in memory)'}; "
+            "compose a prior network with the plain generator",
+            param="prior_net",
+        )
+    if isinstance(gen.prior, MappedPrior):
+        raise CheckpointError(
+            f"--prior-net maps to a generator's z (gan-probe prior fits priors over z only), but with --space "
+            f"{gen.prior.space} the latent is the StyleGAN's {gen.prior.space}: use --space z with --prior-net"
+        )
     if prior_net.nz != gen.nz:
         raise CheckpointError(
             f"the prior network {prior_net.path or '(in memory)'} maps to nz = {prior_net.nz} but the generator "
@@ -177,11 +229,24 @@ def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> Loade
         extras=gen.extras,
     )
     composed.routes.randomness = gen.routes.randomness
+    composed.prior_net = prior_net.describe(gen.sha256)
     composed.notes.extend(gen.notes)
     composed.notes.append(
         f"the latent is z' ~ N(0, I) of the prior network {prior_net.path or '(in memory)'}: the generator is G o h, "
         f"h: R^{prior_net.dim} -> R^{gen.nz}"
     )
+    if gen.ignores_norm:  # G(c z) = G(z): G o h is flat along the z' direction that h moves along its ray
+        composed.notes.append(
+            "the generator ignores |z| (read on the sphere, docs/design.md §1.4) and G o h inherits it along the "
+            "direction in which h(z') moves along its ray: J is singular and ln Q (loglik, ascend) undefined "
+            "wherever h does not map rays to rays (a linear h does, and is then read on the sphere)"
+        )
+    if prior_net.dim > gen.nz:  # J = J_G J_h is (N, d') of rank <= nz < d': M = J^T J is singular everywhere
+        composed.notes.append(
+            f"h: R^{prior_net.dim} -> R^{gen.nz} widens the latent: the Jacobian of G o h has rank at most "
+            f"{gen.nz} < {prior_net.dim}, so ln Q (loglik, ascend) is undefined at every z'; a prior fitted with "
+            f"--dim {gen.nz} (the default) has one"
+        )
     fitted_to = prior_net.generator_sha256
     if fitted_to is not None and gen.sha256 is not None and fitted_to != gen.sha256:
         composed.notes.append(
@@ -196,6 +261,7 @@ __all__ = [
     "LoadedPriorNet",
     "PriorCritic",
     "PriorNet",
+    "check_prior_net_options",
     "compose_with_prior",
     "load_prior_net",
     "save_prior_net",
