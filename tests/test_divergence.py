@@ -173,11 +173,15 @@ def test_importance_weighted_bound_is_non_increasing_in_k():
     y = data + sigma * torch.randn(50, 6, generator=g, dtype=torch.float64)
     lps = log_spread_data_density(y, data, sigma)
     ref = float((lps - log_qs(y, a, b, sigma)).mean())
-    values = []
+    values, terms = [], []
     for k in (1, 4, 16, 64, 256):
         t = data_side_terms(gen, poor, y, lps, sigma, num_draws=k, seed=k, batch_size=50)
         values.append(float(t.iw.mean()))
-    assert all(later <= earlier + 1e-3 for earlier, later in zip(values, values[1:], strict=False)), values
+        terms.append(t.iw)
+    # non-increasing in expectation: each step down, or up by less than 3 standard errors of the paired change
+    for earlier, later in zip(terms, terms[1:], strict=False):
+        change = later - earlier
+        assert float(change.mean()) <= 3 * float(change.std()) / math.sqrt(change.numel()), values
     assert values[0] - ref > 0.5 and values[-1] - ref < 0.5 * (values[0] - ref) and values[-1] >= ref - 1e-2
 
 
