@@ -413,7 +413,7 @@ def divergence_memory(
             importance * b * (act * e + (e + 24) * n_out) + b * enc * e,
             f"{importance} importance draws for each of {b} points",
             "importance",
-            "the number of importance draws K (or the batch size)",
+            "the number of importance draws K or the batch size",
         ),
         (
             max(m, h) * (act + enc) * e,
