@@ -1,7 +1,7 @@
 """``gan-probe divergence``: spread f-divergences between the generator and its data, bounded by an encoder.
 
 Zhang, Barber et al., "Spread divergence" and "Training generative latent models
-by variational f-divergence minimization" (docs/design.md §1). A generator puts
+by variational f-divergence minimization" (docs/design.md §7.7). A generator puts
 its mass on a low-dimensional set, so its f-divergence to data is undefined;
 convolved with Gaussian noise y = x + sigma eps both have densities,
 
