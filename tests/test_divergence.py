@@ -389,3 +389,36 @@ def test_a_js_bound_at_its_ceiling_is_flagged():
     below = DivergenceEstimate("js", 0.3, 0.01, None, None, "data", 4).to_json()
     kl = DivergenceEstimate("kl", 5.0, 0.1, 4.0, 0.1, "data", 4).to_json()
     assert ceiling["at_ceiling"] is True and below["at_ceiling"] is False and kl["at_ceiling"] is False
+
+
+def test_an_interrupt_keeps_the_sigmas_finished_and_drops_the_one_in_progress(monkeypatch):
+    """Ctrl-C (a KeyboardInterrupt from the deferred signal's poll) in the third encoder fit, the first of the
+    second sigma: the first sigma is kept whole and equals an uninterrupted run's; in the first sigma nothing is."""
+    import gan_probe.analyses.divergence as divergence
+
+    gen, a, b, d = affine_setup(dim=4, nz=2, seed=23)
+    data = b + torch.randn(24, 4, generator=seeded_generator(24), dtype=torch.float64)
+    params = _fast_params(data=data, sigmas=(0.3, 0.6), steps=5, importance=2, num_model_samples=8)
+    whole = run_divergence(gen, params)
+    fit = divergence.fit_encoder
+
+    def interrupted_at(call: int):
+        calls = [0]
+
+        def fit_or_stop(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == call:
+                raise KeyboardInterrupt
+            return fit(*args, **kwargs)
+
+        return fit_or_stop
+
+    monkeypatch.setattr(divergence, "fit_encoder", interrupted_at(3))
+    part = run_divergence(gen, params)
+    assert part.interrupted and [s.sigma for s in part.per_sigma] == [0.3] and not whole.interrupted
+    assert dumps_strict(part.per_sigma[0].to_json()) == dumps_strict(whole.per_sigma[0].to_json())
+    report = part.to_json()
+    assert report["interrupted"] is True and report["num_sigmas_done"] == 1 and len(report["results"]) == 1
+    monkeypatch.setattr(divergence, "fit_encoder", interrupted_at(2))
+    with pytest.raises(KeyboardInterrupt):
+        run_divergence(gen, params)
