@@ -16,8 +16,8 @@ signal killed:
   interrupted by SIGTERM``, ...) and leaves at once (``os._exit``).
 - While a command runs (:func:`deferred`), the first signal only sets a flag.
   :func:`poll`, called between steps and batches (every progress advance),
-  raises KeyboardInterrupt there, at a safe point: ``ascend`` and ``pag`` keep
-  the work done, the others discard their staged files. A second signal before
+  raises KeyboardInterrupt there, at a safe point: ``ascend``, ``pag`` and
+  ``divergence`` keep the work done, the others discard their staged files. A second signal before
   that point leaves at once, after the cleanups registered with
   :func:`on_exit` (the staging folder).
 - :func:`critical` (the commit of the output folder) defers every signal to

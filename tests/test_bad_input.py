@@ -375,6 +375,19 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("pag-top-zero", ["pag", T, "--top", "0"], 1, "--top"),
     ("pag-top-above-draws", ["pag", T, "--prior-samples", "10", "--top", "20"], 1, "--top"),
     ("pag-gate-reversed", ["pag", T, "--min", "10", "--max", "1"], 2, "--min"),
+    # --- divergence: sizes beyond the memory, refused before any encoder is trained
+    (
+        "divergence-model-samples-huge",
+        ["divergence", T, "--data", "{d}/x_ok.npy", "--heldout", "0.5", "--model-samples", "1000000000"],
+        1,
+        "lower the number of model samples (--model-samples)",
+    ),
+    (
+        "divergence-importance-huge",
+        ["divergence", T, "--data", "{d}/x_ok.npy", "--heldout", "0.5", "--importance", "1000000000"],
+        1,
+        "1000000000 importance draws for each of 16 points",
+    ),
     # --- sample and bench
     ("sample-n-zero", ["sample", T, "--n", "0"], 1, "(--n)"),
     ("sample-n-huge", ["sample", T, "--n", "1000000000"], 1, "would need about"),

@@ -117,6 +117,12 @@ CASES = {
     "veff": ["veff", "--num", "5", "--batch-size", "2", "--k", "6"],
     "ascend": ["ascend", "--num", "3", "--batch-size", "1", "--steps", "3"],
     "pag": ["pag", "--limit", "6", "--batch-size", "2", "--steps", "15", "--prior-samples", "40", "--top", "2"],
+    # 8 held-out points and 8 model samples in batches of 4: both ranks evaluate, refine and run AIS chains
+    "divergence": [
+        "divergence",
+        *("--limit", "32", "--batch-size", "4", "--steps", "3", "--importance", "2", "--model-samples", "8"),
+        *("--refine", "2", "--ais", "2"),
+    ],
 }
 
 

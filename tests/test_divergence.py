@@ -173,11 +173,15 @@ def test_importance_weighted_bound_is_non_increasing_in_k():
     y = data + sigma * torch.randn(50, 6, generator=g, dtype=torch.float64)
     lps = log_spread_data_density(y, data, sigma)
     ref = float((lps - log_qs(y, a, b, sigma)).mean())
-    values = []
+    values, terms = [], []
     for k in (1, 4, 16, 64, 256):
         t = data_side_terms(gen, poor, y, lps, sigma, num_draws=k, seed=k, batch_size=50)
         values.append(float(t.iw.mean()))
-    assert all(later <= earlier + 1e-3 for earlier, later in zip(values, values[1:], strict=False)), values
+        terms.append(t.iw)
+    # non-increasing in expectation: each step down, or up by less than 3 standard errors of the paired change
+    for earlier, later in zip(terms, terms[1:], strict=False):
+        change = later - earlier
+        assert float(change.mean()) <= 3 * float(change.std()) / math.sqrt(change.numel()), values
     assert values[0] - ref > 0.5 and values[-1] - ref < 0.5 * (values[0] - ref) and values[-1] >= ref - 1e-2
 
 
@@ -385,3 +389,36 @@ def test_a_js_bound_at_its_ceiling_is_flagged():
     below = DivergenceEstimate("js", 0.3, 0.01, None, None, "data", 4).to_json()
     kl = DivergenceEstimate("kl", 5.0, 0.1, 4.0, 0.1, "data", 4).to_json()
     assert ceiling["at_ceiling"] is True and below["at_ceiling"] is False and kl["at_ceiling"] is False
+
+
+def test_an_interrupt_keeps_the_sigmas_finished_and_drops_the_one_in_progress(monkeypatch):
+    """Ctrl-C (a KeyboardInterrupt from the deferred signal's poll) in the third encoder fit, the first of the
+    second sigma: the first sigma is kept whole and equals an uninterrupted run's; in the first sigma nothing is."""
+    import gan_probe.analyses.divergence as divergence
+
+    gen, a, b, d = affine_setup(dim=4, nz=2, seed=23)
+    data = b + torch.randn(24, 4, generator=seeded_generator(24), dtype=torch.float64)
+    params = _fast_params(data=data, sigmas=(0.3, 0.6), steps=5, importance=2, num_model_samples=8)
+    whole = run_divergence(gen, params)
+    fit = divergence.fit_encoder
+
+    def interrupted_at(call: int):
+        calls = [0]
+
+        def fit_or_stop(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == call:
+                raise KeyboardInterrupt
+            return fit(*args, **kwargs)
+
+        return fit_or_stop
+
+    monkeypatch.setattr(divergence, "fit_encoder", interrupted_at(3))
+    part = run_divergence(gen, params)
+    assert part.interrupted and [s.sigma for s in part.per_sigma] == [0.3] and not whole.interrupted
+    assert dumps_strict(part.per_sigma[0].to_json()) == dumps_strict(whole.per_sigma[0].to_json())
+    report = part.to_json()
+    assert report["interrupted"] is True and report["num_sigmas_done"] == 1 and len(report["results"]) == 1
+    monkeypatch.setattr(divergence, "fit_encoder", interrupted_at(2))
+    with pytest.raises(KeyboardInterrupt):
+        run_divergence(gen, params)

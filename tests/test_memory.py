@@ -55,6 +55,53 @@ def test_memory_estimates_fit_the_defaults_and_follow_the_sizes(tiny_ckpt):
     assert host_available_bytes() is None or host_available_bytes() > 0
 
 
+def test_divergence_memory_fits_the_defaults_and_follows_the_samples_and_draws(tiny_ckpt):
+    from gan_probe.analyses import memory
+    from gan_probe.analyses.divergence import DivergenceParams, GaussianEncoder
+
+    gen = load_generator(tiny_ckpt)
+    p = DivergenceParams()
+    n_out, nz, e = gen.output_dim, gen.nz, 4
+    act, enc = memory.activation_elements(gen), GaussianEncoder.activation_elements(gen.output_shape, gen.nz)
+
+    def estimate(**change: int) -> memory.Estimate:
+        sizes = {"num_model_samples": p.num_model_samples, "importance": p.importance, "batch_size": p.batch_size}
+        sizes.update(change)
+        return memory.divergence_memory(
+            gen, num_data=1000, num_heldout=250, ais=True, num_sigmas=2, chunk=p.chunk, encoder_activations=enc, **sizes
+        )
+
+    memory.check_memory(estimate())  # the defaults fit
+    assert 0 < estimate().total() < 2**30
+
+    def by(est: memory.Estimate, param: str) -> int:
+        return sum(t.bytes for t in est.terms if t.param == param)
+
+    m = 10**7  # the samples on the host and, past the held-out points, the encoders' unbatched validation
+    assert by(estimate(num_model_samples=m), "model_samples") == (
+        8 * m * (3 * n_out + nz) + 16 * 2 * (250 + m) * (nz + 4) + m * (act + enc) * e
+    )
+    k, b = 10**5, p.batch_size  # the importance draws of one batch
+    assert by(estimate(importance=k), "importance") == k * b * (act * e + (e + 24) * n_out) + b * enc * e
+    with pytest.raises(memory.GanProbeError, match=r"importance draws for each of 64 points.*lower the number") as exc:
+        memory.check_memory(estimate(importance=k), available={"host": 2**30})
+    assert exc.value.param == "importance"
+
+
+@pytest.mark.parametrize("output_shape", [(1, 32, 32), (3, 8, 12), (16,)])
+def test_divergence_encoder_activations_are_its_layer_outputs(output_shape):
+    """R of the memory estimate: every layer's output for one y (Flatten is a view, not counted)."""
+    from gan_probe.analyses.divergence import GaussianEncoder
+
+    encoder = GaussianEncoder(output_shape, 5)
+    count = [0]
+    for module in encoder.modules():
+        if next(module.children(), None) is None and not isinstance(module, torch.nn.Flatten):
+            module.register_forward_hook(lambda mod, inputs, output: count.__setitem__(0, count[0] + output.numel()))
+    encoder(torch.zeros(1, int(np.prod(output_shape))))
+    assert count[0] == GaussianEncoder.activation_elements(output_shape, 5)
+
+
 def test_a_latents_file_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
     np.save(tmp_path / "z.npy", np.zeros((64, NZ)))
     monkeypatch.setattr(device, "cgroup_room", lambda: 1000)  # a cgroup with 1000 B to spare caps the free memory

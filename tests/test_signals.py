@@ -1,7 +1,7 @@
 """Ctrl-C (SIGINT), SIGTERM and SIGHUP at any moment: one line, exit 128 + N (130, 143, 129), no traceback,
-staging removed; nothing written before the work starts; ``ascend`` / ``pag`` keep their finished work and
-the others keep the earlier folder; under torchrun, one line from rank 0 and no traceback from our ranks
-(docs/design.md §8.5).
+staging removed; nothing written before the work starts; ``ascend``, ``pag`` and ``divergence`` keep their
+finished work and the others keep the earlier folder; under torchrun, one line from rank 0 and no traceback
+from our ranks (docs/design.md §8.5).
 
 Real subprocesses, started together (each mostly waits for its imports) and signalled once a slow generator
 has made a given number of forward passes, or once ``-X importtime`` reports a module imported.
@@ -237,6 +237,9 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled
     np.save(x, np.random.default_rng(0).normal(size=(6, 16)))
     sigint = signal.SIGINT
     pag = ["pag", "--data", str(x), "--steps", "30", "--batch-size", "3"]
+    # each sigma makes 21 slow passes: 10 training steps of each encoder and the model samples' first chunk
+    divergence = ["divergence", "--data", str(x), "--spread", "0.1,0.2", "--steps", "10", "--batch-size", "3"]
+    divergence += ["--importance", "2", "--model-samples", "4"]
     return _run_all(
         base,
         [
@@ -244,6 +247,8 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signalled
             Signalled("ascend-first-step", ["ascend", "--n", "3", "--steps", "30"], sigint, 1, base / "b"),
             Signalled("pag-first-batch", pag, sigint, 1, base / "c"),
             Signalled("ascend-mid-run", ["ascend", "--n", "3", "--steps", "40"], sigint, 4, base / "d", earlier=False),
+            Signalled("divergence-first-sigma", divergence, sigint, 3, base / "e"),
+            Signalled("divergence-second-sigma", divergence, sigint, 26, base / "f"),
         ],
     )
 
@@ -284,7 +289,7 @@ def test_ctrl_c_before_loading(interrupted_slow):
     assert not run.out.exists()
 
 
-@pytest.mark.parametrize("name", ["ascend-first-step", "pag-first-batch"])
+@pytest.mark.parametrize("name", ["ascend-first-step", "pag-first-batch", "divergence-first-sigma"])
 def test_ctrl_c_in_the_first_step_keeps_the_earlier_folder(name, interrupted):
     run = interrupted[name]
     assert _check_clean(run, 130)[-1] == "error: interrupted"
@@ -299,6 +304,22 @@ def test_ctrl_c_mid_run_keeps_the_steps_done(interrupted):
     assert "interrupted: the report and files hold the work done so far" in run.stderr
     report = json.loads((run.out / "report.json").read_text())
     assert report["interrupted"] is True and 1 <= report["results"]["steps_done"] < 40
+
+
+def test_ctrl_c_in_the_second_sigma_keeps_the_first(interrupted):
+    """divergence's unit of finished work is a spread width: the first is kept whole, the one in progress dropped."""
+    run = interrupted["divergence-second-sigma"]
+    lines = _check_clean(run, 130)
+    assert lines[-1] == "interrupted: the report and files hold the work done so far"
+    said = " ".join(run.stderr.split())  # the note wraps at the console's width
+    assert "note: interrupted: 1 of 2 spread widths measured (sigma 0.2 was in progress and is dropped)" in said
+    report = json.loads((run.out / "report.json").read_text())
+    res = report["results"]
+    assert report["interrupted"] is True and res["interrupted"] is True and res["num_sigmas_done"] == 1
+    assert [r["sigma"] for r in res["results"]] == [0.1] and report["parameters"]["spread"] == [0.1, 0.2]
+    assert res["results"][0]["encoders"]["data"]["steps_done"] == 10
+    names = sorted(p.name for p in run.out.iterdir())
+    assert names == ["divergence.npz", "encoder_0.png", "report.json"]  # one sigma: no plot against sigma
 
 
 @pytest.mark.slow

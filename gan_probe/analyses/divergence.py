@@ -1,7 +1,7 @@
 """``gan-probe divergence``: spread f-divergences between the generator and its data, bounded by an encoder.
 
 Zhang, Barber et al., "Spread divergence" and "Training generative latent models
-by variational f-divergence minimization" (docs/design.md §1). A generator puts
+by variational f-divergence minimization" (docs/design.md §7.7). A generator puts
 its mass on a low-dimensional set, so its f-divergence to data is undefined;
 convolved with Gaussian noise y = x + sigma eps both have densities,
 
@@ -44,7 +44,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_probe.analyses.common import Progress, progress_task, seeded_generator
+from gan_probe import distributed
+from gan_probe.analyses.common import Advance, Progress, progress_task, seeded_generator
+from gan_probe.analyses.memory import check_memory, divergence_memory
 from gan_probe.data import ImageData, images_from_tensor, load_images
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.limits import check_count
@@ -205,6 +207,17 @@ class GaussianEncoder(nn.Module):
         mean, log_std = out.chunk(2, dim=1)
         return mean, log_std.clamp(-12.0, 6.0)
 
+    @staticmethod
+    def activation_elements(output_shape: tuple[int, ...], nz: int) -> int:
+        """Elements of the layer outputs for one y (pre- and post-activation, both outputs): the encoder's share
+        of the memory estimate (:func:`gan_probe.analyses.memory.divergence_memory`)."""
+        if len(output_shape) == 3 and output_shape[1] >= 4 and output_shape[2] >= 4:
+            h, w = output_shape[1], output_shape[2]
+            hidden = CONV_CHANNELS[0] * (h // 2) * (w // 2) + CONV_CHANNELS[1] * (h // 4) * (w // 4)
+        else:
+            hidden = sum(MLP_WIDTHS)
+        return 2 * hidden + 4 * nz
+
     def describe(self) -> dict[str, Any]:
         return {
             **self.widths,
@@ -247,13 +260,29 @@ def _noisy(x: torch.Tensor, sigma: float, rng: torch.Generator) -> torch.Tensor:
 
 
 def _simulate(
-    gen: LoadedGenerator, num: int, sigma: float, rng: torch.Generator
+    gen: LoadedGenerator, num: int, sigma: float, rng: torch.Generator, *, batch_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """num pairs from Q: z ~ P_Z, y = G(z) + sigma eps; returns z (num, nz), G(z) and y (num, D) float64 CPU."""
+    """num pairs from Q: z ~ P_Z, y = G(z) + sigma eps; returns z (num, nz), G(z) and y (num, D) float64 CPU.
+
+    With ``batch_size`` G runs in chunks of that many latents, shared out over the ranks under torchrun
+    (z and the noise are drawn whole on every rank from ``rng``, so they do not depend on the world size)."""
     z = gen.prior.sample(num, gen.nz, generator=rng)
-    with torch.no_grad():
-        gz = gen.flat(z.to(gen.device, gen.dtype)).to("cpu", torch.float64)
+
+    def forward(sl: slice) -> torch.Tensor:
+        with torch.no_grad():
+            return gen.flat(z[sl].to(gen.device, gen.dtype)).to("cpu", torch.float64)
+
+    if batch_size is None:
+        gz = forward(slice(0, num))
+    else:
+        gz = torch.cat(distributed.map_batches(num, batch_size, forward)[0])
     return z, gz, _noisy(gz, sigma, rng)
+
+
+def chunk_seed(seed: int, start: int, stream: int = 0) -> int:
+    """The seed of the chunk of points that starts at position ``start`` (``stream``: which of the chunk's
+    streams, 0 to 4): a function of the points alone, so that sharding the chunks over ranks changes no draw."""
+    return seed * 1_000_003 + 5 * start + stream
 
 
 def elbo_terms(
@@ -418,24 +447,27 @@ def data_side_terms(
     num_draws: int,
     seed: int,
     batch_size: int,
+    advance: Advance | None = None,
 ) -> SideTerms:
-    """Forward terms for noisy data y (B, D) with ln p_s(y) given."""
-    rng = seeded_generator(seed)
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for start in range(0, y.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
+    """Forward terms for noisy data y (B, D) with ln p_s(y) given.
+
+    In chunks of ``batch_size`` points, each with its own random stream (:func:`chunk_seed`), shared out over
+    the ranks under torchrun; ``advance(n)`` after each of this rank's chunks."""
+
+    def chunk(sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = seeded_generator(chunk_seed(seed, sl.start))
         with torch.no_grad():
             w, mean = elbo_terms(gen, encoder, y[sl], sigma, rng, num_draws=num_draws)
         lp = log_ps[sl].unsqueeze(1)
         log_ratio = lp - w  # ln P(y, z_k) - ln Q(y, z_k)
-        parts.append(
-            (
-                log_ratio.mean(1),
-                log_ps[sl] - (torch.logsumexp(w, 1) - math.log(num_draws)),
-                (math.log(2) - nn.functional.softplus(-log_ratio)).mean(1),
-                mean.to("cpu", torch.float64),
-            )
+        return (
+            log_ratio.mean(1),
+            log_ps[sl] - (torch.logsumexp(w, 1) - math.log(num_draws)),
+            (math.log(2) - nn.functional.softplus(-log_ratio)).mean(1),
+            mean.to("cpu", torch.float64),
         )
+
+    parts, _ = distributed.map_batches(y.shape[0], batch_size, chunk, advance=advance, main_work=True)
     return SideTerms(*(torch.cat([p[i] for p in parts]) for i in range(4)))
 
 
@@ -451,26 +483,38 @@ def model_side_terms(
     num_draws: int,
     seed: int,
     batch_size: int,
+    advance: Advance | None = None,
 ) -> SideTerms:
-    """Reverse terms for pairs (z, y) drawn from Q, G(z) = gz, with ln p_s(y) given."""
-    rng = seeded_generator(seed)
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for start in range(0, y.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
+    """Reverse terms for pairs (z, y) drawn from Q, G(z) = gz, with ln p_s(y) given; chunked, seeded and
+    shared out as :func:`data_side_terms`."""
+
+    def chunk(sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = seeded_generator(chunk_seed(seed, sl.start))
         with torch.no_grad():
             mean, log_std = encoder(y[sl].to(gen.device, gen.dtype))
             log_q_joint = log_normal(y[sl], gz[sl], sigma) + gen.prior.log_prob(z[sl])
             log_ratio = log_q_joint - log_diag_normal(z[sl], mean.double().cpu(), log_std.double().cpu()) - log_ps[sl]
             w, _ = elbo_terms(gen, encoder, y[sl], sigma, rng, num_draws=num_draws)
-        parts.append(
-            (
-                log_ratio,
-                torch.logsumexp(w, 1) - math.log(num_draws) - log_ps[sl],
-                math.log(2) - nn.functional.softplus(-log_ratio),
-                mean.to("cpu", torch.float64),
-            )
+        return (
+            log_ratio,
+            torch.logsumexp(w, 1) - math.log(num_draws) - log_ps[sl],
+            math.log(2) - nn.functional.softplus(-log_ratio),
+            mean.to("cpu", torch.float64),
         )
+
+    parts, _ = distributed.map_batches(y.shape[0], batch_size, chunk, advance=advance, main_work=True)
     return SideTerms(*(torch.cat([p[i] for p in parts]) for i in range(4)))
+
+
+def spread_data_density_in_chunks(
+    y: torch.Tensor, data: torch.Tensor, sigma: float, *, batch_size: int, chunk: int, advance: Advance | None = None
+) -> torch.Tensor:
+    """:func:`log_spread_data_density` of y (B, D) in chunks of ``batch_size`` points, shared out over the ranks
+    under torchrun: (B,) float64, the same chunks (so the same numbers) for any world size."""
+    parts, _ = distributed.map_batches(
+        y.shape[0], batch_size, lambda sl: log_spread_data_density(y[sl], data, sigma, chunk=chunk), advance=advance
+    )
+    return torch.cat(parts)
 
 
 # --------------------------------------------------------------------------- annealed importance sampling
@@ -716,6 +760,8 @@ class DivergenceResult:
     per_sigma: list[SigmaResult]
     encoder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    #: Ctrl-C stopped the run: ``per_sigma`` holds the sigmas finished (a prefix of ``params.sigmas``)
+    interrupted: bool = False
 
     @property
     def dim(self) -> int:
@@ -737,6 +783,8 @@ class DivergenceResult:
             "encoder": self.encoder,
             "units": "nats (per_dim: nats per output dimension; bits_per_dim: bits per output dimension)",
             "results": [s.to_json() for s in self.per_sigma],
+            "interrupted": self.interrupted,
+            "num_sigmas_done": len(self.per_sigma),
             "timings": dict(self.timings),
         }
 
@@ -772,7 +820,15 @@ def split_heldout(num: int, fraction: float, seed: int) -> tuple[torch.Tensor, t
 def run_divergence(
     gen: LoadedGenerator, params: DivergenceParams, *, progress: Progress | None = None
 ) -> DivergenceResult:
-    """Fit the two encoders and bound the chosen divergences at every sigma (see the module's docstring)."""
+    """Fit the two encoders and bound the chosen divergences at every sigma (see the module's docstring).
+
+    Under torchrun every rank fits the encoders (seeded, the same data) and takes rank 0's weights; the
+    evaluation (ln p_s, the forward and reverse terms, AIS) is shared out by chunks of ``batch_size`` points
+    whose random streams depend on the chunk alone (:func:`chunk_seed`), so every figure is that of one process.
+    Ctrl-C (one process) keeps the sigmas finished and drops the one in progress (``interrupted``); with none
+    finished it raises KeyboardInterrupt. The memory a run needs is checked before any work
+    (:func:`gan_probe.analyses.memory.divergence_memory`).
+    """
     params.validate()
     if isinstance(gen.prior, MappedPrior) or gen.prior.kind != "normal":
         raise GanProbeError(
@@ -782,64 +838,124 @@ def run_divergence(
     data = _load(gen, params)
     x = data.images.reshape(data.images.shape[0], -1).to(torch.float64)
     train_idx, held_idx = split_heldout(x.shape[0], params.heldout, params.seed)
+    check_memory(
+        divergence_memory(
+            gen,
+            num_data=x.shape[0],
+            num_heldout=held_idx.numel(),
+            num_model_samples=params.num_model_samples,
+            importance=params.importance,
+            batch_size=params.batch_size,
+            ais=params.ais > 0,
+            num_sigmas=len(params.sigmas),
+            chunk=params.chunk,
+            encoder_activations=GaussianEncoder.activation_elements(gen.output_shape, gen.nz),
+        )
+    )
     train, held = x[train_idx], x[held_idx]
     timings: dict[str, float] = {}
-    results = []
-    k = params.importance
-    for si, sigma in enumerate(params.sigmas):
-        seed = params.seed + 1000 * si
-        t0 = time.perf_counter()
+    results: list[SigmaResult] = []
+    interrupted = False
+    try:
+        for si, sigma in enumerate(params.sigmas):
+            results.append(_measure_sigma(gen, params, data, x, train, held, held_idx, si, sigma, timings, progress))
+    except KeyboardInterrupt:
+        if distributed.current().distributed or not results:
+            raise  # under torchrun an interrupt stops every rank and nothing is written; here nothing was done
+        interrupted = True
+    description = results[0].fits["data"].encoder.describe()
+    return DivergenceResult(params, data, held_idx, results, description, timings, interrupted)
+
+
+def _measure_sigma(
+    gen: LoadedGenerator,
+    params: DivergenceParams,
+    data: ImageData,
+    x: torch.Tensor,
+    train: torch.Tensor,
+    held: torch.Tensor,
+    held_idx: torch.Tensor,
+    si: int,
+    sigma: float,
+    timings: dict[str, float],
+    progress: Progress | None,
+) -> SigmaResult:
+    """Everything at the ``si``-th sigma: the two encoders, the evaluation, AIS, the points shown."""
+    seed = params.seed + 1000 * si
+    t0 = time.perf_counter()
+    with distributed.local():  # every rank fits both encoders in full, then all take rank 0's
         fits = {
             "data": fit_encoder(gen, "data", sigma, params, train=train, val=held, seed=seed + 10, progress=progress),
             "model": fit_encoder(gen, "model", sigma, params, seed=seed + 20, progress=progress),
         }
-        timings[f"encoders_s_sigma_{sigma:g}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+    _share_encoders(fits)
+    timings[f"encoders_s_sigma_{sigma:g}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    k, b = params.importance, params.batch_size
+    num_held, num_model = held.shape[0], params.num_model_samples
+    # this rank's points: ln p_s at both, then the terms of each encoder side at both
+    total = 3 * (distributed.local_count(num_held, b) + distributed.local_count(num_model, b))
+    with progress_task(progress, f"evaluation (sigma {sigma:g})", total) as advance:
         # evaluation draws, independent of the validation noise
         y_held = _noisy(held, sigma, seeded_generator(seed + 30))
-        log_ps_held = log_spread_data_density(y_held, x, sigma, chunk=params.chunk)
-        z_m, gz_m, y_m = _simulate(gen, params.num_model_samples, sigma, seeded_generator(seed + 40))
-        log_ps_m = log_spread_data_density(y_m, x, sigma, chunk=params.chunk)
+        log_ps_held = spread_data_density_in_chunks(y_held, x, sigma, batch_size=b, chunk=params.chunk, advance=advance)
+        z_m, gz_m, y_m = _simulate(gen, num_model, sigma, seeded_generator(seed + 40), batch_size=b)
+        log_ps_m = spread_data_density_in_chunks(y_m, x, sigma, batch_size=b, chunk=params.chunk, advance=advance)
         forward, reverse = {}, {}
         for side, fit in fits.items():
             enc: Encoder = fit.encoder
             if params.refine:
                 enc = RefinedEncoder(gen, fit.encoder, sigma, steps=params.refine, lr=params.refine_lr, seed=seed + 50)
-            kw = {"num_draws": k, "batch_size": params.batch_size}
-            forward[side] = data_side_terms(gen, enc, y_held, log_ps_held, sigma, seed=seed + 60, **kw)
-            reverse[side] = model_side_terms(gen, enc, z_m, gz_m, y_m, log_ps_m, sigma, seed=seed + 70, **kw)
-        timings[f"evaluation_s_sigma_{sigma:g}"] = time.perf_counter() - t0
-        ais = None
-        if params.ais:
-            t0 = time.perf_counter()
-            ais = _run_ais(gen, fits, params, sigma, y_held, log_ps_held, z_m, y_m, log_ps_m, seed + 80)
-            timings[f"ais_s_sigma_{sigma:g}"] = time.perf_counter() - t0
-        divs = _estimates(params.divergences, forward, reverse, x.shape[1])
-        kl_side = divs["kl"].encoder if "kl" in divs else "data"
-        rkl_side = divs["rkl"].encoder if "rkl" in divs else "model"
-        num_shown = min(NUM_SHOWN, held.shape[0])
-        worst = torch.argsort(forward[kl_side].joint, descending=True, stable=True)[:num_shown]
-        far = torch.argsort(reverse[rkl_side].joint, descending=True, stable=True)[: min(NUM_SHOWN, z_m.shape[0])]
-        with torch.no_grad():
-            recon = gen(forward[kl_side].means[worst].to(gen.device, gen.dtype)).to("cpu", torch.float32)
-        results.append(
-            SigmaResult(
-                sigma=float(sigma),
-                divergences=divs,
-                fits=fits,
-                forward=forward,
-                reverse=reverse,
-                model_z=z_m,
-                worst_index=held_idx[worst],
-                worst_images=data.images[held_idx[worst]].float(),
-                worst_reconstructions=recon,
-                farthest_index=far,
-                farthest_images=gz_m[far].reshape(-1, *gen.output_shape).float(),
-                ais=ais,
+            forward[side] = data_side_terms(
+                gen, enc, y_held, log_ps_held, sigma, num_draws=k, seed=seed + 60, batch_size=b, advance=advance
             )
-        )
-    description = results[0].fits["data"].encoder.describe() if results else {}
-    return DivergenceResult(params, data, held_idx, results, description, timings)
+            reverse[side] = model_side_terms(
+                gen, enc, z_m, gz_m, y_m, log_ps_m, sigma, num_draws=k, seed=seed + 70, batch_size=b, advance=advance
+            )
+    timings[f"evaluation_s_sigma_{sigma:g}"] = time.perf_counter() - t0
+    ais = None
+    if params.ais:
+        t0 = time.perf_counter()
+        total = distributed.local_count(num_held, b) + distributed.local_count(num_model, b)
+        with progress_task(progress, f"AIS (sigma {sigma:g})", total) as advance:
+            ais = _run_ais(gen, fits, params, sigma, y_held, log_ps_held, z_m, y_m, log_ps_m, seed + 80, advance)
+        timings[f"ais_s_sigma_{sigma:g}"] = time.perf_counter() - t0
+    divs = _estimates(params.divergences, forward, reverse, x.shape[1])
+    kl_side = divs["kl"].encoder if "kl" in divs else "data"
+    rkl_side = divs["rkl"].encoder if "rkl" in divs else "model"
+    num_shown = min(NUM_SHOWN, num_held)
+    worst = torch.argsort(forward[kl_side].joint, descending=True, stable=True)[:num_shown]
+    far = torch.argsort(reverse[rkl_side].joint, descending=True, stable=True)[: min(NUM_SHOWN, num_model)]
+    with torch.no_grad():
+        recon = gen(forward[kl_side].means[worst].to(gen.device, gen.dtype)).to("cpu", torch.float32)
+    return SigmaResult(
+        sigma=float(sigma),
+        divergences=divs,
+        fits=fits,
+        forward=forward,
+        reverse=reverse,
+        model_z=z_m,
+        worst_index=held_idx[worst],
+        worst_images=data.images[held_idx[worst]].float(),
+        worst_reconstructions=recon,
+        farthest_index=far,
+        farthest_images=gz_m[far].reshape(-1, *gen.output_shape).float(),
+        ais=ais,
+    )
+
+
+def _share_encoders(fits: dict[str, EncoderFit]) -> None:
+    """Under torchrun, rank 0's fitted weights on every rank (one exchange). The ranks fit alike from the same
+    seed and data, but a GPU's kernels need not be deterministic: this way every chunk is evaluated with one
+    encoder, the one rank 0 reports."""
+    world = distributed.current()
+    if not world.distributed:
+        return
+    mine = {side: {k: v.to("cpu") for k, v in f.encoder.state_dict().items()} for side, f in fits.items()}
+    shared = distributed.exchange(mine if world.is_main else None)[0]
+    assert shared is not None
+    for side, f in fits.items():
+        f.encoder.load_state_dict(shared[side])
 
 
 def _run_ais(
@@ -853,30 +969,40 @@ def _run_ais(
     y_m: torch.Tensor,
     log_ps_m: torch.Tensor,
     seed: int,
+    advance: Advance | None = None,
 ) -> AisSummary:
     """AIS in batches: forward on the held-out points from the data-side encoder; forward and reverse (BDMC)
-    on the model samples from the model-side encoder; step sizes from a pilot per batch."""
+    on the model samples from the model-side encoder; step sizes from a pilot per batch. The batches are shared
+    out over the ranks under torchrun, each with its own streams (:func:`chunk_seed`)."""
     steps, leapfrog = params.ais, params.ais_leapfrog
-    kl, lower, upper, acc = [], [], [], []
 
-    def stream(start: int, j: int) -> int:
-        return seed * 1_000_003 + 5 * start + j
-
-    for start in range(0, y_held.shape[0], params.batch_size):
-        sl = slice(start, start + params.batch_size)
+    def held_chunk(sl: slice) -> tuple[torch.Tensor, float]:
         enc = fits["data"].encoder
-        eps = pilot_step_size(gen, enc, y_held[sl], sigma, steps=params.ais_pilot, seed=stream(start, 0))
+        eps = pilot_step_size(gen, enc, y_held[sl], sigma, steps=params.ais_pilot, seed=chunk_seed(seed, sl.start, 0))
         run = ais_log_q(
-            gen, enc, y_held[sl], sigma, steps=steps, num_leapfrog=leapfrog, seed=stream(start, 1), step_size=eps
+            gen,
+            enc,
+            y_held[sl],
+            sigma,
+            steps=steps,
+            num_leapfrog=leapfrog,
+            seed=chunk_seed(seed, sl.start, 1),
+            step_size=eps,
         )
-        kl.append(log_ps_held[sl] - run.log_weights)
-        acc.append(run.acceptance)
-    for start in range(0, y_m.shape[0], params.batch_size):
-        sl = slice(start, start + params.batch_size)
+        return log_ps_held[sl] - run.log_weights, run.acceptance
+
+    def model_chunk(sl: slice) -> tuple[torch.Tensor, torch.Tensor, float]:
         enc = fits["model"].encoder
-        eps = pilot_step_size(gen, enc, y_m[sl], sigma, steps=params.ais_pilot, seed=stream(start, 2))
+        eps = pilot_step_size(gen, enc, y_m[sl], sigma, steps=params.ais_pilot, seed=chunk_seed(seed, sl.start, 2))
         fwd = ais_log_q(
-            gen, enc, y_m[sl], sigma, steps=steps, num_leapfrog=leapfrog, seed=stream(start, 3), step_size=eps
+            gen,
+            enc,
+            y_m[sl],
+            sigma,
+            steps=steps,
+            num_leapfrog=leapfrog,
+            seed=chunk_seed(seed, sl.start, 3),
+            step_size=eps,
         )
         rev = ais_log_q(
             gen,
@@ -885,19 +1011,22 @@ def _run_ais(
             sigma,
             steps=steps,
             num_leapfrog=leapfrog,
-            seed=stream(start, 4),
+            seed=chunk_seed(seed, sl.start, 4),
             step_size=eps,
             z_posterior=z_m[sl],
         )
-        lower.append(fwd.log_weights)
-        upper.append(rev.log_weights)
-        acc.append(fwd.acceptance)
+        return fwd.log_weights, rev.log_weights, fwd.acceptance
+
+    b = params.batch_size
+    held, _ = distributed.map_batches(y_held.shape[0], b, held_chunk, advance=advance, main_work=True)
+    model, _ = distributed.map_batches(y_m.shape[0], b, model_chunk, advance=advance, main_work=True)
+    acc = [a for _, a in held] + [a for *_, a in model]
     return AisSummary(
         params.ais,
         params.ais_leapfrog,
-        torch.cat(kl),
-        torch.cat(lower),
-        torch.cat(upper),
+        torch.cat([kl for kl, _ in held]),
+        torch.cat([lower for lower, _, _ in model]),
+        torch.cat([upper for _, upper, _ in model]),
         log_ps_m,
         sum(acc) / len(acc),
     )
@@ -947,6 +1076,7 @@ __all__ = [
     "SideTerms",
     "SigmaResult",
     "ais_log_q",
+    "chunk_seed",
     "pilot_step_size",
     "sigmoid_schedule",
     "data_side_terms",
@@ -958,4 +1088,5 @@ __all__ = [
     "model_side_terms",
     "run_divergence",
     "split_heldout",
+    "spread_data_density_in_chunks",
 ]

@@ -55,6 +55,13 @@ Per command (host arrays kept until the files are written, plus the working set)
   samples) ``+ 16 steps`` (the loss history); working set: ``3 b (A + N) e`` for the reversal's
   forward and backward passes
 - ``sample``: ``4 n N + 8 n nz + png(n)``; working set: a forward pass at ``b``
+- ``divergence`` (``n`` data points, ``h`` held out, ``M`` model samples, ``K`` importance draws, ``S``
+  sigmas, ``R`` the encoder's activation elements per point, ``c`` the data chunk of ln p_s): ``16 n N``
+  (the data in float64 and its split) ``+ 8 h N + 8 M (3 N + nz)`` (the noisy held-out points; the model
+  samples z, G(z) and y, and G(z) once more while its chunks are gathered) ``+ 16 S (h + M)(nz + 4)`` (each
+  sigma's terms and encoder means, both sides); working set, the largest of: the importance draws of a batch
+  ``K b (A e + (e + 24) N) + b R e``, the encoders' validation passes (unbatched) ``max(M, h)(A + R) e``, a
+  training, refinement or AIS batch (``b`` chains) ``3 b (A + N + R) e``, and ln p_s's block ``8 c N + 24 b c``
 
 On the CPU the host arrays and the working set share the available RAM
 (``MemAvailable`` of /proc/meminfo, or ``os.sysconf``, and the cgroup's limit
@@ -375,6 +382,63 @@ def sample_memory(gen: LoadedGenerator, *, num: int, batch_size: int) -> Estimat
     return est
 
 
+def divergence_memory(
+    gen: LoadedGenerator,
+    *,
+    num_data: int,
+    num_heldout: int,
+    num_model_samples: int,
+    importance: int,
+    batch_size: int,
+    ais: bool,
+    num_sigmas: int,
+    chunk: int,
+    encoder_activations: int,
+) -> Estimate:
+    """``encoder_activations``: R, :meth:`gan_probe.analyses.divergence.GaussianEncoder.activation_elements`.
+    The device's working sets come one after another, so only the largest is counted."""
+    est = Estimate("divergence", gen.device)
+    n_out, nz, m, h = gen.output_dim, gen.nz, num_model_samples, num_heldout
+    act, enc, e = activation_elements(gen), encoder_activations, _element_bytes(gen)
+    b = min(batch_size, max(m, h))
+    est.add(16 * num_data * n_out + 8 * h * n_out, f"{num_data} data points", "limit", "the number of data points")
+    est.add(
+        8 * m * (3 * n_out + nz) + 16 * num_sigmas * (h + m) * (nz + 4),
+        f"{m} model samples",
+        "model_samples",
+        "the number of model samples",
+    )
+    working = [
+        (
+            importance * b * (act * e + (e + 24) * n_out) + b * enc * e,
+            f"{importance} importance draws for each of {b} points",
+            "importance",
+            "the number of importance draws K or the batch size",
+        ),
+        (
+            max(m, h) * (act + enc) * e,
+            f"the encoders' validation on {max(m, h)} points at once",
+            "model_samples" if m >= h else "heldout",
+            "the number of model samples" if m >= h else "the held-out fraction",
+        ),
+        (
+            3 * b * (act + n_out + enc) * e,
+            f"the {'AIS chains' if ais else 'encoder training'} of {b} points at once",
+            "batch_size",
+            "the batch size",
+        ),
+        (
+            8 * chunk * n_out + 24 * b * chunk,
+            f"ln p_s over blocks of {chunk} data points",
+            "batch_size",
+            "the batch size",
+        ),
+    ]
+    nbytes, what, param, hint = max(working, key=lambda w: w[0])
+    est.add(nbytes, what, param, hint, device=True)
+    return est
+
+
 __all__ = [
     "Estimate",
     "Term",
@@ -382,6 +446,7 @@ __all__ = [
     "add_spectrum",
     "ascend_memory",
     "check_memory",
+    "divergence_memory",
     "eigvecs_memory",
     "format_bytes",
     "loglik_memory",

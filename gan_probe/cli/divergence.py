@@ -91,7 +91,7 @@ def divergence(
         ais=ais,
         seed=ctx.common.seed,
     )
-    result = run_divergence(ctx.gen, params, progress=ctx.progress)
+    result = run_divergence(ctx.gen, params, progress=ctx.progress)  # interrupted with no sigma done: it raises
     ctx.write(result)
     value = result.per_sigma[0].divergences[gate].bound
     return Outcome(
@@ -114,8 +114,21 @@ def divergence(
         results=result.to_json(),
         table=_table(result),
         gate=Gate(f"{gate} bound at sigma {params.sigmas[0]:g}", value, minimum, maximum),
-        notes=[f"data conversion: {step}" for step in result.data.conversion if not step.startswith("none")],
+        notes=_notes(result),
+        interrupted=result.interrupted,
     )
+
+
+def _notes(result: DivergenceResult) -> list[str]:
+    notes = [f"data conversion: {step}" for step in result.data.conversion if not step.startswith("none")]
+    if result.interrupted:
+        sigmas = result.params.sigmas
+        done = len(result.per_sigma)
+        notes.append(
+            f"interrupted: {done} of {len(sigmas)} spread widths measured (sigma {sigmas[done]:g} was in progress "
+            "and is dropped)"
+        )
+    return notes
 
 
 def _table(result: DivergenceResult) -> Table:
