@@ -59,6 +59,8 @@ def load_generator(
     space: str | None = None,
     truncation: float | None = None,
     noise: str | None = None,
+    truncation_cutoff: int | None = None,
+    class_index: int | None = None,
     key: str | None = None,
     output_range: tuple[float, float] | str | None = None,
     seed: int = 0,
@@ -81,6 +83,9 @@ def load_generator(
         generator: "package.module:factory", a custom architecture.
         space, truncation, noise: a StyleGAN2's latent space (z, w or w+), its
             truncation psi and its noise (stored, zero or seed:N).
+        truncation_cutoff: truncate only the first N layers' w (NVIDIA's truncation_cutoff; None: all).
+        class_index: the class K of a conditional NVIDIA generator (c_dim > 0): one-hot c, 0 <= K < c_dim;
+            required for such a generator, refused for an unconditional one.
         key: the generator's entry in a training checkpoint ("g_ema", "GAN.GE").
         seed: the seed of the noise frozen in a generator that draws it inside forward.
         prior_net: a prior network file (``gan-probe prior``'s prior.safetensors): the generator
@@ -103,16 +108,18 @@ def load_generator(
     dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
     auto = isinstance(dtype, str) and dtype.strip().lower() == "auto"
     options = LoadOptions(
-        arch,
-        nz,
-        prior,
-        sigma,
-        low,
-        high,
-        generator,
-        space,
-        truncation,
-        noise,
+        arch=arch,
+        nz=nz,
+        prior=prior,
+        sigma=sigma,
+        low=low,
+        high=high,
+        generator=generator,
+        space=space,
+        truncation=truncation,
+        noise=noise,
+        truncation_cutoff=truncation_cutoff,
+        class_index=class_index,
         key=key,
         output_range=output_range,
         seed=seed,

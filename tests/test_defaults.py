@@ -1,7 +1,9 @@
 """Every default is stated once, in the parameter dataclasses: the command line and the Python API read it there.
 
 For each command, the default of every option that sets a parameter is compared with the dataclass field's, and
-so is the default of every keyword of the API function; a default changed in one place alone fails here.
+so is the default of every keyword of the API function; a default changed in one place alone fails here. The
+loading options (:class:`~gan_probe.models.loaded.LoadOptions`) are checked the same way: each field is a keyword
+of ``load_generator`` and a checkpoint option of the command line, with the field's default.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from gan_probe.analyses.throughput import ThroughputParams
 from gan_probe.analyses.veff import VeffParams
 from gan_probe.cli import app
 from gan_probe.cli.bench import DEFAULT_MODE, parse_conds, parse_methods, parse_sizes
+from gan_probe.cli.options import COMMON_OPTIONS
 from gan_probe.cli.veff import parse_taus
+from gan_probe.models.loaded import LoadOptions
 
 Same = Callable[[Any], Any]
 SAME: Same = lambda v: v  # noqa: E731
@@ -211,3 +215,39 @@ def test_a_default_changed_in_one_place_is_caught():
 
     table = {"n": (AscendParams, "num", SAME), "steps": (AscendParams, "steps", SAME)}
     assert disagreements(cli_defaults(("ascend",), probe), table) == ["n: 5 != AscendParams.num = 4"]
+
+
+#: LoadOptions fields set through another keyword: dtype_auto is dtype="auto" (--dtype auto)
+LOAD_DERIVED = {"dtype_auto": "dtype"}
+
+
+def missing_load_options(defaults: dict[str, Any]) -> list[str]:
+    """The LoadOptions fields that ``defaults`` (keyword -> default) lacks or gives another default."""
+    out = []
+    for field in dataclasses.fields(LoadOptions):
+        name = LOAD_DERIVED.get(field.name, field.name)
+        if name not in defaults:
+            out.append(f"{name}: missing")
+        elif field.name not in LOAD_DERIVED and defaults[name] != field.default:
+            out.append(f"{name}: {defaults[name]!r} != LoadOptions.{field.name} = {field.default!r}")
+    return out
+
+
+def test_load_generator_takes_every_load_option_with_its_default():
+    keywords = {p.name: p.default for p in inspect.signature(api.load_generator).parameters.values()}
+    assert missing_load_options(keywords) == []
+    assert set(keywords) - {f.name for f in dataclasses.fields(LoadOptions)} == {"path", "device", "dtype"}
+
+
+def test_the_command_line_takes_every_load_option_with_its_default():
+    cli = {name: default for name, (_, default) in COMMON_OPTIONS.items()}
+    assert missing_load_options(cli) == []
+    assert cli["dtype"] == inspect.signature(api.load_generator).parameters["dtype"].default == "auto"
+
+
+def test_a_load_option_missing_from_the_api_is_caught():
+    """The check fails on keywords without class_index, and on keywords whose seed defaults to 1."""
+    keywords = {f.name: f.default for f in dataclasses.fields(LoadOptions)} | {"dtype": "auto"}
+    del keywords["class_index"], keywords["dtype_auto"]
+    assert missing_load_options(keywords) == ["class_index: missing"]
+    assert missing_load_options({**keywords, "class_index": None, "seed": 1}) == ["seed: 1 != LoadOptions.seed = 0"]
