@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import gan_probe
+from gan_probe.cli import app
+from gan_probe.cli.runner import latent_name
 from gan_probe.models import MLPGenerator, Prior, save_checkpoint
 from gan_probe.models.checkpoint import file_sha256
 from gan_probe.models.prior_net import PriorNet, save_prior_net
@@ -185,13 +187,51 @@ def test_info_and_bench_throughput_record_the_prior(files, runner, tmp_path):
     assert bench["checkpoint"]["prior_net"]["dim"] == 10 and bench["checkpoint"]["nz"] == 10
 
 
+def table_text(latent: str) -> dict[str, list[str]]:
+    """What each command's terminal table says about the latent ``latent`` (whitespace as one space: the title
+    "... trial latents z" ends in a space, so that it is not found in "... trial latents z'")."""
+    return {
+        "loglik": [f"ln Q(G({latent}))", f"ln P_{latent.upper()}({latent})"],
+        "ascend": [f"ln Q(G({latent}))"],
+        "eigvecs": [f"trial latents {latent} ", f"|G({latent} + alpha v_1) - G({latent})|"],
+        "veff": [f"v_eff of {latent} (nz"],
+    }
+
+
+@pytest.mark.parametrize("command", ["loglik", "ascend", "eigvecs", "veff"])
+def test_the_tables_name_the_latent_of_the_run(command, files, runner, tmp_path):
+    """Without --prior-net the tables speak of z and ln P_Z(z); with it of G o h's latent z' and ln P_Z'(z')."""
+    args = [command, files["ckpt"], *COMMANDS[command]]
+    for extra, latent, other in (([], "z", "z'"), (["--prior-net", files["identity"]], "z'", "z")):
+        result = runner.invoke(app, [str(a) for a in [*args, *extra, "--out", tmp_path / latent]],
+                               env={"COLUMNS": "300"})  # fmt: skip
+        assert result.exit_code == 0, result.output + result.stderr
+        text = " ".join(result.stdout.split())  # rich wraps a caption to the table's width
+        for fragment in table_text(latent)[command]:
+            assert fragment in text, (fragment, text)
+        for fragment in table_text(other)[command]:
+            assert fragment not in text, (fragment, text)
+
+
+def rosinality_stylegan2(folder: Path) -> Path:
+    """The tiny rosinality StyleGAN2 fixture's generator as a plain state dict file."""
+    state = {k[2:]: v.contiguous() for k, v in load_file("tests/data/rosinality_stylegan2_tiny.safetensors").items()
+             if k.startswith("g.")}  # fmt: skip
+    ckpt = folder / "sg2.safetensors"
+    save_file(state, str(ckpt))
+    return ckpt
+
+
+def test_a_stylegans_latent_is_named_by_its_space(tmp_path):
+    ckpt = rosinality_stylegan2(tmp_path)
+    for space in ("z", "w", "w+"):
+        assert latent_name(gan_probe.load_generator(ckpt, device="cpu", space=space)) == space
+
+
 def test_a_stylegan_in_w_refuses_a_prior_over_z(files, runner, tmp_path):
     """h maps to z (gan-probe prior fits priors over z only): --space w or w+ with --prior-net names both flags;
     in z the composition loads."""
-    state = {k[2:]: v.contiguous() for k, v in load_file("tests/data/rosinality_stylegan2_tiny.safetensors").items()
-             if k.startswith("g.")}  # fmt: skip
-    ckpt = tmp_path / "sg2.safetensors"
-    save_file(state, str(ckpt))
+    ckpt = rosinality_stylegan2(tmp_path)
     z_dim = gan_probe.load_generator(ckpt, device="cpu").nz
     prior_file = tmp_path / "sg2_prior.safetensors"
     save_prior_net(prior_file, linear_prior_net(torch.eye(z_dim)), fitted={}, provenance="tests")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.ascend import OPTIMIZERS, AscendParams, run_ascend
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command, shown_rows
+from gan_probe.cli.runner import Outcome, RunContext, fmt, latent_name, probe_command, shown_rows
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
 
@@ -67,7 +67,8 @@ def ascend(
         raise KeyboardInterrupt  # nothing done: the folder keeps what it held
     ctx.write(result)
     res = result.to_json()
-    table = Table(title=f"likelihood ascent \\[nats], {result.method} gradient, {res['steps_done']} steps")
+    latent = latent_name(ctx.gen)
+    table = Table(title=f"ascent of ln Q(G({latent})) \\[nats], {result.method} gradient, {res['steps_done']} steps")
     for col in ("#", "ln Q start", "ln Q end", "cond start", "cond end"):
         table.add_column(col, justify="right")
     rows, left_out = shown_rows(res["latents"])

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.eigvecs import EigvecsParams, EigvecsResult, run_eigvecs
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command, shown_rows
+from gan_probe.cli.runner import Outcome, RunContext, fmt, latent_name, probe_command, shown_rows
 
 #: The defaults of the options: the parameter dataclass's (stated there once).
 DEFAULTS = EigvecsParams()
@@ -68,13 +68,14 @@ def eigvecs(
             "chunk_size": chunk_size,
         },
         results=result.to_json(),
-        table=_table(result),
+        table=_table(result, latent_name(ctx.gen)),
         notes=_notes(result),
     )
 
 
-def _table(result: EigvecsResult) -> Table:
-    table = Table(title=f"eigenvalues of M = J^T J at {result.z.shape[0]} trial latents")
+def _table(result: EigvecsResult, latent: str) -> Table:
+    """``latent``: the latent's name (:func:`~gan_probe.cli.runner.latent_name`), in the title and the caption."""
+    table = Table(title=f"eigenvalues of M = J^T J at {result.z.shape[0]} trial latents {latent}")
     for col in (
         "#",
         "lambda_1",
@@ -101,7 +102,8 @@ def _table(result: EigvecsResult) -> Table:
         )
     s = result.summary()
     table.caption = left_out + (
-        f"step alpha = {result.step:g}; |G(z + alpha v_1) - G(z)| / mean |G(z + alpha r) - G(z)| median "
+        f"step alpha = {result.step:g}; |G({latent} + alpha v_1) - G({latent})| / "
+        f"mean |G({latent} + alpha r) - G({latent})| median "
         f"{fmt(s['change_ratio_top1_median'], '.3g')}; medians: cond {fmt(s['condition_median'], '.3g')}, "
         f"participation ratio {fmt(s['participation_ratio_median'], '.2f')} of nz = {result.z.shape[1]}"
     )

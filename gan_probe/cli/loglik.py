@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.loglik import GridParams, LoglikParams, LoglikResult, estimator_parameters, run_loglik
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command, shown_rows
+from gan_probe.cli.runner import Outcome, RunContext, fmt, latent_name, probe_command, shown_rows
 from gan_probe.errors import GanProbeError
 from gan_probe.spectral.estimators import REGISTRY, params_json
 from gan_probe.spectral.logdet import METHODS
@@ -102,7 +102,7 @@ def loglik(
             else {"dims": grid_dims, "extent": grid_extent, "size": grid_size, "center": grid_center},
         },
         results=_with_geometry_note(result.to_json(), uniform),
-        table=_table(result),
+        table=_table(result, latent_name(ctx.gen)),
         notes=_notes(result)
         + ([UNIFORM_SPHERE_NOTE] if ctx.gen.prior.kind == "uniform" and _any_singular(result) else []),
     )
@@ -126,11 +126,12 @@ def _with_geometry_note(results: dict, uniform: bool) -> dict:
     return results
 
 
-def _table(result: LoglikResult) -> Table:
+def _table(result: LoglikResult, latent: str) -> Table:
+    """``latent``: the latent's name (:func:`~gan_probe.cli.runner.latent_name`), in the title and the prior column."""
     summary = result.values.summary()
-    table = Table(title=f"ln Q(G(z)) \\[nats], method {result.values.method}")
+    table = Table(title=f"ln Q(G({latent})) \\[nats], method {result.values.method}")
     checked = result.values.exact_half_logdet is not None and result.values.method != "exact"
-    cols = ["#", "ln P_Z(z)", "1/2 ln det M", "ln Q", "lambda_max", "lambda_min", "cond(M)"]
+    cols = ["#", f"ln P_{latent.upper()}({latent})", "1/2 ln det M", "ln Q", "lambda_max", "lambda_min", "cond(M)"]
     if result.values.stderr is not None:
         cols.append("+- s.e.")
     if checked:

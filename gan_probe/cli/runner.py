@@ -47,6 +47,7 @@ from gan_probe.cli.progress import RichProgress
 from gan_probe.device import resolve_device, resolve_dtype
 from gan_probe.errors import GanProbeError, first_line, is_out_of_memory
 from gan_probe.models.checkpoint import LoadedGenerator, load_generator
+from gan_probe.models.priors import MappedPrior
 from gan_probe.report.files import OutputDir, dumps_strict
 from gan_probe.report.outputs import write_outputs
 from gan_probe.report.report import Gate, build_report
@@ -367,9 +368,29 @@ def shown_rows(rows: list, what: str = "latents") -> tuple[list, str]:
     return rows[:TABLE_ROWS], f"first {TABLE_ROWS} of {len(rows)} {what} shown (all in report.json); "
 
 
+def latent_name(gen: LoadedGenerator) -> str:
+    """The latent ``gen`` takes, as the tables name it: z' under a prior network (G o h, z' ~ N(0, I)), w or w+ in a
+    StyleGAN's mapped space (its prior is a :class:`~gan_probe.models.priors.MappedPrior`), else z."""
+    if gen.prior_net is not None:
+        return "z'"
+    if isinstance(gen.prior, MappedPrior):
+        return gen.prior.space
+    return "z"
+
+
 def fmt(value: float | None, spec: str = ".4g") -> str:
     """A number for a table cell; None or a non-finite value (undefined, null in JSON) shows as a dash."""
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-__all__ = ["TABLE_ROWS", "Outcome", "RunContext", "check_gate_bounds", "execute", "fmt", "probe_command", "shown_rows"]
+__all__ = [
+    "TABLE_ROWS",
+    "Outcome",
+    "RunContext",
+    "check_gate_bounds",
+    "execute",
+    "fmt",
+    "latent_name",
+    "probe_command",
+    "shown_rows",
+]

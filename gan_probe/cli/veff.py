@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gan_probe.analyses.veff import VeffParams, VeffResult, run_veff
 from gan_probe.cli.app import app
-from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
+from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, latent_name, probe_command
 from gan_probe.errors import GanProbeError
 from gan_probe.report.report import Gate
 
@@ -101,15 +101,16 @@ def veff(
             "chunk_size": chunk_size,
         },
         results=results,
-        table=_table(result),
+        table=_table(result, latent_name(ctx.gen)),
         gate=Gate(f"v_eff(tau={result.taus[0]:g})", results["veff"], minimum, maximum),
         notes=_notes(result),
     )
 
 
-def _table(result: VeffResult) -> Table:
+def _table(result: VeffResult, latent: str) -> Table:
+    """``latent``: the latent's name (:func:`~gan_probe.cli.runner.latent_name`), in the title."""
     r = result.to_json()
-    table = Table(title=f"effective latent dimensionality v_eff (nz = {r['nz']})")
+    table = Table(title=f"effective latent dimensionality v_eff of {latent} (nz = {r['nz']})")
     for col in ("tau", "v_eff", "std over latents", "min", "max"):
         table.add_column(col, justify="right")
     for row in r["by_tau"]:
