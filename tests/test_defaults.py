@@ -23,12 +23,13 @@ from gan_probe.analyses.bench import SPECTRUM_DEFAULTS, BenchParams, LinearModel
 from gan_probe.analyses.eigvecs import EigvecsParams
 from gan_probe.analyses.loglik import GridParams, LoglikParams
 from gan_probe.analyses.pag import PagParams
+from gan_probe.analyses.prior import PganParams, PriorParams
 from gan_probe.analyses.reversal import ReversalParams
 from gan_probe.analyses.throughput import ThroughputParams
 from gan_probe.analyses.veff import VeffParams
 from gan_probe.cli import app
 from gan_probe.cli.bench import DEFAULT_MODE, parse_conds, parse_methods, parse_sizes
-from gan_probe.cli.options import COMMON_OPTIONS
+from gan_probe.cli.options import COMMON_OPTIONS, REVERSAL_HELP
 from gan_probe.cli.veff import parse_taus
 from gan_probe.models.loaded import LoadOptions
 
@@ -91,6 +92,18 @@ CLI: dict[tuple[str, ...], dict[str, tuple[type, str, Same]]] = {
         "top": (PagParams, "num_top", SAME),
         **{name: (ReversalParams, name, SAME) for name in ("steps", "lr", "optimizer", "init_std")},
         "seed": (PagParams, "seed", SAME),
+    },
+    ("prior",): {
+        **{f"reversal_{name}": (ReversalParams, name, SAME) for name in ("steps", "lr", "optimizer", "init_std")},
+        **{name: (PriorParams, name, SAME) for name in ("limit", "resize", "heldout", "seed")},
+        "samples": (PriorParams, "num_samples", SAME),
+        "permutations": (PriorParams, "num_permutations", SAME),
+        "prior_samples": (PriorParams, "num_prior_samples", SAME),
+        "top": (PriorParams, "num_top", SAME),
+        **{name: (PganParams, name, SAME) for name in ("steps", "dim", "lr", "r1")},
+        "prior_batch": (PganParams, "batch_size", SAME),
+        "widths": (PganParams, "widths", lambda text: tuple(int(w) for w in text.split(","))),
+        "critic_widths": (PganParams, "critic_widths", lambda text: tuple(int(w) for w in text.split(","))),
     },
     ("bench",): {
         **{name: (BenchParams, name, SAME) for name in ("repeats", "naive_latents", "gradient", "warmup", "limit")},
@@ -184,6 +197,23 @@ def disagreements(defaults: dict[str, Any], table: dict[str, tuple[type, str, Sa
 @pytest.mark.parametrize("path", list(CLI), ids=" ".join)
 def test_cli_defaults_are_the_dataclass_defaults(path):
     assert disagreements(cli_defaults(path), CLI[path]) == []
+
+
+def test_pag_and_prior_share_the_reversal_options():
+    """pag's --steps ... and prior's --reversal-steps ... are one declaration: the same default (and its type), prior's
+    help naming pag's flag; every ReversalParams field is one of them or a common option (batch size, seed)."""
+    options = {
+        command: {p.name: p for p in get_command(app).commands[command].params}  # type: ignore[attr-defined]
+        for command in ("pag", "prior")
+    }
+    for field in REVERSAL_HELP:
+        own, prefixed = options["pag"][field], options["prior"][f"reversal_{field}"]
+        flag = "--" + field.replace("_", "-")
+        assert own.opts == [flag] and prefixed.opts == [f"--reversal-{flag[2:]}"]
+        assert own.default == prefixed.default == default_of(ReversalParams, field)
+        assert type(own.default) is type(prefixed.default) is type(default_of(ReversalParams, field))
+        assert f"(pag {flag})" in prefixed.help and own.help == REVERSAL_HELP[field][0]
+    assert {f.name for f in dataclasses.fields(ReversalParams)} - set(REVERSAL_HELP) == {"batch_size", "seed"}
 
 
 def test_bench_spectrum_defaults_are_its_params_instance():

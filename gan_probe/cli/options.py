@@ -1,25 +1,29 @@
 """The options every command shares, and the estimator options built from the estimator registry.
 
-Declared once: :data:`COMMON_OPTIONS` (CKPT flags and the common ones) and
+Declared once: :data:`COMMON_OPTIONS` (CKPT flags and the common ones),
 :func:`estimator_options` (one option per distinct field of the registered
 estimators' parameter dataclasses, with the dataclass default, so adding an
-estimator or a parameter touches only its own module). A command whose own
-option takes an estimator flag (``ascend --steps``) gets that estimator's flag
-prefixed with its name (``--slq-steps``).
+estimator or a parameter touches only its own module) and
+:func:`reversal_options` (the generator reversal's, pag's ``--steps`` and
+prior's ``--reversal-steps`` alike). A command whose own option takes an
+estimator flag (``ascend --steps``) gets that estimator's flag prefixed with its
+name (``--slq-steps``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
+from gan_probe.analyses.reversal import OPTIMIZERS, ReversalParams
 from gan_probe.errors import GanProbeError
 from gan_probe.limits import check_count
 from gan_probe.models.checkpoint import LoadOptions
@@ -381,12 +385,78 @@ def build_estimator_params(options: list[EstimatorOption], values: dict[str, Any
     return out
 
 
+#: Help of each reversal option, by its ReversalParams field (in --help order): (as pag's own --FIELD, as another
+#: command's --PREFIX-FIELD, which names pag's flag). Batch size and seed are the common options'.
+REVERSAL_HELP: dict[str, tuple[str, str]] = {
+    "steps": ("Gradient steps of the reversal per image.", "Gradient steps of the reversal (pag --steps)."),
+    "lr": ("Learning rate of the reversal (paper: 0.05).", "Learning rate of the reversal (pag --lr)."),
+    "optimizer": (
+        f"{'|'.join(OPTIMIZERS)} (Algorithm 1 is plain SGD).",
+        f"{'|'.join(OPTIMIZERS)}: the reversal's optimizer (pag --optimizer).",
+    ),
+    "init_std": (
+        "Std. dev. of the initial latents (paper: 1e-4).",
+        "Std. dev. of the reversal's initial latents (pag --init-std).",
+    ),
+}
+
+
+def _prefixed(prefix: str, field: str) -> str:
+    return f"{prefix}_{field}" if prefix else field
+
+
+def reversal_options(prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """name -> (annotation, default) of the generator reversal's options (Kilcher et al. 2017, Algorithm 1), typed
+    and defaulted as :class:`~gan_probe.analyses.reversal.ReversalParams`' fields: pag's own ``--steps``, ``--lr``,
+    ``--optimizer``, ``--init-std`` (``prefix`` ""), or another command's ``--PREFIX-steps`` ... (prior's
+    ``--reversal-steps``, ``prefix`` "reversal"), whose help names pag's flag."""
+    hints = typing.get_type_hints(ReversalParams)
+    defaults = ReversalParams()
+    out: dict[str, tuple[Any, Any]] = {}
+    for field, (own_help, prefixed_help) in REVERSAL_HELP.items():
+        name = _prefixed(prefix, field)
+        option = typer.Option(flag_for(name), help=prefixed_help if prefix else own_help)
+        out[name] = (Annotated[hints[field], option], getattr(defaults, field))
+    return out
+
+
+def reversal_params(values: Mapping[str, Any], *, prefix: str = "", batch_size: int, seed: int) -> ReversalParams:
+    """The reversal's parameters from the values of :func:`reversal_options` (``prefix``), by their names."""
+    fields = {field: values[_prefixed(prefix, field)] for field in REVERSAL_HELP}
+    return ReversalParams(**fields, batch_size=batch_size, seed=seed)
+
+
+Body = TypeVar("Body", bound=Callable[..., Any])
+
+
+def with_options(options: Mapping[str, tuple[Any, Any]], *, after: str) -> Callable[[Body], Body]:
+    """Declare ``options`` (name -> (annotation, default)) as parameters of a command body that takes them as
+    ``**kwargs``, placed after its parameter ``after`` (their place in --help); apply below ``probe_command``."""
+
+    def decorate(body: Body) -> Body:
+        signature = inspect.signature(body, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        if len(params) == len(signature.parameters):
+            raise TypeError(f"{body.__name__} must take **kwargs to receive {', '.join(options)}")
+        at = [p.name for p in params].index(after) + 1
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        added = [inspect.Parameter(n, kind, annotation=ann, default=default) for n, (ann, default) in options.items()]
+        body.__signature__ = signature.replace(parameters=[*params[:at], *added, *params[at:]])  # type: ignore[attr-defined]
+        return body
+
+    return decorate
+
+
 __all__ = [
     "COMMON_OPTIONS",
+    "REVERSAL_HELP",
     "CkptArg",
     "CommonOptions",
     "EstimatorOption",
     "build_estimator_params",
     "estimator_options",
     "flag_for",
+    "reversal_options",
+    "reversal_params",
+    "with_options",
 ]

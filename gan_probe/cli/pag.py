@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from gan_probe.analyses.pag import PagParams, PagResult, run_pag
-from gan_probe.analyses.reversal import OPTIMIZERS, ReversalParams
 from gan_probe.cli.app import app
+from gan_probe.cli.options import reversal_options, reversal_params, with_options
 from gan_probe.cli.runner import Outcome, RunContext, check_gate_bounds, fmt, probe_command
 from gan_probe.report.report import Gate
 
 #: The defaults of the options: the parameter dataclasses' (stated there once).
 DEFAULTS = PagParams()
-REVERSAL = DEFAULTS.reversal
 
 
 @probe_command(app, "pag")
+@with_options(reversal_options(), after="resize")
 def pag(
     ctx: RunContext,
     data: Annotated[
@@ -35,20 +35,13 @@ def pag(
     resize: Annotated[
         bool, typer.Option("--resize", help="Resize images of another size (bilinear).")
     ] = DEFAULTS.resize,
-    steps: Annotated[int, typer.Option(help="Gradient steps of the reversal per image.")] = REVERSAL.steps,
-    lr: Annotated[float, typer.Option(help="Learning rate of the reversal (paper: 0.05).")] = REVERSAL.lr,
-    optimizer: Annotated[
-        str, typer.Option(help=f"{'|'.join(OPTIMIZERS)} (Algorithm 1 is plain SGD).")
-    ] = REVERSAL.optimizer,
-    init_std: Annotated[
-        float, typer.Option(help="Std. dev. of the initial latents (paper: 1e-4).")
-    ] = REVERSAL.init_std,
     prior_samples: Annotated[
         int, typer.Option(help="Prior draws ranked for the disagreement samples.")
     ] = DEFAULTS.num_prior_samples,
     top: Annotated[int, typer.Option(help="Disagreement samples rendered.")] = DEFAULTS.num_top,
     minimum: Annotated[Optional[float], typer.Option("--min", help="Fail (exit 3) if PAG is below this.")] = None,
     maximum: Annotated[Optional[float], typer.Option("--max", help="Fail (exit 3) if PAG is above this.")] = None,
+    **reversal: Any,
 ) -> Outcome:
     """Reverse the generator on real images (Kilcher et al. 2017, Alg. 1) and score the prior fit (PAG)."""
     check_gate_bounds(minimum, maximum)
@@ -56,14 +49,7 @@ def pag(
         data=str(data) if data is not None else None,
         limit=limit,
         resize=resize,
-        reversal=ReversalParams(
-            steps=steps,
-            lr=lr,
-            optimizer=optimizer,
-            init_std=init_std,
-            batch_size=ctx.common.batch_size,
-            seed=ctx.common.seed,
-        ),
+        reversal=reversal_params(reversal, batch_size=ctx.common.batch_size, seed=ctx.common.seed),
         num_prior_samples=prior_samples,
         num_top=top,
         seed=ctx.common.seed,
@@ -78,10 +64,7 @@ def pag(
             "data": params.data,
             "limit": limit,
             "resize": resize,
-            "steps": steps,
-            "lr": lr,
-            "optimizer": optimizer,
-            "init_std": init_std,
+            **reversal,  # steps, lr, optimizer, init_std
             "prior_samples": prior_samples,
             "top": top,
             "min": minimum,

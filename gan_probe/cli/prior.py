@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from gan_probe.analyses.prior import PganParams, PriorParams, PriorResult, run_prior
-from gan_probe.analyses.reversal import OPTIMIZERS, ReversalParams
 from gan_probe.cli.app import app
+from gan_probe.cli.options import reversal_options, reversal_params, with_options
 from gan_probe.cli.runner import Outcome, RunContext, fmt, probe_command
 from gan_probe.errors import GanProbeError
 from gan_probe.models.prior_net import DEFAULT_WIDTHS
@@ -25,6 +25,7 @@ def _widths(text: str, flag: str) -> tuple[int, ...]:
 
 
 @probe_command(app, "prior")
+@with_options(reversal_options("reversal"), after="resize")
 def prior(
     ctx: RunContext,
     data: Annotated[
@@ -44,16 +45,6 @@ def prior(
     ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images or codes.")] = None,
     resize: Annotated[bool, typer.Option("--resize", help="Resize images of another size (bilinear).")] = False,
-    reversal_steps: Annotated[int, typer.Option(help="Gradient steps of the reversal (pag --steps).")] = (
-        ReversalParams.steps
-    ),
-    reversal_lr: Annotated[float, typer.Option(help="Learning rate of the reversal (pag --lr).")] = ReversalParams.lr,
-    reversal_optimizer: Annotated[
-        str, typer.Option(help=f"{'|'.join(OPTIMIZERS)}: the reversal's optimizer (pag --optimizer).")
-    ] = ReversalParams.optimizer,
-    reversal_init_std: Annotated[
-        float, typer.Option(help="Std. dev. of the reversal's initial latents (pag --init-std).")
-    ] = ReversalParams.init_std,
     heldout: Annotated[float, typer.Option(help="Fraction of the codes held out for the comparison.")] = 0.2,
     steps: Annotated[int, typer.Option(help="Training steps of the PGAN.")] = PganParams.steps,
     dim: Annotated[
@@ -84,6 +75,7 @@ def prior(
     permutations: Annotated[int, typer.Option(help="Permutations of each two-sample test.")] = 1000,
     prior_samples: Annotated[int, typer.Option(help="Prior draws ranked for the disagreement samples.")] = 1000,
     top: Annotated[int, typer.Option(help="Disagreement samples rendered.")] = 20,
+    **reversal: Any,
 ) -> Outcome:
     """Learn the data-induced prior (Kilcher et al. 2017, sec. 3): a PGAN and Gaussians, compared on held-out codes."""
     params = PriorParams(
@@ -91,14 +83,7 @@ def prior(
         codes=str(codes) if codes is not None else None,
         limit=limit,
         resize=resize,
-        reversal=ReversalParams(
-            steps=reversal_steps,
-            lr=reversal_lr,
-            optimizer=reversal_optimizer,
-            init_std=reversal_init_std,
-            batch_size=ctx.common.batch_size,
-            seed=ctx.common.seed,
-        ),
+        reversal=reversal_params(reversal, prefix="reversal", batch_size=ctx.common.batch_size, seed=ctx.common.seed),
         heldout=heldout,
         pgan=PganParams(
             steps=steps,
@@ -123,10 +108,7 @@ def prior(
             "codes": params.codes,
             "limit": limit,
             "resize": resize,
-            "reversal_steps": reversal_steps,
-            "reversal_lr": reversal_lr,
-            "reversal_optimizer": reversal_optimizer,
-            "reversal_init_std": reversal_init_std,
+            **reversal,  # reversal_steps, reversal_lr, reversal_optimizer, reversal_init_std
             "heldout": heldout,
             "steps": steps,
             "dim": dim,
