@@ -167,7 +167,9 @@ SynthArg = Annotated[
         "stylegan2-32 (32x32)."
     ),
 ]
-SynthNzArg = Annotated[Optional[int], typer.Option(help="nz of a synthetic DCGAN [default: 100; dcgan64-nz128: 128].")]
+SynthNzArg = Annotated[
+    Optional[int], typer.Option(help="nz of a synthetic DCGAN \\[default: 100; dcgan64-nz128: 128].")
+]
 SynthSpaceArg = Annotated[
     str, typer.Option(help="stylegan2 models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
 ]
@@ -245,7 +247,7 @@ def bench(
         bool, typer.Option("--limit/--no-limit", help="Time the limit (nz JVPs + one QR).")
     ] = _BENCH.limit,
     chunk_size: Annotated[
-        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+        Optional[int], typer.Option(help="Latent axes per batched JVP call \\[default: auto].")
     ] = _BENCH.chunk_size,
     naive_rows: Annotated[
         Optional[int],
@@ -293,7 +295,7 @@ def bench(
 def spectrum(
     ctx: RunContext,
     synthetic_nz: Annotated[
-        Optional[int], typer.Option(help=f"nz of the linear generators [default: {_LINEAR.nz}].")
+        Optional[int], typer.Option(help=f"nz of the linear generators \\[default: {_LINEAR.nz}].")
     ] = None,
     n: Annotated[int, typer.Option("--n", "--num", help="Probe seeds per condition number.")] = SPECTRUM_DEFAULTS.num,
     methods: MethodsArg = ",".join(SPECTRUM_DEFAULTS.methods),
@@ -464,7 +466,7 @@ def _throughput_table(result: dict) -> Table:
         title=f"exact ln Q throughput, {result['dtype']}, {escape(result['device'])}, "
         f"{world} process{'es' if world > 1 else ''}"
     )
-    for col in ("batch", "chunk", "latents", "time [s]", "latents/s", "peak memory [MiB]"):
+    for col in ("batch", "chunk", "latents", "time \\[s]", "latents/s", "peak memory \\[MiB]"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
         peak = r["peak_memory_bytes"]
@@ -534,12 +536,12 @@ def _table(result: BenchResult) -> Table:
         )
         for col in (
             "method",
-            "time [s]",
-            "per latent [s]",
+            "time \\[s]",
+            "per latent \\[s]",
             "x exact",
             "products",
-            "median |err| [nats]",
-            "[nats/dim]",
+            "median |err| \\[nats]",
+            "\\[nats/dim]",
             "coverage",
         ):
             table.add_column(col, justify="right")

@@ -26,20 +26,20 @@ def eigvecs(
         Optional[Path], typer.Option(help="Latents file (.npy/.npz/.safetensors, T x nz) instead.")
     ] = None,
     top: Annotated[
-        Optional[int], typer.Option("--top", help="Eigenvectors shown per trial [default: min(8, nz)].")
+        Optional[int], typer.Option("--top", help="Eigenvectors shown per trial \\[default: min(8, nz)].")
     ] = DEFAULTS.top,
     step: Annotated[
         Optional[float],
-        typer.Option("--step", help="Step alpha along each direction [default: 0.8 x box half-width, or 0.8 sigma]."),
+        typer.Option("--step", help="Step alpha along each direction \\[default: 0.8 x box half-width, or 0.8 sigma]."),
     ] = DEFAULTS.step,
     traversal_steps: Annotated[
-        int, typer.Option(help="Images per traversal z + t v_i, t in [-alpha, alpha].")
+        int, typer.Option(help="Images per traversal z + t v_i, t in \\[-alpha, alpha].")
     ] = DEFAULTS.traversal_steps,
     project: Annotated[
         bool, typer.Option("--project", help="Uniform prior: clamp perturbed latents into the box (bends directions).")
     ] = DEFAULTS.project,
     chunk_size: Annotated[
-        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+        Optional[int], typer.Option(help="Latent axes per batched JVP call \\[default: auto].")
     ] = DEFAULTS.chunk_size,
 ) -> Outcome:
     """Eigenvectors of M = J^T J at trial latents: log spectra, perturbations vs random directions, traversals."""

@@ -42,17 +42,17 @@ def loglik(
         bool, typer.Option("--grid", help="Also evaluate ln Q over a 2-D latent plane (images + contour plot).")
     ] = DEFAULTS.grid is not None,
     grid_dims: Annotated[
-        Optional[str], typer.Option(help="Plane spanned by latent axes i,j [default: random orthonormal pair].")
+        Optional[str], typer.Option(help="Plane spanned by latent axes i,j \\[default: random orthonormal pair].")
     ] = None,
     grid_extent: Annotated[
-        Optional[float], typer.Option(help="Half-width of the plane [default: the box / 3 sigma].")
+        Optional[float], typer.Option(help="Half-width of the plane \\[default: the box / 3 sigma].")
     ] = GRID.extent,
     grid_size: Annotated[int, typer.Option(help="Grid points per side.")] = GRID.size,
     grid_center: Annotated[
         str, typer.Option(help="Centre: prior, random, or a latents file (first row).")
     ] = GRID.center,
     chunk_size: Annotated[
-        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+        Optional[int], typer.Option(help="Latent axes per batched JVP call \\[default: auto].")
     ] = DEFAULTS.chunk_size,
     check: Annotated[
         bool, typer.Option("--check", help="Also compute exact and report each estimate's error in nats.")

@@ -102,7 +102,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
             Optional[str],
             typer.Option(
                 "--output-range",
-                help="Pixel range of the output, LOW,HIGH (e.g. 0,1) or none [default: the file's or module's].",
+                help="Pixel range of the output, LOW,HIGH (e.g. 0,1) or none \\[default: the file's or module's].",
                 rich_help_panel=CKPT_PANEL,
             ),
         ],
@@ -111,7 +111,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "space": (
         Annotated[
             Optional[str],
-            typer.Option(help="StyleGAN latent space: z, w or w+ [default: z].", rich_help_panel=CKPT_PANEL),
+            typer.Option(help="StyleGAN latent space: z, w or w+ \\[default: z].", rich_help_panel=CKPT_PANEL),
         ],
         None,
     ),
@@ -119,7 +119,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             Optional[float],
             typer.Option(
-                help="StyleGAN truncation psi (w pulled toward the mean w) [default: 1].", rich_help_panel=CKPT_PANEL
+                help="StyleGAN truncation psi (w pulled toward the mean w) \\[default: 1].", rich_help_panel=CKPT_PANEL
             ),
         ],
         None,
@@ -127,7 +127,9 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "noise": (
         Annotated[
             Optional[str],
-            typer.Option(help="StyleGAN noise: stored, zero or seed:N [default: stored].", rich_help_panel=CKPT_PANEL),
+            typer.Option(
+                help="StyleGAN noise: stored, zero or seed:N \\[default: stored].", rich_help_panel=CKPT_PANEL
+            ),
         ],
         None,
     ),
@@ -136,7 +138,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
             Optional[int],
             typer.Option(
                 "--truncation-cutoff",
-                help="StyleGAN truncation on the first N layers only (NVIDIA's truncation_cutoff) [default: all].",
+                help="StyleGAN truncation on the first N layers only (NVIDIA's truncation_cutoff) \\[default: all].",
                 rich_help_panel=CKPT_PANEL,
             ),
         ],
@@ -192,7 +194,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             Optional[int],
             typer.Option(
-                help="CPU threads for torch [default: torch's]; 1 is often faster on a small busy CPU.",
+                help="CPU threads for torch \\[default: torch's]; 1 is often faster on a small busy CPU.",
                 rich_help_panel=COMMON_PANEL,
             ),
         ],
@@ -208,7 +210,7 @@ COMMON_OPTIONS: dict[str, tuple[Any, Any]] = {
     "out": (
         Annotated[
             Optional[Path],
-            typer.Option(help="Output folder [default: gan-probe-out/COMMAND].", rich_help_panel=COMMON_PANEL),
+            typer.Option(help="Output folder \\[default: gan-probe-out/COMMAND].", rich_help_panel=COMMON_PANEL),
         ],
         None,
     ),

@@ -49,7 +49,7 @@ def prior(
     steps: Annotated[int, typer.Option(help="Training steps of the PGAN.")] = PganParams.steps,
     dim: Annotated[
         Optional[int],
-        typer.Option(help="Dimension d' >= nz of the PGAN's latent z' [default: nz].", show_default=False),
+        typer.Option(help="Dimension d' >= nz of the PGAN's latent z' \\[default: nz].", show_default=False),
     ] = None,
     widths: Annotated[
         str, typer.Option(help="Hidden widths of the PGAN's generator h (four fully connected layers).")
@@ -69,7 +69,7 @@ def prior(
     samples: Annotated[
         Optional[int],
         typer.Option(
-            help="Draws of each prior compared with the held-out codes [default: as many].", show_default=False
+            help="Draws of each prior compared with the held-out codes \\[default: as many].", show_default=False
         ),
     ] = None,
     permutations: Annotated[int, typer.Option(help="Permutations of each two-sample test.")] = 1000,

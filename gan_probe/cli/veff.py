@@ -46,11 +46,11 @@ def veff(
     ] = DEFAULTS.num_directions,
     tau: Annotated[
         Optional[list[str]],
-        typer.Option("--tau", help="Threshold(s): repeat or comma-separate; the first is the headline [default: 1]."),
+        typer.Option("--tau", help="Threshold(s): repeat or comma-separate; the first is the headline \\[default: 1]."),
     ] = None,
     step: Annotated[
         Optional[float],
-        typer.Option("--step", help="Step alpha [default: 0.8 x box half-width, or 0.8 sigma, as eigvecs]."),
+        typer.Option("--step", help="Step alpha \\[default: 0.8 x box half-width, or 0.8 sigma, as eigvecs]."),
     ] = DEFAULTS.step,
     directions: Annotated[
         str,
@@ -66,7 +66,7 @@ def veff(
         Optional[float], typer.Option("--max", help="Gate: exit 3 if v_eff at the first tau is above.")
     ] = None,
     chunk_size: Annotated[
-        Optional[int], typer.Option(help="Latent axes per batched JVP call [default: auto].")
+        Optional[int], typer.Option(help="Latent axes per batched JVP call \\[default: auto].")
     ] = DEFAULTS.chunk_size,
 ) -> Outcome:
     """Effective latent dimensionality v_eff(tau): eigen-directions of M that change G more than tau random ones."""
