@@ -229,3 +229,13 @@ def test_a_table_says_which_rows_it_leaves_out(tiny_ckpt, runner, tmp_path):
     assert len(json.loads((tmp_path / "a" / "report.json").read_text())["results"]["samples"]) == 14
     few = invoke(runner, ["loglik", tiny_ckpt, "--n", "3", "--out", tmp_path / "b"])
     assert few.exit_code == 0 and "shown (all in" not in few.stdout
+
+
+def test_brackets_in_help_texts_are_shown_not_taken_as_markup(runner, monkeypatch):
+    """Rich reads '[default: z]' in an option's help as a markup tag and drops it unless it is escaped."""
+    monkeypatch.setenv("COLUMNS", "250")
+    result = invoke(runner, ["eigvecs", "--help"])
+    assert result.exit_code == 0
+    text = re.sub(r"\s+", " ", result.stdout)
+    for shown in ("z, w or w+ [default: z].", "[default: gan-probe-out/COMMAND]", "t in [-alpha, alpha]."):
+        assert shown in text, shown
