@@ -585,11 +585,13 @@ def _hmc_move(
 @dataclass
 class AisRun:
     """ln of the AIS weights per point (B,): forward runs estimate ln q_s(y) from below in expectation,
-    reverse runs (from an exact posterior sample) from above; the frozen step sizes (B,) and mean acceptance."""
+    reverse runs (from an exact posterior sample) from above; the frozen step sizes (B,) and mean acceptance;
+    ``point_acceptance`` each point's mean acceptance (B,)."""
 
     log_weights: torch.Tensor
     step_size: torch.Tensor
     acceptance: float
+    point_acceptance: torch.Tensor | None = None
 
 
 def ais_log_q(
@@ -633,16 +635,17 @@ def ais_log_q(
         z = mean + torch.exp(log_std) * torch.randn(b, nz, generator=rng, dtype=torch.float64)
         order = [(float(betas[t - 1]), float(betas[t])) for t in range(1, steps + 1)]
     log_w = torch.zeros(b, dtype=torch.float64)
-    accepted = 0.0
+    accepted = torch.zeros(b, dtype=torch.float64)
     log_joint = _log_joint_and_grad(gen, z, yd, sigma)
     for before, after in order:
         lr = log_diag_normal(z, mean, log_std)
         log_w = log_w + (after - before) * (log_joint[0] - lr)
         z, log_joint, acc = _hmc_move(gen, z, log_joint, after, yd, mean, log_std, sigma, eps, num_leapfrog, rng)
-        accepted += float(acc.mean())
+        accepted += acc
         if adapt:
             eps = torch.where(acc > TARGET_ACCEPTANCE, eps * 1.1, eps * 0.9)
-    return AisRun(-log_w if reverse else log_w, eps, accepted / max(steps, 1))
+    per_point = accepted / max(steps, 1)
+    return AisRun(-log_w if reverse else log_w, eps, float(per_point.mean()), per_point)
 
 
 def pilot_step_size(
