@@ -100,6 +100,7 @@ def test_bench_ais_from_both_starts_reaches_the_exact_value_and_counts_agree_wit
     for r in rows:
         worst = float((ais.estimates[r["start"]][r["steps"]] - ais.reference).abs().max())
         assert r["max_abs_error_nats"] == worst and r["within_tolerance"] == (worst <= params.tolerance)
+        assert torch.equal(r["log_q"], ais.estimates[r["start"]][r["steps"]])
         assert 0 < r["acceptance"] <= 1
     for start in ("encoder", "prior"):
         assert report["steps_needed"][start] == _needed_from_rows(rows, start) == ais.steps_needed(start)
@@ -149,6 +150,7 @@ def test_cli_bench_divergence(runner, tiny_ckpt, tmp_path):
         ("prior", 4),
     ]
     assert all(math.isfinite(v) for v in res["ais"]["reference_log_q"])
+    assert all(len(r["log_q"]) == 2 for r in res["ais"]["rows"])
     assert res["machine"]["torch_threads"] >= 1 and len(res["targets"]) == 2
     no_ais = invoke_json(runner, [*args, "--no-ais", "--out", tmp_path / "c"])
     assert no_ais["results"]["ais"] is None and len(no_ais["results"]["targets"]) == 1

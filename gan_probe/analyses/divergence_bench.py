@@ -95,8 +95,8 @@ class AisComparison:
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per start and length: the mean gap to the reference (reference - estimate; positive in
-        expectation) and the largest |estimate - reference| over the images, and whether it is within
-        the tolerance."""
+        expectation) and the largest |estimate - reference| over the images, whether it is within the
+        tolerance, and the estimates (n,)."""
         out = []
         for start, by_steps in self.estimates.items():
             for steps, est in by_steps.items():
@@ -111,6 +111,7 @@ class AisComparison:
                         "within_tolerance": worst <= self.tolerance,
                         "acceptance": self.acceptance[start][steps],
                         "seconds": self.seconds[start][steps],
+                        "log_q": est,
                     }
                 )
         return out
@@ -298,7 +299,11 @@ def run_divergence_bench(
             TARGETS["ais_prior_over_encoder_steps"].check(
                 value,
                 applies=exact or (value is not None and value >= TARGETS["ais_prior_over_encoder_steps"].threshold),
-                note=None if exact else "the prior start did not reach the reference: the ratio is a lower bound",
+                note=None
+                if exact
+                else "the prior start did not reach the reference: the ratio is a lower bound"
+                if value is not None
+                else "the encoder start did not reach the reference within the tolerance at any length run",
             )
         )
     return DivergenceBenchResult(
