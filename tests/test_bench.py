@@ -361,7 +361,7 @@ def test_the_targets_table_checks_a_value_by_its_comparison_and_where_it_applies
     assert TARGETS["exact_over_limit"].runs_on(torch.device("cpu"))
     for target in TARGETS.values():  # every row is complete: a comparison, a bound, a mode and devices
         assert target.comparison in ("<=", ">=") and target.threshold > 0 and target.quantity
-        assert target.mode in ("bench", "bench spectrum", "bench throughput") and target.devices
+        assert target.mode in ("bench", "bench spectrum", "bench throughput", "bench divergence") and target.devices
 
 
 def test_bench_model_params_refuse_what_the_modes_cannot_run():

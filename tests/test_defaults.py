@@ -20,6 +20,8 @@ from typer.main import get_command
 from gan_probe import api
 from gan_probe.analyses.ascend import AscendParams
 from gan_probe.analyses.bench import SPECTRUM_DEFAULTS, BenchParams, LinearModelParams, SyntheticModelParams
+from gan_probe.analyses.divergence import DivergenceParams
+from gan_probe.analyses.divergence_bench import DivergenceBenchParams
 from gan_probe.analyses.eigvecs import EigvecsParams
 from gan_probe.analyses.loglik import GridParams, LoglikParams
 from gan_probe.analyses.pag import PagParams
@@ -126,6 +128,16 @@ CLI: dict[tuple[str, ...], dict[str, tuple[type, str, Same]]] = {
     },
     ("bench", "spectrum"): {
         "synthetic_operator": (LinearModelParams, "operator", SAME),
+    },
+    ("bench", "divergence"): {
+        "spread": (DivergenceParams, "sigmas", lambda v: (v,)),
+        "steps": (DivergenceParams, "steps", SAME),
+        "importance": (DivergenceParams, "importance", SAME),
+        "model_samples": (DivergenceParams, "num_model_samples", SAME),
+        "images": (DivergenceBenchParams, "num_images", SAME),
+        "chain_steps": (DivergenceBenchParams, "chain_steps", lambda text: parse_sizes(text, "--chain-steps")),
+        "reference_steps": (DivergenceBenchParams, "reference_steps", SAME),
+        "tolerance": (DivergenceBenchParams, "tolerance", SAME),
     },
 }
 

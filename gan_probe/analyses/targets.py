@@ -133,6 +133,23 @@ TARGETS: dict[str, Target] = {
         ("cuda",),
         "set for two GPU processes on one machine",
     ),
+    "divergence_run_seconds": Target(
+        "divergence default run, seconds",
+        "wall seconds of gan-probe divergence with its defaults on the bundled checkpoint and data",
+        "<=",
+        300.0,
+        "bench divergence",
+        ("cpu",),
+        "stated for the default run on 2 CPU cores",
+    ),
+    "ais_prior_over_encoder_steps": Target(
+        "AIS steps to 1 nat, prior start / encoder start",
+        "AIS steps the prior start needs to come within the tolerance of the reference, over the encoder start's",
+        ">=",
+        10.0,
+        "bench divergence",
+        ANY_DEVICE,
+    ),
 }
 
 #: slq's spectrum targets are stated for budgets up to this many products per latent.

@@ -6,7 +6,9 @@
 - ``gan-probe bench spectrum``: estimator accuracy and slq interval coverage on
   linear generators with known log-spaced spectra;
 - ``gan-probe bench throughput [CKPT]``: exact ln Q latents/s and peak memory
-  over batch and chunk sizes (the one mode under torchrun).
+  over batch and chunk sizes (the one mode under torchrun);
+- ``gan-probe bench divergence [CKPT]``: the phases of a ``divergence`` run
+  timed, and AIS from the encoder against AIS from the prior.
 
 The targets each mode checks are the table :data:`gan_probe.analyses.targets.TARGETS`.
 Before 0.3 the modes were flags of ``bench`` (``--synthetic spectrum``,
@@ -17,6 +19,7 @@ on stderr (:class:`BenchGroup`), and goes in the next release.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -34,6 +37,12 @@ from gan_probe.analyses.bench import (
     parse_splits,
     run_bench,
     run_spectrum_bench,
+)
+from gan_probe.analyses.divergence_bench import (
+    DivergenceBenchParams,
+    DivergenceBenchResult,
+    default_run,
+    run_divergence_bench,
 )
 from gan_probe.analyses.throughput import ThroughputParams, run_throughput
 from gan_probe.cli.app import app
@@ -129,7 +138,8 @@ _THROUGHPUT = ThroughputParams()
 bench_app = typer.Typer(
     cls=BenchGroup,
     help="Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact "
-    "gradient (bench spectrum: estimator accuracy; bench throughput: latents/s).",
+    "gradient (bench spectrum: estimator accuracy; bench throughput: latents/s; bench divergence: the divergence "
+    "run's phases and AIS starts).",
     no_args_is_help=False,
 )
 app.add_typer(bench_app, name="bench")
@@ -572,5 +582,120 @@ def _table(result: BenchResult) -> Table:
     for tg in result.targets:
         state = "n/a" if tg["met"] is None else ("met" if tg["met"] else "MISSED")
         lines.append(f"{tg['name']} = {fmt(tg['value'], '.3g')} (target {tg['target']}): {state}")
+    table.caption = "\n".join(lines)
+    return table
+
+
+_DIVERGENCE_BENCH = DivergenceBenchParams()
+
+
+@probe_command(bench_app, "divergence", report_as="bench")
+def divergence(
+    ctx: RunContext,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Images as for gan-probe divergence [default: the bundled held-out MNIST images].", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    spread: Annotated[float, typer.Option(help="The spread noise width sigma.")] = _DIVERGENCE_BENCH.run.sigmas[0],
+    steps: Annotated[int, typer.Option(help="Adam steps per encoder (early stopped).")] = _DIVERGENCE_BENCH.run.steps,
+    importance: Annotated[
+        int, typer.Option(help="K draws from the encoder per point.")
+    ] = _DIVERGENCE_BENCH.run.importance,
+    model_samples: Annotated[
+        int, typer.Option(help="Pairs (z, y) drawn from the generator.")
+    ] = _DIVERGENCE_BENCH.run.num_model_samples,
+    ais: Annotated[
+        bool, typer.Option("--ais/--no-ais", help="Compare AIS from the encoder and from the prior after the run.")
+    ] = True,
+    images: Annotated[int, typer.Option(help="Held-out images in the AIS comparison.")] = _DIVERGENCE_BENCH.num_images,
+    chain_steps: Annotated[str, typer.Option(help="AIS lengths run from each start, increasing.")] = ",".join(
+        str(s) for s in _DIVERGENCE_BENCH.chain_steps
+    ),
+    reference_steps: Annotated[
+        int, typer.Option(help="AIS steps of the reference chain (from the encoder).")
+    ] = _DIVERGENCE_BENCH.reference_steps,
+    tolerance: Annotated[
+        float, typer.Option(help="Nats from the reference that count as reached.")
+    ] = _DIVERGENCE_BENCH.tolerance,
+) -> Outcome:
+    """Time the phases of a divergence run (its defaults unless told) and compare AIS started from the encoder
+    with AIS started from the prior against a long reference chain (docs/design.md §9)."""
+    _no_torchrun("bench divergence")
+    run = default_run(
+        ctx.common.batch_size,
+        data=str(data) if data is not None else None,
+        limit=limit,
+        sigmas=(spread,),
+        steps=steps,
+        importance=importance,
+        num_model_samples=model_samples,
+        seed=ctx.common.seed,
+    )
+    params = DivergenceBenchParams(
+        run=run,
+        num_images=images,
+        chain_steps=tuple(s for s in parse_sizes(chain_steps, "--chain-steps") if s is not None),
+        reference_steps=reference_steps,
+        tolerance=tolerance,
+        seed=ctx.common.seed,
+    ).validate()
+    result = run_divergence_bench(ctx.gen, params, ais=ais, progress=ctx.progress)
+    parameters = {
+        "data": run.data,
+        "limit": limit,
+        "spread": spread,
+        "steps": steps,
+        "importance": importance,
+        "model_samples": model_samples,
+        "ais": ais,
+        "images": images,
+        "chain_steps": list(params.chain_steps),
+        "reference_steps": reference_steps,
+        "tolerance": tolerance,
+    }
+    missed = [tg["name"] for tg in result.targets if tg["met"] is False]
+    notes = ["targets missed: " + "; ".join(missed)] if missed else []
+    return Outcome(parameters=parameters, results=result.to_json(), table=_divergence_table(result), notes=notes)
+
+
+def _divergence_table(result: DivergenceBenchResult) -> Table:
+    table = Table(title=f"bench divergence: phases of the run, {escape(result.machine['device'])}")
+    table.add_column("phase or chain", no_wrap=True)
+    for col in ("seconds", "steps", "mean gap [nats]", "max |err| [nats]", "within", "acceptance"):
+        table.add_column(col, justify="right")
+    for name, seconds in result.phases.items():
+        table.add_row(name, fmt(seconds, ".3g"), "", "", "", "", "")
+    table.add_row("run (total)", fmt(result.run_seconds, ".3g"), "", "", "", "", "")
+    lines = [
+        f"load average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in result.load_before)}; "
+        f"after {', '.join(f'{v:.2f}' for v in result.load_after)}; torch threads {result.machine['torch_threads']}"
+    ]
+    if result.ais is not None:
+        a = result.ais.to_json()
+        table.add_row(
+            "AIS reference (encoder)", fmt(a["reference_seconds"], ".3g"), str(a["reference_steps"]), "", "", "", ""
+        )
+        for r in a["rows"]:
+            table.add_row(
+                f"AIS from the {r['start']}",
+                fmt(r["seconds"], ".3g"),
+                str(r["steps"]),
+                fmt(r["mean_gap_nats"], ".3g"),
+                fmt(r["max_abs_error_nats"], ".3g"),
+                "yes" if r["within_tolerance"] else "no",
+                fmt(r["acceptance"], ".2f"),
+            )
+        need = a["steps_needed"]
+        lines.append(
+            f"{a['num_images']} held-out images at sigma {a['sigma']:g}: within {a['tolerance_nats']:g} nat of the "
+            f"reference from {need['encoder'] or 'never'} steps (encoder start), "
+            f"{need['prior'] or 'never'} (prior start)"
+        )
+    for tg in result.targets:
+        state = "n/a" if tg["met"] is None else ("met" if tg["met"] else "MISSED")
+        lines.append(f"{tg['name']} = {fmt(tg['value'], '.4g')} (target {tg['target']}): {state}")
     table.caption = "\n".join(lines)
     return table
