@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -470,16 +471,20 @@ def test_column_subset_times_the_columns_of_j_and_labels_the_rows():
         sub = column_subset_operator(op, picks).dense()
     assert sub.shape == (1, gen.output_dim, 3)
     assert torch.allclose(sub, full[:, :, picks], rtol=0, atol=1e-12 * float(full.abs().max()))
-    params = BenchParams(num=1, repeats=1, warmup=0, methods=(), gradient=False, naive_rows=2, columns=3)
+    params = BenchParams(num=1, repeats=1, warmup=0, methods=(), gradient=False, naive_rows=2, columns=3, chunk_size=1)
     res = run_bench(gen, params)
     rows = {r["name"]: r for r in res.rows}
     assert "3 of 8 columns' JVPs timed" in rows["exact"]["note"] and "QR + SVD" in rows["exact"]["note"]
+    assert "over-counted" not in rows["exact"]["note"]  # 3 columns in chunks of 1: whole chunks
     assert "stand-in" in rows["limit"]["note"]
     cols = res.extra["column_subset"]
     assert cols["exact_seconds"] == pytest.approx(cols["jvp_seconds_timed"] * 8 / 3 + cols["qr_svd_seconds"])
     assert res.extra["ratios"]["exact_over_limit"] == pytest.approx(rows["exact"]["seconds"] / rows["limit"]["seconds"])
     target = next(t for t in res.targets if t["name"].startswith("naive"))
     assert target["name"].endswith("StyleGAN3 256x256") and target["applies"] is False
+    halves = run_bench(gen, dataclasses.replace(params, chunk_size=2, naive_rows=0, naive_latents=0))
+    assert halves.extra["column_subset"]["whole_chunks"] is False  # 3 columns in chunks of 2
+    assert "over-counted" in halves.rows[0]["note"]
     with pytest.raises(GanProbeError, match="--methods none --no-gradient") as exc:
         BenchParams(columns=3).validate()
     assert exc.value.param == "columns"

@@ -164,7 +164,9 @@ class _LeakyReluGainClamp(torch.autograd.Function):
         one = torch.tensor(gain, dtype=u.dtype, device=u.device)
         d = torch.where(u > 0, one, torch.tensor(gain * slope, dtype=u.dtype, device=u.device))
         if clamp is not None:
-            d = d * ((y >= -clamp) & (y <= clamp))
+            low, high = torch.aminmax(y)
+            if low < -clamp or high > clamp:  # the mask costs three passes: only where the clamp acts
+                d = d * ((y >= -clamp) & (y <= clamp))
             y = y.clamp(-clamp, clamp)
         return y, d
 
