@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -405,3 +406,102 @@ def test_narrow_stylegan2_in_w_plus_has_one_style_per_layer():
     )  # fmt: skip
     assert gen.nz == 8 * 8 and gen.output_shape == (3, 32, 32)  # 2 log2(32) - 2 = 8 styles
     assert set(gen.config["channels"].values()) == {8}
+
+
+def _tiny_stylegan3(dtype: torch.dtype = torch.float64):
+    return SyntheticModelParams("stylegan3-t-32", style_dim=8).build(seed=0, device=torch.device("cpu"), dtype=dtype)
+
+
+def test_synthetic_stylegan3_has_nvidias_config_t_init_and_filters():
+    import scipy.signal
+
+    from gan_probe.analyses.bench import _STYLEGAN3_SIZES
+    from gan_probe.models.nvidia.stylegan3 import StyleGAN3Config
+
+    # the 256 px model is NVIDIA's config T defaults (train.py --cfg=stylegan3-t: cbase 32768, cmax 512)
+    defaults = StyleGAN3Config(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3)
+    assert _STYLEGAN3_SIZES["stylegan3-t-256"] == (
+        256,
+        defaults.channel_base,
+        defaults.channel_max,
+        defaults.num_layers,
+    )
+    assert (defaults.channel_base, defaults.channel_max, defaults.num_layers, defaults.margin_size) == (
+        32768,
+        512,
+        14,
+        10,
+    )
+    gen = _tiny_stylegan3()
+    assert gen.arch == "StyleGAN3-T" and gen.nz == 8 and gen.output_shape == (3, 32, 32)
+    assert gen.prior.kind == "mapped" and gen.config["space"] == "w"
+    net = gen.module.network
+    layers = [getattr(net.synthesis, name) for name in net.synthesis.layer_names]
+    for layer in layers[:-1]:
+        g = layer.geometry
+        want = scipy.signal.firwin(g.up_taps, g.in_cutoff, width=2 * g.in_half_width, fs=g.tmp_sampling_rate)
+        assert torch.equal(layer.up_filter, torch.as_tensor(want, dtype=torch.float32).double())
+        assert layer.down_filter.ndim == 1 and float(layer.down_filter.sum()) == pytest.approx(1.0, abs=1e-6)
+        assert torch.equal(layer.affine.bias, torch.ones_like(layer.affine.bias))
+    assert layers[-1].up_filter is None and layers[-1].down_filter is None
+    assert torch.equal(net.synthesis.input.affine.bias, torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
+    assert float(net.synthesis.input.freqs.norm(dim=1).max()) <= net.synthesis.input.bandwidth
+    again = _tiny_stylegan3()
+    z = gen.prior.sample(2, gen.nz, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(gen.flat(z), again.flat(z))  # seeded
+
+
+def test_style_family_of_every_layout():
+    from gan_probe.analyses.bench import style_family
+
+    assert style_family("stylegan2") == "stylegan2" and style_family("StyleGAN2-ADA (skip)") == "stylegan2"
+    assert style_family("StyleGAN3-T") == "stylegan3" and style_family("dcgan") is None
+
+
+def test_column_subset_times_the_columns_of_j_and_labels_the_rows():
+    from gan_probe.analyses.bench import BenchParams, column_picks, column_subset_operator, run_bench
+
+    gen = _tiny_stylegan3()
+    z = gen.prior.sample(1, gen.nz, generator=torch.Generator().manual_seed(1))
+    op = JacobianOperator(gen.flat, z, chunk_size=2)
+    picks = column_picks(gen.nz, 3)
+    assert picks == [0, 4, 7]
+    with torch.no_grad():
+        full = op.dense()
+        sub = column_subset_operator(op, picks).dense()
+    assert sub.shape == (1, gen.output_dim, 3)
+    assert torch.allclose(sub, full[:, :, picks], rtol=0, atol=1e-12 * float(full.abs().max()))
+    params = BenchParams(num=1, repeats=1, warmup=0, methods=(), gradient=False, naive_rows=2, columns=3, chunk_size=1)
+    res = run_bench(gen, params)
+    rows = {r["name"]: r for r in res.rows}
+    assert "3 of 8 columns' JVPs timed" in rows["exact"]["note"] and "QR + SVD" in rows["exact"]["note"]
+    assert "over-counted" not in rows["exact"]["note"]  # 3 columns in chunks of 1: whole chunks
+    assert "stand-in" in rows["limit"]["note"]
+    cols = res.extra["column_subset"]
+    assert cols["exact_seconds"] == pytest.approx(cols["jvp_seconds_timed"] * 8 / 3 + cols["qr_svd_seconds"])
+    assert res.extra["ratios"]["exact_over_limit"] == pytest.approx(rows["exact"]["seconds"] / rows["limit"]["seconds"])
+    target = next(t for t in res.targets if t["name"].startswith("naive"))
+    assert target["name"].endswith("StyleGAN3 256x256") and target["applies"] is False
+    halves = run_bench(gen, dataclasses.replace(params, chunk_size=2, naive_rows=0, naive_latents=0))
+    assert halves.extra["column_subset"]["whole_chunks"] is False  # 3 columns in chunks of 2
+    assert "over-counted" in halves.rows[0]["note"]
+    with pytest.raises(GanProbeError, match="--methods none --no-gradient") as exc:
+        BenchParams(columns=3).validate()
+    assert exc.value.param == "columns"
+
+
+def test_stylegan3_exact_gradient_keeps_forward_mode():
+    """The one-factor nonlinearity keeps forward mode differentiable: the exact gradient takes the forward
+    route and agrees with the double-VJP (reverse-only) route."""
+    from gan_probe.analyses.bench import exact_value_and_gradient
+    from gan_probe.spectral.jacobian import JacobianRoutes
+
+    gen = _tiny_stylegan3()
+    z = gen.prior.sample(1, gen.nz, generator=torch.Generator().manual_seed(2))
+    forward = JacobianOperator(gen.flat, z, routes=JacobianRoutes())
+    half, grad = exact_value_and_gradient(forward)
+    assert forward.routes.grad == "forward"
+    reverse = JacobianOperator(gen.flat, z, routes=JacobianRoutes(value="reverse", grad="reverse"))
+    half_r, grad_r = exact_value_and_gradient(reverse)
+    assert torch.allclose(half, half_r, rtol=1e-10)
+    assert torch.allclose(grad, grad_r, rtol=1e-7, atol=1e-9 * float(grad_r.abs().max()))

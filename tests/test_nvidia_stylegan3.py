@@ -344,3 +344,94 @@ def test_conditional_generator_needs_c() -> None:
         g.synthesis(torch.zeros(1, g.num_ws, g.w_dim), noise=[torch.zeros(1, 1, 4, 4)])
     assert g.noise_shapes() == []
     assert not g.training and not g.train().training
+
+
+# ------------------------------------------------------------------------------------- the nonlinearity's derivative
+
+
+def three_op_lrelu_gain_clamp(u: torch.Tensor, slope: float, gain: float, clamp: float | None) -> torch.Tensor:
+    """The filtered leaky ReLU's pointwise part as it was written before (leaky_relu, mul, clamp): torch's own
+    derivatives of the three ops are the reference for the precomputed factor."""
+    u = F.leaky_relu(u, slope) if slope != 1 else u
+    u = u * gain if gain != 1 else u
+    return u if clamp is None else u.clamp(-clamp, clamp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("slope", "gain", "clamp"), [(0.2, math.sqrt(2), 0.8), (0.2, math.sqrt(2), None), (1, 1, 0.5)])
+def test_precomputed_derivative_equals_the_three_op_form(
+    slope: float, gain: float, clamp: float | None, dtype: torch.dtype
+) -> None:
+    """Value (bit for bit), J v under vmap, u^T J and the second-order products (forward over reverse, reverse
+    over reverse, as the exact gradient and the double-VJP route take them) of the one-factor form against
+    torch's derivatives of leaky_relu, mul and clamp, including the kinks (u = 0, |y| = clamp) where both
+    follow torch's conventions."""
+    from gan_probe.models.nvidia.stylegan3_ops import _LeakyReluGainClamp
+
+    def new(u: torch.Tensor) -> torch.Tensor:
+        return _LeakyReluGainClamp.apply(u, slope, gain, clamp)[0]
+
+    def old(u: torch.Tensor) -> torch.Tensor:
+        return three_op_lrelu_gain_clamp(u, slope, gain, clamp)
+
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64)
+    u[0, 0, 0, :2] = 0.0  # the lrelu kink
+    if clamp is not None:
+        u[0, 1, 0, 0] = clamp / gain  # on the clamp's upper bound
+        u[0, 1, 0, 1] = -clamp / (gain * slope)  # on its lower bound
+    u = u.to(dtype)
+    tangents = torch.randn(4, *u.shape, generator=gen, dtype=torch.float64).to(dtype)
+    rounding = 1e-15 if dtype == torch.float64 else 1e-6
+    assert torch.equal(new(u), old(u))
+    jv_new = torch.func.vmap(lambda t: torch.func.jvp(new, (u,), (t,))[1])(tangents)
+    jv_old = torch.func.vmap(lambda t: torch.func.jvp(old, (u,), (t,))[1])(tangents)
+    assert rel_err(jv_new, jv_old) < rounding
+    if clamp is not None:
+        assert (jv_old == 0).any()  # the clamp is active somewhere
+    for ct in tangents:
+        assert rel_err(torch.func.vjp(new, u)[1](ct)[0], torch.func.vjp(old, u)[1](ct)[0]) < rounding
+
+    # through a smooth map first, so that the tangent and cotangent depend on x: the second derivatives
+    x = u.double().requires_grad_(True)
+    v = tangents[0].double()
+
+    def second_order(f) -> tuple[torch.Tensor, torch.Tensor]:
+        def chain(x: torch.Tensor) -> torch.Tensor:
+            return f(torch.sin(x) * 2) * x
+
+        with torch.enable_grad():
+            col = torch.func.jvp(chain, (x,), (v,))[1]
+            (forward_over_reverse,) = torch.autograd.grad(col.square().sum(), x)
+            (g,) = torch.autograd.grad(chain(x).sum(), x, create_graph=True)
+            (reverse_over_reverse,) = torch.autograd.grad((g * v).sum(), x)
+        return forward_over_reverse, reverse_over_reverse
+
+    for a, b in zip(second_order(new), second_order(old)):
+        assert rel_err(a, b) < 1e-14
+
+
+@pytest.mark.parametrize(("dtype", "rounding"), [(torch.float64, 1e-14), (torch.float32, 1e-5)])
+def test_filtered_lrelu_jacobian_equals_the_three_op_form(dtype: torch.dtype, rounding: float) -> None:
+    """The whole filtered leaky ReLU (upsample, the one-factor nonlinearity, downsample): forward-mode
+    columns under vmap against the same op with the three-op nonlinearity."""
+    import gan_probe.models.nvidia.stylegan3_ops as ops
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 3, 12, 12, generator=gen, dtype=torch.float64).to(dtype)
+    b, fu, fd = (torch.randn(n, generator=gen, dtype=torch.float64).to(dtype) for n in (3, 12, 12))
+    kwargs = {"up": 2, "down": 2, "padding": [9, 8, 9, 8], "gain": math.sqrt(2), "slope": 0.2, "clamp": 1.5}
+    tangents = torch.randn(5, *x.shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    def previous(x: torch.Tensor) -> torch.Tensor:
+        y = ops.upsample_fir(x + b.reshape(1, -1, 1, 1), fu, 2, kwargs["padding"])
+        y = three_op_lrelu_gain_clamp(y, kwargs["slope"], kwargs["gain"], kwargs["clamp"])
+        return ops.downsample_fir(y, fd, 2)
+
+    def current(x: torch.Tensor) -> torch.Tensor:
+        return filtered_leaky_relu(x, b, fu, fd, **kwargs)
+
+    assert torch.equal(current(x), previous(x))
+    new = torch.func.vmap(lambda t: torch.func.jvp(current, (x,), (t,))[1])(tangents)
+    old = torch.func.vmap(lambda t: torch.func.jvp(previous, (x,), (t,))[1])(tangents)
+    assert rel_err(new, old) < rounding

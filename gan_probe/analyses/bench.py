@@ -55,20 +55,32 @@ from gan_probe.models.synthetic import (
     synthetic_dcgan,
     synthetic_linear,
     synthetic_stylegan2,
+    synthetic_stylegan3,
 )
 from gan_probe.spectral.estimators import ESTIMATORS, ChebyshevParams, LogdetEstimate, estimate_half_logdet
 from gan_probe.spectral.exact import spectrum_from_jacobian
-from gan_probe.spectral.jacobian import Fn
+from gan_probe.spectral.jacobian import Fn, default_chunk_size
 from gan_probe.spectral.operator import JacobianOperator
 from gan_probe.spectral.plan import estimator_params
 from gan_probe.spectral.route import exact_spectrum
 
 #: The synthetic generators ``bench`` and ``bench throughput`` time (spectrum: ``bench spectrum``'s linear ones).
-SYNTHETIC_MODELS = ("dcgan64", "dcgan64-nz128", "stylegan2-256", "stylegan2-64", "stylegan2-32")
+SYNTHETIC_MODELS = (
+    "dcgan64",
+    "dcgan64-nz128",
+    "stylegan2-256",
+    "stylegan2-64",
+    "stylegan2-32",
+    "stylegan3-t-256",
+    "stylegan3-t-32",
+)
 SYNTHETIC = (*SYNTHETIC_MODELS, "spectrum")
 DEFAULT_CONDS = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
 #: (size, channel_multiplier) of the synthetic StyleGAN2s
 _STYLEGAN2_SIZES = {"stylegan2-256": (256, 2), "stylegan2-64": (64, 1), "stylegan2-32": (32, 1)}
+#: (size, channel_base, channel_max, num_layers) of the synthetic StyleGAN3-Ts: NVIDIA's config T at 256 px,
+#: and a small one of the same construction (4 layers, 32 channels at most) for tests
+_STYLEGAN3_SIZES = {"stylegan3-t-256": (256, 32768, 512, 14), "stylegan3-t-32": (32, 512, 32, 4)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ class SyntheticModelParams:
     ``name``: one of :data:`SYNTHETIC_MODELS`; ``nz``: a DCGAN's latent size
     (default 100, 128 for dcgan64-nz128); a StyleGAN2's latent ``space`` (z, w
     or w+), ``channels`` (one width at every resolution: a narrow, CPU-sized
-    model) and ``style_dim``."""
+    model) and ``style_dim``; the StyleGAN3-Ts take the same three (z_dim = w_dim = style_dim)."""
 
     name: str | None = None
     nz: int | None = None
@@ -105,6 +117,11 @@ class SyntheticModelParams:
     def stylegan2(self) -> bool:
         return (self.name or "").startswith("stylegan2")
 
+    @property
+    def stylegan(self) -> bool:
+        """A StyleGAN2 or StyleGAN3: takes ``space``, ``channels`` and ``style_dim``."""
+        return (self.name or "").startswith("stylegan")
+
     def build(self, *, seed: int, device: torch.device, dtype: torch.dtype) -> LoadedGenerator:
         """The synthetic generator, seeded, on ``device`` in ``dtype``."""
         if self.name is None:
@@ -117,6 +134,20 @@ class SyntheticModelParams:
                 space=self.space,
                 channels=self.channels,
                 style_dim=self.style_dim,
+                seed=seed,
+                device=device,
+                dtype=dtype,
+            )
+        if self.name in _STYLEGAN3_SIZES:
+            size, base, cmax, layers = _STYLEGAN3_SIZES[self.name]
+            return synthetic_stylegan3(
+                size,
+                channel_base=base,
+                channel_max=cmax,
+                num_layers=layers,
+                style_dim=self.style_dim,
+                space=self.space,
+                channels=self.channels,
                 seed=seed,
                 device=device,
                 dtype=dtype,
@@ -176,6 +207,9 @@ class BenchParams:
     warmup: int = 1
     #: time the limit (nz JVPs + QR) too
     limit: bool = True
+    #: time exact's and the limit's JVPs on this many of the nz columns and scale to nz (0: all nz); the QR
+    #: and SVD are then timed on an N x nz matrix of the same shape (:func:`column_subset_seconds`)
+    columns: int = 0
 
     def validate(self) -> BenchParams:
         for name, low, high in (
@@ -197,6 +231,13 @@ class BenchParams:
         if self.chunk_size is not None:
             check_count(self.chunk_size, "the chunk size", param="chunk_size")
         check_count(self.naive_rows, "naive_rows", param="naive_rows", low=0)
+        check_count(self.columns, "columns", param="columns", low=0)
+        if self.columns and (self.methods or self.gradient or (self.naive_latents and not self.naive_rows)):
+            raise GanProbeError(
+                "--columns times the exact method's cost without its value: use it with --methods none "
+                "--no-gradient and --naive-rows (or --naive-latents 0)",
+                param="columns",
+            )
         for c in self.conds:
             if not (math.isfinite(c) and c >= 1):
                 raise GanProbeError(f"condition numbers must be finite and >= 1, got {c!r}", param="conds")
@@ -245,6 +286,71 @@ def naive_row_seconds(fn: Fn, z: torch.Tensor, rows: int) -> tuple[float, int]:
         synchronize(z.device)
         seconds = time.perf_counter() - t0
     return seconds / len(picks), n
+
+
+def column_picks(nz: int, columns: int) -> list[int]:
+    """``columns`` latent axes evenly spread over 0 .. nz - 1 (all nz when columns >= nz)."""
+    return sorted(set(torch.linspace(0, nz - 1, min(columns, nz)).round().long().tolist()))
+
+
+def column_subset_operator(op: JacobianOperator, picks: list[int]) -> JacobianOperator:
+    """The operator of u -> G(z + u E) at u = 0 with E the rows ``picks`` of the identity: its Jacobian is
+    J's columns ``picks``, built by the same chunked forward-mode products (``op``'s chunk size and routes)."""
+    basis = torch.eye(op.nz, dtype=op.z.dtype, device=op.z.device)[picks]  # (k, nz)
+    z = op.z.detach()
+
+    def fn(u: torch.Tensor) -> torch.Tensor:
+        return op.fn(z + u @ basis)
+
+    u0 = torch.zeros(z.shape[0], len(picks), dtype=z.dtype, device=z.device)
+    chunk = op.chunk_size or default_chunk_size(op.batch, op.nz)  # the whole J's chunk, not one of len(picks)
+    return JacobianOperator(fn, u0, chunk_size=chunk, routes=op.routes)
+
+
+def column_subset_seconds(
+    op: JacobianOperator, output_dim: int, columns: int, *, repeats: int, warmup: int, seed: int
+) -> dict[str, Any]:
+    """Exact's and the limit's seconds for all ``op.batch`` latents, their JVPs timed on ``columns`` of the nz
+    columns (evenly spread, chunked as the whole J is) and scaled by nz / columns; the float64 QR (limit) and
+    QR + SVD (exact, :func:`spectrum_from_jacobian`) timed on a seeded Gaussian matrix of J's shape
+    (B, N, nz) in J's dtype, whose cost does not depend on its values. For a generator too slow for nz
+    products in the time at hand; the report labels both rows so.
+
+    Each chunk of the JVPs also runs the primal forward pass once, so the scaling is exact when ``columns``
+    is a multiple of the chunk; with fewer columns than one chunk the primal is counted nz / columns times
+    instead of nz / chunk times and the estimate is high (``whole_chunks`` False in the result)."""
+    picks = column_picks(op.nz, columns)
+    sub = column_subset_operator(op, picks)
+    chunk = int(sub.chunk_size or 1)
+    device = op.z.device
+    with torch.no_grad():
+        t_cols, times_cols, _ = time_call(sub.dense, device, repeats=repeats, warmup=warmup)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        stand_in = torch.randn(op.batch, output_dim, op.nz, generator=gen, dtype=op.dtype, device=device)
+        t_svd, times_svd, _ = time_call(
+            lambda: spectrum_from_jacobian(stand_in), device, repeats=repeats, warmup=min(warmup, 1)
+        )
+        t_qr, times_qr, _ = time_call(
+            lambda: torch.linalg.qr(stand_in.to(torch.float64), mode="r").R, device, repeats=repeats, warmup=0
+        )
+    scale = op.nz / len(picks)
+    return {
+        "columns_timed": len(picks),
+        "nz": op.nz,
+        "chunk": chunk,
+        "whole_chunks": len(picks) % chunk == 0,
+        "jvp_seconds_timed": t_cols,
+        "jvp_times_s": times_cols,
+        "jvp_seconds_scaled": t_cols * scale,
+        "qr_svd_seconds": t_svd,
+        "qr_seconds": t_qr,
+        "qr_svd_times_s": times_svd,
+        "qr_times_s": times_qr,
+        "exact_seconds": t_cols * scale + t_svd,
+        "limit_seconds": t_cols * scale + t_qr,
+        "exact_times_s": [t * scale + t_svd for t in times_cols],
+        "limit_times_s": [t * scale + t_qr for t in times_cols],
+    }
 
 
 def peak_memory_bytes(device: torch.device) -> int | None:
@@ -369,13 +475,33 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
     rows: list[dict[str, Any]] = []
 
     warm = params.warmup
-    t_exact, times, spec = time_call(
-        lambda: exact_spectrum(op, route=plan.route, block=plan.block), device, repeats=reps, warmup=warm
-    )
-    exact_half = spec.half_logdet.cpu()
-    rows.append(_row("exact", t_exact, times, params.num, note="loglik --method exact (nz JVPs, QR + SVD in float64)"))
     ratios: dict[str, float] = {}
-    if params.limit:
+    subset = 0 < params.columns < nz
+    extra: dict[str, Any] = {}
+    if subset:
+        cols = column_subset_seconds(op, gen.output_dim, params.columns, repeats=reps, warmup=warm, seed=params.seed)
+        extra["column_subset"] = cols
+        how = (
+            f"{cols['columns_timed']} of {nz} columns' JVPs timed (chunks of {cols['chunk']}), scaled by "
+            f"{nz / cols['columns_timed']:.4g}; the float64 {{}} timed on a stand-in matrix of J's shape"
+        )
+        if not cols["whole_chunks"]:
+            how += "; not whole chunks: the primal pass is over-counted, the time is high"
+        t_exact = cols["exact_seconds"]
+        rows.append(_row("exact", t_exact, cols["exact_times_s"], params.num, note=how.format("QR + SVD")))
+        exact_half = torch.full((params.num,), math.nan, dtype=torch.float64)
+        if params.limit:
+            t_limit = cols["limit_seconds"]
+            rows.append(_row("limit", t_limit, cols["limit_times_s"], params.num, note=how.format("QR")))
+            ratios["exact_over_limit"] = t_exact / t_limit
+    else:
+        t_exact, times, spec = time_call(
+            lambda: exact_spectrum(op, route=plan.route, block=plan.block), device, repeats=reps, warmup=warm
+        )
+        exact_half = spec.half_logdet.cpu()
+        note = "loglik --method exact (nz JVPs, QR + SVD in float64)"
+        rows.append(_row("exact", t_exact, times, params.num, note=note))
+    if params.limit and not subset:
         t_limit, times, _ = time_call(lambda: limit_jacobian_qr(op), device, repeats=reps, warmup=warm)
         rows.append(_row("limit", t_limit, times, params.num, note="nz batched JVPs + one float64 QR of J"))
         ratios["exact_over_limit"] = t_exact / t_limit
@@ -433,15 +559,16 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
         row["ratio_to_exact"] = row["per_latent_s"] / (t_exact / params.num)
 
     is_dcgan64x3 = gen.arch == "dcgan" and tuple(gen.output_shape) == (3, 64, 64)
-    is_sg2_256 = gen.arch == "stylegan2" and tuple(gen.output_shape) == (3, 256, 256)
+    family = style_family(gen.arch)
+    is_style_256 = family is not None and tuple(gen.output_shape) == (3, 256, 256)
     paper_cheb = params.params_for("chebyshev") == ChebyshevParams()
     targets = []
     on_device = TARGETS["exact_over_limit"].runs_on(device)
     if "exact_over_limit" in ratios:
         targets.append(TARGETS["exact_over_limit"].check(ratios["exact_over_limit"], applies=on_device))
     if "naive_over_exact_per_latent" in ratios:
-        naive = TARGETS["stylegan2_naive_over_exact" if gen.arch == "stylegan2" else "naive_over_exact"]
-        stated = is_sg2_256 if gen.arch == "stylegan2" else is_dcgan64x3
+        naive = TARGETS[f"{family}_naive_over_exact" if family else "naive_over_exact"]
+        stated = is_style_256 if family else is_dcgan64x3
         targets.append(naive.check(ratios["naive_over_exact_per_latent"], applies=stated and naive.runs_on(device)))
     if "chebyshev_over_exact" in ratios:
         cheb = TARGETS["chebyshev_over_exact"]
@@ -465,8 +592,16 @@ def run_bench(gen: LoadedGenerator, params: BenchParams) -> BenchResult:
             "nz": nz,
             "output_dim": gen.output_dim,
             "peak_memory_bytes": peak_memory_bytes(device),
+            **extra,
         },
     )
+
+
+def style_family(arch: str) -> str | None:
+    """'stylegan2' or 'stylegan3' for a generator of that family in any layout (rosinality's ``stylegan2``,
+    NVIDIA's 'StyleGAN2-ADA (skip)', 'StyleGAN3-T', ...), else None: the family a StyleGAN target names."""
+    name = arch.lower()
+    return next((f for f in ("stylegan2", "stylegan3") if name.startswith(f)), None)
 
 
 def spectrum_exact_seconds(
@@ -617,6 +752,9 @@ __all__ = [
     "BenchResult",
     "LinearModelParams",
     "SyntheticModelParams",
+    "column_picks",
+    "column_subset_operator",
+    "column_subset_seconds",
     "error_stats",
     "estimator_runs",
     "exact_value_and_gradient",
@@ -629,4 +767,5 @@ __all__ = [
     "run_bench",
     "run_spectrum_bench",
     "spectrum_exact_seconds",
+    "style_family",
 ]

@@ -82,6 +82,15 @@ TARGETS: dict[str, Target] = {
         ANY_DEVICE,
         "the target is stated for a 256x256 StyleGAN2",
     ),
+    "stylegan3_naive_over_exact": Target(
+        "naive / exact per latent, StyleGAN3 256x256",
+        "seconds per latent of the reverse-mode peer over exact's",
+        ">=",
+        100.0,
+        "bench",
+        ANY_DEVICE,
+        "the target is stated for a 256x256 StyleGAN3",
+    ),
     "chebyshev_over_exact": Target(
         "chebyshev (paper setting) / exact",
         "seconds of the paper's Chebyshev setting over exact's",

@@ -174,24 +174,26 @@ SynthArg = Annotated[
         help="Time a synthetic model instead of CKPT: dcgan64 (PyTorch-examples 64x64x3 DCGAN, nz=100, ngf=64, "
         "DCGAN init), dcgan64-nz128, stylegan2-256 (rosinality layout, 256x256, channel_multiplier 2, "
         "style_dim 512, random init, w space), stylegan2-64 (the same at 64x64, channel_multiplier 1: CPU-sized), "
-        "stylegan2-32 (32x32)."
+        "stylegan2-32 (32x32), stylegan3-t-256 (gan-probe's StyleGAN3 with NVIDIA's config T at 256x256: channel base "
+        "32768, channel max 512, 14 layers, margin 10; NVIDIA's init and Kaiser filters, seeded; w space), "
+        "stylegan3-t-32 (32x32, channel base 512, channel max 32, 4 layers: test-sized)."
     ),
 ]
 SynthNzArg = Annotated[
     Optional[int], typer.Option(help="nz of a synthetic DCGAN \\[default: 100; dcgan64-nz128: 128].")
 ]
 SynthSpaceArg = Annotated[
-    str, typer.Option(help="stylegan2 models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
+    str, typer.Option(help="stylegan models: the latent space benched, z, w or w+ (w+: 2 log2(size) - 2 x 512).")
 ]
 SynthChannelsArg = Annotated[
     Optional[int],
-    typer.Option(help="stylegan2 models: one channel width at every resolution (a narrow, CPU-sized model)."),
+    typer.Option(help="stylegan models: one channel width at every resolution (a narrow, CPU-sized model)."),
 ]
 SynthStyleDimArg = Annotated[
     int,
     typer.Option(
-        help="stylegan2 models: style_dim (w+ has one style per layer; it is singular unless every modulated "
-        "layer has at least style_dim input channels)."
+        help="stylegan models: style_dim, StyleGAN3's z_dim = w_dim (w+ has one style per layer; it is singular "
+        "unless every modulated layer has at least style_dim input channels)."
     ),
 ]
 MethodsArg = Annotated[str, typer.Option(help=f"Estimators to time: a comma list of {','.join(ESTIMATORS)}, or none.")]
@@ -263,9 +265,17 @@ def bench(
         Optional[int],
         typer.Option(
             help="Time the naive peer on this many output rows and extrapolate to all of them (0: the whole "
-            "Jacobian) [default: 64 for stylegan2 models, 0 otherwise]."
+            "Jacobian) [default: 64 for stylegan models, 0 otherwise]."
         ),
     ] = None,
+    columns: Annotated[
+        int,
+        typer.Option(
+            help="Time exact's and the limit's JVPs on this many of the nz columns (evenly spread) and scale them "
+            "to nz, with the QR and SVD timed on a stand-in of J's shape: for models too slow for nz products "
+            "(needs --methods none --no-gradient and --naive-rows) [default: 0, all nz columns]."
+        ),
+    ] = _BENCH.columns,
 ) -> Outcome:
     """Time the exact method against its limit, the naive reverse-mode peer, the estimators and the exact gradient.
 
@@ -287,10 +297,11 @@ def bench(
         chunk_size=chunk_size,
         gradient=gradient,
         seed=ctx.common.seed,
-        naive_rows=naive_rows if naive_rows is not None else (64 if model.stylegan2 else _BENCH.naive_rows),
+        naive_rows=naive_rows if naive_rows is not None else (64 if model.stylegan else _BENCH.naive_rows),
         splits=parse_splits(splits),
         warmup=warmup,
         limit=limit,
+        columns=columns,
     ).validate()
     _no_torchrun("bench")
     gen = (
@@ -374,7 +385,8 @@ def _parameters(
         "splits": [f"{a}x{b}" for a, b in params.splits] or None,
         "warmup": params.warmup,
         "limit": params.limit,
-        "synthetic_space": model.space if model.stylegan2 else None,
+        "columns": params.columns,
+        "synthetic_space": model.space if model.stylegan else None,
         "synthetic_channels": model.channels,
         "synthetic_style_dim": model.style_dim,
         "estimators": {name: params_json(ctx.estimators[name]) for name in params.methods},

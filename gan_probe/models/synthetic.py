@@ -16,6 +16,8 @@
   examples' initialisation (no trained 64x64 checkpoint ships).
 - :func:`synthetic_stylegan2`: rosinality's StyleGAN2 layout at a given size
   and channel multiplier, randomly initialised (seeded), seen from one latent space.
+- :func:`synthetic_stylegan3`: gan-probe's rebuild of NVIDIA's StyleGAN3 (config T)
+  with NVIDIA's initialisation (seeded) and its Kaiser filters, seen from one latent space.
 """
 
 from __future__ import annotations
@@ -244,6 +246,128 @@ def synthetic_stylegan2(
     return loaded
 
 
+def stylegan3_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """NVIDIA's initialisation of ``training.networks_stylegan3.Generator`` on gan-probe's rebuild
+    (:class:`gan_probe.models.nvidia.stylegan3.StyleGAN3Generator`), config T (separable filters).
+
+    Dense layers: weight N(0, 1) / lr_multiplier, bias 0, but the layers' style affines start at bias 1
+    and the input's affine at weight 0, bias (1, 0, 0, 0) (the identity transform); the Fourier input's
+    frequencies f = b r / (|r| e^{|r|^2 / 4}) with r ~ N(0, I_2) and b its bandwidth, phases U(-1/2, 1/2),
+    mixing weight N(0, 1); convolution weights N(0, 1), biases 0, ``magnitude_ema`` 1, ``w_avg`` 0; the
+    filters are NVIDIA's designs, ``scipy.signal.firwin(taps, cutoff, width = 2 half_width, fs)`` at each
+    layer's band limits (stored float32, as NVIDIA stores them)."""
+    import scipy.signal
+
+    from gan_probe.models.nvidia.stylegan3 import FullyConnected, StyleGAN3Generator, SynthesisLayer
+
+    if not isinstance(module, StyleGAN3Generator):
+        raise TypeError(f"stylegan3_init_ initialises a StyleGAN3Generator, got {type(module).__name__}")
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator)
+
+    def lowpass(taps: int, cutoff: float, half_width: float, fs: float) -> torch.Tensor:
+        taps_ = scipy.signal.firwin(numtaps=taps, cutoff=cutoff, width=2 * half_width, fs=fs)
+        return torch.as_tensor(taps_, dtype=torch.float32)
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, FullyConnected):
+                lr = m.bias_gain
+                m.weight.copy_(normal(*m.weight.shape) / lr)
+                m.bias.zero_()
+        inp = module.synthesis.input
+        inp.affine.weight.zero_()
+        inp.affine.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+        inp.weight.copy_(normal(*inp.weight.shape))
+        freqs = normal(inp.channels, 2)
+        radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
+        inp.freqs.copy_(freqs / (radii * radii.square().exp().pow(0.25)) * inp.bandwidth)
+        inp.phases.copy_(torch.rand(inp.channels, generator=generator) - 0.5)
+        for m in module.modules():
+            if isinstance(m, SynthesisLayer):
+                g = m.geometry
+                if g.radial_down:
+                    raise ValueError("stylegan3_init_ designs the separable filters of config T, not config R's")
+                m.affine.bias.fill_(1.0)
+                m.weight.copy_(normal(*m.weight.shape))
+                m.bias.zero_()
+                m.magnitude_ema.fill_(1.0)
+                if m.up_filter is not None:
+                    m.up_filter.copy_(lowpass(g.up_taps, g.in_cutoff, g.in_half_width, g.tmp_sampling_rate))
+                if m.down_filter is not None:
+                    m.down_filter.copy_(lowpass(g.down_taps, g.out_cutoff, g.out_half_width, g.tmp_sampling_rate))
+    return module
+
+
+def synthetic_stylegan3(
+    size: int,
+    *,
+    channel_base: int = 32768,
+    channel_max: int = 512,
+    num_layers: int = 14,
+    style_dim: int = 512,
+    space: str = "w",
+    channels: int | None = None,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> LoadedGenerator:
+    """A StyleGAN3-T with NVIDIA's initialisation (seeded, :func:`stylegan3_init_`), seen from ``space``.
+
+    NVIDIA's config T hyperparameters otherwise (``StyleGAN3Config``'s defaults: 2 mapping layers, 2 critical
+    layers, margin 10, filter size 6, lrelu upsampling 2, conv_clamp 256, output scale 0.25), z_dim = w_dim =
+    ``style_dim``, 3 channels. ``channels``: one width for every layer but ToRGB (channel_max = channels,
+    channel_base = channels * size), a narrow, CPU-sized model."""
+    from gan_probe.models.latent_spaces import stylegan2_latent
+    from gan_probe.models.nvidia.stylegan3 import StyleGAN3Config, StyleGAN3Generator
+
+    if channels:
+        channel_base, channel_max = channels * size, channels
+    cfg = StyleGAN3Config(
+        z_dim=style_dim,
+        c_dim=0,
+        w_dim=style_dim,
+        img_resolution=size,
+        img_channels=3,
+        channel_base=channel_base,
+        channel_max=channel_max,
+        num_layers=num_layers,
+    )
+    module = StyleGAN3Generator(cfg)
+    stylegan3_init_(module, torch.Generator().manual_seed(seed + 31))
+    latent, prior, record = stylegan2_latent(
+        module, space=space, truncation=None, noise=None, latent_avg=None, device=device, dtype=dtype
+    )
+    config = {
+        "architecture": module.architecture,
+        "resolution": size,
+        "channel_base": channel_base,
+        "channel_max": channel_max,
+        "num_layers": num_layers,
+        "z_dim": style_dim,
+        "w_dim": style_dim,
+        "layers": list(module.synthesis.layer_names),
+        **record,
+    }
+    loaded = wrap_module(
+        latent,
+        arch=module.architecture,
+        config=config,
+        nz=latent.nz,
+        prior=prior,
+        source="synthetic",
+        output_shape=(3, size, size),
+        output_range=(-1.0, 1.0),
+        provenance=f"synthetic: gan-probe's StyleGAN3-T (NVIDIA's layout and init), {size}px, channel_base "
+        f"{channel_base}, channel_max {channel_max}, {num_layers} layers, random init, seed {seed}",
+        device=device,
+        dtype=dtype,
+    )
+    loaded.ignores_norm = space == "z"
+    return loaded
+
+
 __all__ = [
     "HADAMARD_FROM_NZ",
     "OPERATORS",
@@ -257,5 +381,7 @@ __all__ = [
     "rosinality_channels",
     "synthetic_dcgan",
     "synthetic_linear",
+    "stylegan3_init_",
     "synthetic_stylegan2",
+    "synthetic_stylegan3",
 ]
