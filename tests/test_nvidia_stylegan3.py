@@ -435,3 +435,37 @@ def test_filtered_lrelu_jacobian_equals_the_three_op_form(dtype: torch.dtype, ro
     new = torch.func.vmap(lambda t: torch.func.jvp(current, (x,), (t,))[1])(tangents)
     old = torch.func.vmap(lambda t: torch.func.jvp(previous, (x,), (t,))[1])(tangents)
     assert rel_err(new, old) < rounding
+
+
+def test_the_derivative_factor_is_computed_only_where_a_derivative_is_taken(monkeypatch) -> None:
+    """A plain evaluation (no_grad, no transform) takes the plain ops, with the same bits; a forward-mode
+    product under vmap, a forward-AD dual and reverse mode take the one-factor op."""
+    import gan_probe.models.nvidia.stylegan3_ops as ops
+
+    calls = []
+    apply = ops._LeakyReluGainClamp.apply
+
+    def counted(*args):
+        calls.append(1)
+        return apply(*args)
+
+    monkeypatch.setattr(ops._LeakyReluGainClamp, "apply", counted)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 12, 12, generator=gen, dtype=torch.float64)
+    b, fu, fd = (torch.randn(n, generator=gen, dtype=torch.float64) for n in (3, 12, 12))
+    kwargs = {"up": 2, "down": 2, "padding": [9, 8, 9, 8], "gain": math.sqrt(2), "slope": 0.2, "clamp": 1.5}
+
+    def op(x: torch.Tensor) -> torch.Tensor:
+        return filtered_leaky_relu(x, b, fu, fd, **kwargs)
+
+    with torch.no_grad():
+        plain = op(x)
+    assert not calls
+    with torch.no_grad():
+        torch.func.vmap(lambda t: torch.func.jvp(op, (x,), (t,))[1])(torch.randn(2, *x.shape, dtype=torch.float64))
+    assert len(calls) == 1
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        assert torch.equal(torch.autograd.forward_ad.unpack_dual(op(dual)).primal, plain)
+    assert len(calls) == 2
+    assert torch.equal(op(x.clone().requires_grad_(True)).detach(), plain) and len(calls) == 3

@@ -137,8 +137,32 @@ def filtered_leaky_relu(
     x = x + bias.to(x.dtype).reshape(1, -1, 1, 1)
     x = upsample_fir(x, up_filter, up, padding)
     if slope != 1 or gain != 1 or clamp is not None:
-        x = _LeakyReluGainClamp.apply(x, slope, gain, clamp)[0]
+        x = (
+            _LeakyReluGainClamp.apply(x, slope, gain, clamp)[0]
+            if _differentiated(x)
+            else _lrelu_gain_clamp(x, slope, gain, clamp)
+        )
     return downsample_fir(x, down_filter, down)
+
+
+def _lrelu_gain_clamp(u: torch.Tensor, slope: float, gain: float, clamp: float | None) -> torch.Tensor:
+    """clamp(gain * lrelu(u, slope), clamp): the value of :class:`_LeakyReluGainClamp`, bit for bit, without
+    its derivative factor (a plain evaluation, where no product will ask for it)."""
+    y = F.leaky_relu(u, slope) if slope != 1 else u
+    if gain != 1:
+        y = y * gain
+    return y.clamp(-clamp, clamp) if clamp is not None else y
+
+
+def _differentiated(u: torch.Tensor) -> bool:
+    """Whether a derivative of ``u`` may be asked for: reverse mode records it, a forward-mode dual carries a
+    tangent, or a torch.func transform (jvp, vjp, vmap) wraps it. A plain evaluation (sampling, under
+    no_grad) skips the derivative factor, which costs about half again the forward's time."""
+    if torch.is_grad_enabled() and u.requires_grad:
+        return True
+    if torch.autograd.forward_ad.unpack_dual(u).tangent is not None:
+        return True
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(u))
 
 
 class _LeakyReluGainClamp(torch.autograd.Function):
@@ -158,9 +182,7 @@ class _LeakyReluGainClamp(torch.autograd.Function):
 
     @staticmethod
     def forward(u: torch.Tensor, slope: float, gain: float, clamp: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-        y = F.leaky_relu(u, slope) if slope != 1 else u
-        if gain != 1:
-            y = y * gain
+        y = _lrelu_gain_clamp(u, slope, gain, None)
         one = torch.tensor(gain, dtype=u.dtype, device=u.device)
         d = torch.where(u > 0, one, torch.tensor(gain * slope, dtype=u.dtype, device=u.device))
         if clamp is not None:
