@@ -391,6 +391,32 @@ def test_a_js_bound_at_its_ceiling_is_flagged():
     assert ceiling["at_ceiling"] is True and below["at_ceiling"] is False and kl["at_ceiling"] is False
 
 
+def test_an_rkl_lower_estimate_below_zero_is_flagged_and_noted():
+    """KL >= 0: a negative lower estimate (a model-side encoder far from the posterior) bounds nothing."""
+    from gan_probe.analyses.divergence import DivergenceEstimate
+    from gan_probe.cli.divergence import _notes
+
+    negative = DivergenceEstimate("rkl", 8423.0, 130.0, -2049.0, 90.0, "model", 4)
+    positive = DivergenceEstimate("rkl", 8423.0, 130.0, 2049.0, 90.0, "model", 4)
+    kl = DivergenceEstimate("kl", 5.0, 0.1, -1.0, 0.1, "data", 4)
+    assert negative.to_json()["estimate_below_zero"] is True
+    assert positive.to_json()["estimate_below_zero"] is False and kl.to_json()["estimate_below_zero"] is False
+
+    class Sigma:
+        sigma = 0.1
+        divergences = {"rkl": negative, "kl": kl}
+
+    class Result:
+        interrupted = False
+        per_sigma = [Sigma()]
+
+        class data:  # noqa: N801 - the attribute the notes read
+            conversion: list[str] = []
+
+    (note,) = _notes(Result())  # type: ignore[arg-type]
+    assert "lower estimate -2,049 is below 0" in note and "[0, 8,423]" in note
+
+
 def test_an_interrupt_keeps_the_sigmas_finished_and_drops_the_one_in_progress(monkeypatch):
     """Ctrl-C (a KeyboardInterrupt from the deferred signal's poll) in the third encoder fit, the first of the
     second sigma: the first sigma is kept whole and equals an uninterrupted run's; in the first sigma nothing is."""

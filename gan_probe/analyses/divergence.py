@@ -729,8 +729,15 @@ class DivergenceEstimate:
             "encoder": self.encoder,
             # JS <= ln 2 always: a bound at that ceiling (every sample's log-ratio saturated) says nothing
             "at_ceiling": self.name == "js" and self.bound >= math.log(2) * (1 - 1e-9),
+            "estimate_below_zero": self.estimate_below_zero,
             "meaning": meaning,
         }
+
+    @property
+    def estimate_below_zero(self) -> bool:
+        """An rkl lower estimate below 0: a KL never is, so the interval says only [0, bound] (the model-side
+        encoder is far from the posterior there)."""
+        return self.name == "rkl" and self.estimate is not None and self.estimate < 0
 
 
 def _mean_se(x: torch.Tensor) -> tuple[float, float]:

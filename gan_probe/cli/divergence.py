@@ -128,6 +128,14 @@ def _notes(result: DivergenceResult) -> list[str]:
             f"interrupted: {done} of {len(sigmas)} spread widths measured (sigma {sigmas[done]:g} was in progress "
             "and is dropped)"
         )
+    for s in result.per_sigma:
+        rkl = s.divergences.get("rkl")
+        if rkl is not None and rkl.estimate_below_zero:
+            notes.append(
+                f"rkl at sigma {s.sigma:g}: the lower estimate {rkl.estimate:,.0f} is below 0, where no KL lies, so "
+                f"the interval says only [0, {rkl.bound:,.0f}]: the model-side encoder is far from the posterior "
+                "(--importance, --refine or --ais tighten it)"
+            )
     return notes
 
 
