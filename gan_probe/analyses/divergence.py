@@ -51,6 +51,7 @@ from gan_probe.data import ImageData, images_from_tensor, load_images
 from gan_probe.errors import DataError, GanProbeError
 from gan_probe.limits import check_count
 from gan_probe.models.checkpoint import LoadedGenerator
+from gan_probe.models.prior_net import with_normal_latent
 from gan_probe.models.priors import MappedPrior
 
 #: The divergences this command bounds, by name.
@@ -817,6 +818,8 @@ class DivergenceResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: Ctrl-C stopped the run: ``per_sigma`` holds the sigmas finished (a prefix of ``params.sigmas``)
     interrupted: bool = False
+    #: the latent the encoders and ``model_z`` / encoder means live in: z, or u with z = low + (high - low) Phi(u)
+    latent: str = "z"
 
     @property
     def dim(self) -> int:
@@ -836,6 +839,7 @@ class DivergenceResult:
             "pixel_range": [float(imgs.min()), float(imgs.max())],
             "data": self.data.describe(),
             "encoder": self.encoder,
+            "latent": self.latent,
             "units": "nats (per_dim: nats per output dimension; bits_per_dim: bits per output dimension)",
             "results": [s.to_json() for s in self.per_sigma],
             "interrupted": self.interrupted,
@@ -885,11 +889,17 @@ def run_divergence(
     (:func:`gan_probe.analyses.memory.divergence_memory`).
     """
     params.validate()
-    if isinstance(gen.prior, MappedPrior) or gen.prior.kind != "normal":
+    if isinstance(gen.prior, MappedPrior):
         raise GanProbeError(
-            f"divergence needs a normal prior with a density in the latent space, got {gen.prior.describe()}",
-            param="prior",
+            f"divergence needs a latent prior with a density, got {gen.prior.describe()}: use --space z",
+            param="space",
         )
+    # a uniform prior is read through z = low + (high - low) Phi(u), u ~ N(0, I): the same outputs, and an
+    # encoder over u whose Gaussian draws never leave the prior's support
+    latent = "z"
+    if gen.prior.kind == "uniform":
+        latent = f"u ~ N(0, I), z = {gen.prior.low:g} + ({gen.prior.high:g} - {gen.prior.low:g}) Phi(u)"
+    gen = with_normal_latent(gen)
     data = _load(gen, params)
     x = data.images.reshape(data.images.shape[0], -1).to(torch.float64)
     train_idx, held_idx = split_heldout(x.shape[0], params.heldout, params.seed)
@@ -919,7 +929,7 @@ def run_divergence(
             raise  # under torchrun an interrupt stops every rank and nothing is written; here nothing was done
         interrupted = True
     description = results[0].fits["data"].encoder.describe()
-    return DivergenceResult(params, data, held_idx, results, description, timings, interrupted)
+    return DivergenceResult(params, data, held_idx, results, description, timings, interrupted, latent)
 
 
 def _measure_sigma(

@@ -128,6 +128,8 @@ def _notes(result: DivergenceResult) -> list[str]:
             f"interrupted: {done} of {len(sigmas)} spread widths measured (sigma {sigmas[done]:g} was in progress "
             "and is dropped)"
         )
+    if result.latent != "z":
+        notes.append(f"the uniform prior is read through its normal reparametrisation: {result.latent}")
     for s in result.per_sigma:
         rkl = s.divergences.get("rkl")
         if rkl is not None and rkl.estimate_below_zero:

@@ -185,6 +185,48 @@ class _Composed(nn.Module):
         return self.g(code) if self.noise is None else frozen_call(self.g, code, self.noise)
 
 
+class NormalToUniform(nn.Module):
+    """u -> low + (high - low) Phi(u), elementwise: u ~ N(0, I) gives exactly U([low, high]^nz) (Phi the
+    standard normal CDF), so G o this map, under N(0, I), has the distribution of G under the uniform prior."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = float(low), float(high)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.low + (self.high - self.low) * torch.special.ndtr(u)
+
+
+def with_normal_latent(gen: LoadedGenerator) -> LoadedGenerator:
+    """``gen`` itself under a normal prior; under U([low, high]^nz), G o :class:`NormalToUniform` with latent
+    u ~ N(0, I): the same distribution of outputs (what a divergence between G and data sees), with a latent
+    density that is positive and smooth everywhere (what an encoder over the latent needs)."""
+    if isinstance(gen.prior, MappedPrior) or gen.prior.kind != "uniform":
+        return gen
+    low, high = gen.prior.low, gen.prior.high
+    mapped = wrap_module(
+        _Composed(NormalToUniform(low, high), gen.module, gen.noise),
+        nz=gen.nz,
+        prior=Prior(),
+        arch=gen.arch,
+        config=gen.config,
+        output_shape=gen.output_shape,
+        output_range=gen.output_range,
+        provenance=f"{gen.provenance}; z = {low:g} + ({high:g} - {low:g}) Phi(u), u ~ N(0, I)",
+        path=gen.path,
+        sha256=gen.sha256,
+        source=gen.source,
+        device=gen.device,
+        dtype=gen.dtype,
+        key=gen.key,
+        extras=gen.extras,
+    )
+    mapped.routes.randomness = gen.routes.randomness
+    mapped.prior_net = gen.prior_net
+    mapped.notes.extend(gen.notes)
+    return mapped
+
+
 def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> LoadedGenerator:
     """G o h as a generator with latent z' (B, dim) under N(0, I); every analysis applies to it unchanged.
 
@@ -259,10 +301,12 @@ __all__ = [
     "ARCH",
     "DEFAULT_WIDTHS",
     "LoadedPriorNet",
+    "NormalToUniform",
     "PriorCritic",
     "PriorNet",
     "check_prior_net_options",
     "compose_with_prior",
     "load_prior_net",
     "save_prior_net",
+    "with_normal_latent",
 ]
