@@ -409,6 +409,7 @@ def test_an_rkl_lower_estimate_below_zero_is_flagged_and_noted():
 
     class Result:
         interrupted = False
+        latent = "z"
         per_sigma = [Sigma()]
 
         class data:  # noqa: N801 - the attribute the notes read

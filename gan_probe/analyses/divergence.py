@@ -1046,45 +1046,35 @@ def _run_ais(
     out over the ranks under torchrun, each with its own streams (:func:`chunk_seed`)."""
     steps, leapfrog = params.ais, params.ais_leapfrog
 
-    def held_chunk(sl: slice) -> tuple[torch.Tensor, float]:
-        enc = fits["data"].encoder
-        eps = pilot_step_size(gen, enc, y_held[sl], sigma, steps=params.ais_pilot, seed=chunk_seed(seed, sl.start, 0))
-        run = ais_log_q(
+    def chain(side: str, y: torch.Tensor, sl: slice, stream: int, reverse_from: AisRun | None = None) -> AisRun:
+        """AIS over the batch ``y[sl]`` from ``side``'s encoder: forward with a step size from a pilot (the chunk's
+        streams ``stream`` and ``stream + 1``), or with ``reverse_from``'s step size the reverse (BDMC) chain
+        from the model samples' true z (stream ``stream + 2``)."""
+        enc = fits[side].encoder
+        if reverse_from is None:
+            pilot_seed = chunk_seed(seed, sl.start, stream)
+            eps = pilot_step_size(gen, enc, y[sl], sigma, steps=params.ais_pilot, seed=pilot_seed)
+        else:
+            eps = reverse_from.step_size
+        return ais_log_q(
             gen,
             enc,
-            y_held[sl],
+            y[sl],
             sigma,
             steps=steps,
             num_leapfrog=leapfrog,
-            seed=chunk_seed(seed, sl.start, 1),
+            seed=chunk_seed(seed, sl.start, stream + (1 if reverse_from is None else 2)),
             step_size=eps,
+            z_posterior=None if reverse_from is None else z_m[sl],
         )
+
+    def held_chunk(sl: slice) -> tuple[torch.Tensor, float]:
+        run = chain("data", y_held, sl, 0)
         return log_ps_held[sl] - run.log_weights, run.acceptance
 
     def model_chunk(sl: slice) -> tuple[torch.Tensor, torch.Tensor, float]:
-        enc = fits["model"].encoder
-        eps = pilot_step_size(gen, enc, y_m[sl], sigma, steps=params.ais_pilot, seed=chunk_seed(seed, sl.start, 2))
-        fwd = ais_log_q(
-            gen,
-            enc,
-            y_m[sl],
-            sigma,
-            steps=steps,
-            num_leapfrog=leapfrog,
-            seed=chunk_seed(seed, sl.start, 3),
-            step_size=eps,
-        )
-        rev = ais_log_q(
-            gen,
-            enc,
-            y_m[sl],
-            sigma,
-            steps=steps,
-            num_leapfrog=leapfrog,
-            seed=chunk_seed(seed, sl.start, 4),
-            step_size=eps,
-            z_posterior=z_m[sl],
-        )
+        fwd = chain("model", y_m, sl, 2)
+        rev = chain("model", y_m, sl, 2, reverse_from=fwd)
         return fwd.log_weights, rev.log_weights, fwd.acceptance
 
     b = params.batch_size

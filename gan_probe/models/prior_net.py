@@ -197,22 +197,19 @@ class NormalToUniform(nn.Module):
         return self.low + (self.high - self.low) * torch.special.ndtr(u)
 
 
-def with_normal_latent(gen: LoadedGenerator) -> LoadedGenerator:
-    """``gen`` itself under a normal prior; under U([low, high]^nz), G o :class:`NormalToUniform` with latent
-    u ~ N(0, I): the same distribution of outputs (what a divergence between G and data sees), with a latent
-    density that is positive and smooth everywhere (what an encoder over the latent needs)."""
-    if isinstance(gen.prior, MappedPrior) or gen.prior.kind != "uniform":
-        return gen
-    low, high = gen.prior.low, gen.prior.high
-    mapped = wrap_module(
-        _Composed(NormalToUniform(low, high), gen.module, gen.noise),
-        nz=gen.nz,
+def _before_generator(
+    gen: LoadedGenerator, h: nn.Module, *, nz: int, arch: str, config: Any, provenance: str
+) -> LoadedGenerator:
+    """G o h under N(0, I) in R^nz, keeping everything else of ``gen`` (output, file, noise, notes)."""
+    composed = wrap_module(
+        _Composed(h, gen.module, gen.noise),
+        nz=nz,
         prior=Prior(),
-        arch=gen.arch,
-        config=gen.config,
+        arch=arch,
+        config=config,
         output_shape=gen.output_shape,
         output_range=gen.output_range,
-        provenance=f"{gen.provenance}; z = {low:g} + ({high:g} - {low:g}) Phi(u), u ~ N(0, I)",
+        provenance=f"{gen.provenance}; {provenance}",
         path=gen.path,
         sha256=gen.sha256,
         source=gen.source,
@@ -221,10 +218,23 @@ def with_normal_latent(gen: LoadedGenerator) -> LoadedGenerator:
         key=gen.key,
         extras=gen.extras,
     )
-    mapped.routes.randomness = gen.routes.randomness
-    mapped.prior_net = gen.prior_net
-    mapped.notes.extend(gen.notes)
-    return mapped
+    composed.routes.randomness = gen.routes.randomness
+    composed.prior_net = gen.prior_net
+    composed.notes.extend(gen.notes)
+    return composed
+
+
+def with_normal_latent(gen: LoadedGenerator) -> LoadedGenerator:
+    """``gen`` itself under a normal prior; under U([low, high]^nz), G o :class:`NormalToUniform` with latent
+    u ~ N(0, I): the same distribution of outputs (what a divergence between G and data sees), with a latent
+    density that is positive and smooth everywhere (what an encoder over the latent needs)."""
+    if isinstance(gen.prior, MappedPrior) or gen.prior.kind != "uniform":
+        return gen
+    low, high = gen.prior.low, gen.prior.high
+    provenance = f"z = {low:g} + ({high:g} - {low:g}) Phi(u), u ~ N(0, I)"
+    return _before_generator(
+        gen, NormalToUniform(low, high), nz=gen.nz, arch=gen.arch, config=gen.config, provenance=provenance
+    )
 
 
 def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> LoadedGenerator:
@@ -252,27 +262,16 @@ def compose_with_prior(gen: LoadedGenerator, prior_net: LoadedPriorNet) -> Loade
             param="prior_net",
         )
     h = copy.deepcopy(prior_net.module).to(gen.device, gen.dtype)  # the loaded h keeps its own dtype
-    composed = wrap_module(
-        _Composed(h, gen.module, gen.noise),
+    composed = _before_generator(
+        gen,
+        h,
         nz=prior_net.dim,
-        prior=Prior(),
         arch=f"{gen.arch} o {ARCH}",
         config={"generator": gen.config, "prior_net": getattr(prior_net.module, "config", {"dim": prior_net.dim})},
-        output_shape=gen.output_shape,
-        output_range=gen.output_range,
-        provenance=f"{gen.provenance}; latent z' ~ N(0, I) in R^{prior_net.dim} mapped by the prior network "
+        provenance=f"latent z' ~ N(0, I) in R^{prior_net.dim} mapped by the prior network "
         f"{prior_net.path or '(in memory)'} (sha256 {prior_net.sha256})",
-        path=gen.path,
-        sha256=gen.sha256,
-        source=gen.source,
-        device=gen.device,
-        dtype=gen.dtype,
-        key=gen.key,
-        extras=gen.extras,
     )
-    composed.routes.randomness = gen.routes.randomness
     composed.prior_net = prior_net.describe(gen.sha256)
-    composed.notes.extend(gen.notes)
     composed.notes.append(
         f"the latent is z' ~ N(0, I) of the prior network {prior_net.path or '(in memory)'}: the generator is G o h, "
         f"h: R^{prior_net.dim} -> R^{gen.nz}"
