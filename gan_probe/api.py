@@ -42,6 +42,8 @@ _EIGVECS = EigvecsParams()
 _VEFF = VeffParams()
 _PAG = PagParams()
 _REVERSAL = _PAG.reversal
+_PRIOR = PriorParams()
+_DIVERGENCE = DivergenceParams()
 
 
 def load_generator(
@@ -466,11 +468,11 @@ def prior(
     codes: str | os.PathLike[str] | torch.Tensor | None = None,
     limit: int | None = None,
     resize: bool = False,
-    reversal_steps: int = 400,
-    reversal_lr: float = 0.05,
-    reversal_optimizer: str = "sgd",
-    reversal_init_std: float = 1e-4,
-    heldout: float = 0.2,
+    reversal_steps: int = _REVERSAL.steps,
+    reversal_lr: float = _REVERSAL.lr,
+    reversal_optimizer: str = _REVERSAL.optimizer,
+    reversal_init_std: float = _REVERSAL.init_std,
+    heldout: float = _PRIOR.heldout,
     steps: int = PganParams.steps,
     dim: int | None = None,
     widths: Sequence[int] = DEFAULT_WIDTHS,
@@ -478,10 +480,10 @@ def prior(
     lr: float = PganParams.lr,
     prior_batch: int = PganParams.batch_size,
     samples: int | None = None,
-    permutations: int = 1000,
-    prior_samples: int = 1000,
-    top: int = 20,
-    batch_size: int = 64,
+    permutations: int = _PRIOR.num_permutations,
+    prior_samples: int = _PRIOR.num_prior_samples,
+    top: int = _PRIOR.num_top,
+    batch_size: int = _REVERSAL.batch_size,
     seed: int = 0,
 ) -> PriorResult:
     """Learn the data-induced prior: the distribution of the latent codes that reverse ``data``, by a PGAN.
@@ -560,17 +562,17 @@ def divergence(
     gen: LoadedGenerator,
     data: str | os.PathLike[str] | torch.Tensor | None = None,
     *,
-    spread: float | Sequence[float] = 0.1,
-    f: Sequence[str] = ("kl", "rkl", "js"),
+    spread: float | Sequence[float] = _DIVERGENCE.sigmas,
+    f: Sequence[str] = _DIVERGENCE.divergences,
     limit: int | None = None,
     resize: bool = False,
-    steps: int = 400,
-    importance: int = 64,
-    refine: int = 0,
-    ais: int = 0,
-    heldout: float = 0.25,
-    model_samples: int = 512,
-    batch_size: int = 64,
+    steps: int = _DIVERGENCE.steps,
+    importance: int = _DIVERGENCE.importance,
+    refine: int = _DIVERGENCE.refine,
+    ais: int = _DIVERGENCE.ais,
+    heldout: float = _DIVERGENCE.heldout,
+    model_samples: int = _DIVERGENCE.num_model_samples,
+    batch_size: int = _DIVERGENCE.batch_size,
     seed: int = 0,
 ) -> DivergenceResult:
     """Bound the spread f-divergences between the generator and ``data`` with fitted encoders.

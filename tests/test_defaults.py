@@ -92,11 +92,12 @@ CLI: dict[tuple[str, ...], dict[str, tuple[type, str, Same]]] = {
         "resize": (PagParams, "resize", SAME),
         "prior_samples": (PagParams, "num_prior_samples", SAME),
         "top": (PagParams, "num_top", SAME),
-        **{name: (ReversalParams, name, SAME) for name in ("steps", "lr", "optimizer", "init_std")},
+        **{name: (ReversalParams, name, SAME) for name in ("steps", "lr", "optimizer", "init_std", "batch_size")},
         "seed": (PagParams, "seed", SAME),
     },
     ("prior",): {
         **{f"reversal_{name}": (ReversalParams, name, SAME) for name in ("steps", "lr", "optimizer", "init_std")},
+        "batch_size": (ReversalParams, "batch_size", SAME),
         **{name: (PriorParams, name, SAME) for name in ("limit", "resize", "heldout", "seed")},
         "samples": (PriorParams, "num_samples", SAME),
         "permutations": (PriorParams, "num_permutations", SAME),
@@ -106,6 +107,13 @@ CLI: dict[tuple[str, ...], dict[str, tuple[type, str, Same]]] = {
         "prior_batch": (PganParams, "batch_size", SAME),
         "widths": (PganParams, "widths", lambda text: tuple(int(w) for w in text.split(","))),
         "critic_widths": (PganParams, "critic_widths", lambda text: tuple(int(w) for w in text.split(","))),
+    },
+    ("divergence",): {
+        **{name: (DivergenceParams, name, SAME) for name in ("limit", "resize", "steps", "importance", "refine")},
+        **{name: (DivergenceParams, name, SAME) for name in ("ais", "heldout", "batch_size", "seed")},
+        "model_samples": (DivergenceParams, "num_model_samples", SAME),
+        "spread": (DivergenceParams, "sigmas", lambda text: tuple(float(x) for x in text.split(","))),
+        "f": (DivergenceParams, "divergences", lambda text: tuple(text.split(","))),
     },
     ("bench",): {
         **{name: (BenchParams, name, SAME) for name in ("repeats", "naive_latents", "gradient", "warmup", "limit")},
@@ -181,9 +189,28 @@ API: dict[str, dict[str, tuple[type, str, Same]]] = {
         "top": (PagParams, "num_top", SAME),
         "seed": (PagParams, "seed", SAME),
     },
+    "prior": {
+        **{f"reversal_{name}": (ReversalParams, name, SAME) for name in ("steps", "lr", "optimizer", "init_std")},
+        "batch_size": (ReversalParams, "batch_size", SAME),
+        **{name: (PriorParams, name, SAME) for name in ("limit", "resize", "heldout", "seed")},
+        "permutations": (PriorParams, "num_permutations", SAME),
+        "prior_samples": (PriorParams, "num_prior_samples", SAME),
+        "top": (PriorParams, "num_top", SAME),
+        **{name: (PganParams, name, SAME) for name in ("steps", "lr", "dim")},
+        **{name: (PganParams, name, tuple) for name in ("widths", "critic_widths")},
+        "prior_batch": (PganParams, "batch_size", SAME),
+        "samples": (PriorParams, "num_samples", SAME),
+    },
+    "divergence": {
+        **{name: (DivergenceParams, name, SAME) for name in ("limit", "resize", "steps", "importance", "refine")},
+        **{name: (DivergenceParams, name, SAME) for name in ("ais", "heldout", "batch_size", "seed")},
+        "model_samples": (DivergenceParams, "num_model_samples", SAME),
+        "spread": (DivergenceParams, "sigmas", SAME),
+        "f": (DivergenceParams, "divergences", SAME),
+    },
 }
 #: API keywords that are inputs, not parameters with a default of their own
-API_INPUTS = {"gen", "z", "estimator", "data"}
+API_INPUTS = {"gen", "z", "estimator", "data", "codes"}
 
 
 def cli_defaults(path: tuple[str, ...], root: typer.Typer = app) -> dict[str, Any]:

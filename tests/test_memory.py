@@ -83,7 +83,9 @@ def test_divergence_memory_fits_the_defaults_and_follows_the_samples_and_draws(t
     )
     k, b = 10**5, p.batch_size  # the importance draws of one batch
     assert by(estimate(importance=k), "importance") == k * b * (act * e + (e + 24) * n_out) + b * enc * e
-    with pytest.raises(memory.GanProbeError, match=r"importance draws for each of 64 points.*lower the number") as exc:
+    with pytest.raises(
+        memory.GanProbeError, match=rf"importance draws for each of {b} points.*lower the number"
+    ) as exc:
         memory.check_memory(estimate(importance=k), available={"host": 2**30})
     assert exc.value.param == "importance"
 

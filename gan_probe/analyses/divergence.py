@@ -87,7 +87,7 @@ class DivergenceParams:
     num_model_samples: int = 512
     steps: int = 400
     lr: float = 1e-3
-    batch_size: int = 64
+    batch_size: int = 16
     eval_every: int = 25
     patience: int = 4
     importance: int = 64

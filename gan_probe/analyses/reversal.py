@@ -39,7 +39,7 @@ class ReversalParams:
     lr: float = 0.05
     optimizer: str = "sgd"
     init_std: float = 1e-4
-    batch_size: int = 64
+    batch_size: int = 16
     seed: int = 0
 
     def validate(self) -> None:
