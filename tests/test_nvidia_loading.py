@@ -333,6 +333,15 @@ def test_latents_files_carry_the_class_of_a_conditional_generator(pickles, runne
         (unconditional, ["--latents", labelled], "has a class column (classes 0) but the generator is unconditional"),
     ):
         assert_one_line_error(runner, ["sample", path, *args], fragment, tmp_path / "out")
+    # under --prior-net the class is G's: G o h keeps writing and checking it
+    from gan_probe.models.prior_net import save_prior_net
+    from tests.test_prior_net_option import linear_prior_net
+
+    z_dim = first["z"].shape[1]
+    identity = tmp_path / "identity.safetensors"
+    save_prior_net(identity, linear_prior_net(torch.eye(z_dim)), fitted={}, provenance="tests")
+    _, composed = render(runner, conditional, tmp_path / "h", "--seeds", "0-1", "--class", "2", "--prior-net", identity)
+    np.testing.assert_array_equal(composed["class"], [2, 2])
     # every command reading latents checks the column (loglik refuses w, eigvecs takes z here)
     assert_one_line_error(
         runner, ["eigvecs", conditional, "--latents", a, "--class", "0"], "but the run uses --class 0", tmp_path / "out"

@@ -251,8 +251,10 @@ def latent_key(gen: LoadedGenerator) -> str:
 
 
 def generator_class(gen: LoadedGenerator) -> int | None:
-    """The class a conditional generator was loaded with (``--class K``); None for an unconditional one."""
-    label = gen.config.get("class") if isinstance(gen.config, dict) else None
+    """The class a conditional generator was loaded with (``--class K``; under ``--prior-net``, G's, recorded
+    under ``config.generator``); None for an unconditional one."""
+    config = gen.config if isinstance(gen.config, dict) else {}
+    label = config.get("class", (config.get("generator") or {}).get("class") if gen.prior_net else None)
     return label if isinstance(label, int) and not isinstance(label, bool) else None
 
 
