@@ -333,6 +333,13 @@ def test_latents_files_carry_the_class_of_a_conditional_generator(pickles, runne
         (unconditional, ["--latents", labelled], "has a class column (classes 0) but the generator is unconditional"),
     ):
         assert_one_line_error(runner, ["sample", path, *args], fragment, tmp_path / "out")
+    # every latents file a command writes carries it: ascend's end points too
+    ascended = invoke(
+        runner, ["ascend", conditional, "--n", "2", "--steps", "1", "--class", "1", "--out", tmp_path / "asc"]
+    )
+    assert ascended.exit_code == 0, ascended.stderr
+    with np.load(tmp_path / "asc" / "latents.npz") as f:
+        np.testing.assert_array_equal(f["class"], [1, 1])
     # under --prior-net the class is G's: G o h keeps writing and checking it
     from gan_probe.models.prior_net import save_prior_net
     from tests.test_prior_net_option import linear_prior_net

@@ -119,7 +119,7 @@ def _write_ascend(result: AscendResult, gen: LoadedGenerator, out: OutputDir) ->
         result.condition.numpy(),
         title=f"likelihood ascent ({result.method} gradient, {result.params.optimizer}, lr {result.params.lr:g})",
     )
-    save_npz(out.path("latents.npz"), z=result.z[-1].numpy())
+    save_npz(out.path("latents.npz"), **latent_arrays(gen, result.z[-1]))
     save_npz(
         out.path("trajectories.npz"),
         z=result.z.numpy(),
@@ -260,7 +260,7 @@ def _write_prior(result: PriorResult, gen: LoadedGenerator, out: OutputDir) -> N
         provenance=f"gan-probe prior: the PGAN's generator h: R^{result.dim} -> R^{gen.nz}, fitted to codes "
         f"reversed from {result.codes_source} through {gen.path or gen.arch}",
     )
-    save_npz(out.path("latents.npz"), z=result.codes.numpy(), heldout=result.heldout_index.numpy())
+    save_npz(out.path("latents.npz"), **latent_arrays(gen, result.codes), heldout=result.heldout_index.numpy())
     save_npz(
         out.path("prior_training.npz"),
         d_loss=tr.d_loss.numpy(),
