@@ -250,21 +250,12 @@ def latent_key(gen: LoadedGenerator) -> str:
     return LATENT_KEYS.get(gen.prior.space, "z") if isinstance(gen.prior, MappedPrior) else "z"
 
 
-def generator_class(gen: LoadedGenerator) -> int | None:
-    """The class a conditional generator was loaded with (``--class K``; under ``--prior-net``, G's, recorded
-    under ``config.generator``); None for an unconditional one."""
-    config = gen.config if isinstance(gen.config, dict) else {}
-    label = config.get("class", (config.get("generator") or {}).get("class") if gen.prior_net else None)
-    return label if isinstance(label, int) and not isinstance(label, bool) else None
-
-
 def latent_arrays(gen: LoadedGenerator, z: torch.Tensor) -> dict[str, np.ndarray]:
     """The arrays a latents file holds for ``z``: the points under :func:`latent_key`, and for a conditional
     generator a ``class`` column (int64, one entry per row) that a later ``--latents`` run checks."""
     arrays = {latent_key(gen): z.numpy()}
-    label = generator_class(gen)
-    if label is not None:
-        arrays[CLASS_KEY] = np.full(z.shape[0], label, dtype=np.int64)
+    if gen.class_index is not None:
+        arrays[CLASS_KEY] = np.full(z.shape[0], gen.class_index, dtype=np.int64)
     return arrays
 
 
@@ -339,7 +330,7 @@ def given_latents(gen: LoadedGenerator, latents: Latents) -> torch.Tensor | None
         z = check_latents(latents, gen.nz)
         check_latent_range(z, gen, "latents")
     else:
-        z = load_latents(latents, gen.nz, gen.prior, label=generator_class(gen))
+        z = load_latents(latents, gen.nz, gen.prior, label=gen.class_index)
         check_latent_range(z, gen, "latents", f"latents in {latents}")
     return z
 

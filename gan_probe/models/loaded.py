@@ -98,6 +98,8 @@ class LoadedGenerator:
     #: the prior network h this generator is composed with (G o h, latent z'): its path, sha256, dim, nz and the
     #: generator it was fitted to (:func:`~gan_probe.models.prior_net.compose_with_prior`); None: plain G
     prior_net: dict[str, Any] | None = None
+    #: the class a conditional generator runs with (``--class K``); None for an unconditional one
+    class_index: int | None = None
     _twin: LoadedGenerator | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -220,6 +220,7 @@ def _before_generator(
     )
     composed.routes.randomness = gen.routes.randomness
     composed.prior_net = gen.prior_net
+    composed.class_index = gen.class_index
     composed.notes.extend(gen.notes)
     return composed
 

@@ -177,6 +177,7 @@ def load_nvidia_pickle(
         seed=options.seed,
     )
     loaded.ignores_norm = space == "z"  # the mapping normalises z: G(c z) = G(z), read on the sphere (§1.4)
+    loaded.class_index = space_record.get("class")
     if options.noise is not None and not module.noise_shapes():
         loaded.notes.append(f"{config['architecture']} has no noise inputs: --noise {options.noise} changes nothing")
     return loaded
